@@ -1,0 +1,20 @@
+"""The `detente` command line: thin wrappers over library functions; all output lives here."""
+
+from __future__ import annotations
+
+import sys
+
+from detente.cli._app import app, err_console
+from detente.cli import analyze as _analyze  # noqa: F401  (registers the command)
+from detente.cli import validate as _validate  # noqa: F401
+from detente.errors import DetenteError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    try:
+        app()
+    except DetenteError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,52 @@
+"""`detente validate PATH...`: check scenario and agent brief files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from detente.cli._app import app, console, err_console
+from detente.errors import DetenteError, InputError, Problem
+from detente.loading import classify, load_brief, load_bundle, load_yaml
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            if not found:
+                raise InputError(path, [Problem("", "no .yaml files in this folder")])
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+@app.command()
+def validate(
+    paths: list[Path] = typer.Argument(..., help="Scenario or brief files, or folders of them."),
+) -> None:
+    """Check scenario and agent brief files; exit 2 if any is invalid."""
+    failed = 0
+    files = _expand(paths)
+    for file in files:
+        try:
+            data = load_yaml(file)
+            if classify(data) == "scenario":
+                bundle = load_bundle(file)
+                s = bundle.scenario
+                summary = (f"scenario '{s.id}': {len(s.parties)} parties, {len(s.issues)} "
+                           f"issues, {len(s.terms)} numeric terms")
+            else:
+                brief = load_brief(file)
+                summary = f"brief '{brief.id}' ({brief.role})"
+        except DetenteError as exc:
+            failed += 1
+            err_console.print(f"✗ {exc}", markup=False, highlight=False, soft_wrap=True)
+            continue
+        console.print(f"✓ {file}  {summary}", markup=False, highlight=False)
+    if failed:
+        err_console.print(f"{failed} of {len(files)} files invalid", markup=False)
+        raise typer.Exit(2)

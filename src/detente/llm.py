@@ -1,0 +1,507 @@
+"""The only LLM transport: OpenAI-compatible chat completions with validated structured answers.
+
+Every model call of the harness goes through `LLMClient.complete`, which asks for one JSON object
+matching a pydantic model, validates it, and on an invalid answer feeds the validation error back
+to the model and asks again (up to `EndpointConfig.validation_retries` times).
+
+Three ways of asking for structure, chosen per endpoint by `EndpointConfig.structured_mode`:
+
+- `json_schema`: OpenAI strict structured outputs, sent by `client.chat.completions.parse`
+  (openai's helper turns the pydantic model into a strict schema). If openai's helper cannot make
+  the model's schema strict, the plain schema is sent with `create()` as
+  `{"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}`.
+- `json_object`: `{"type": "json_object", "schema": {...}}`, the grammar-constrained mode of the
+  llama-cpp-python server (the embedded local model). `$ref`s are inlined first.
+- `prompt`: no `response_format`; the schema is appended to the last system/user message and the
+  first JSON object in the reply is taken.
+
+Transport failures (unreachable server, HTTP errors after openai's own retries, timeouts) raise
+`LLMTransportError` with a one-line message; answers still invalid after the retries raise
+`InvalidResponseError`, which carries what the caller needs to record the failed exchange.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar, cast
+from urllib.parse import urlsplit
+
+import openai
+from openai.lib._parsing import type_to_response_format_param
+from openai.types.chat import ChatCompletion
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from detente.errors import DetenteError, format_path
+
+StructuredMode = Literal["json_schema", "json_object", "prompt"]
+
+T = TypeVar("T", bound=BaseModel)
+
+_PLACEHOLDER_KEY = "sk-no-key"
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+_MAX_MESSAGE = 300
+_PREFLIGHT_TIMEOUT = 20.0
+
+
+class EndpointConfig(BaseModel):
+    """Where and how to call one model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    base_url: str | None = None
+    """OpenAI-compatible base URL ending in `/v1`; None means OpenAI itself (or OPENAI_BASE_URL)."""
+    api_key: str | None = Field(default=None, repr=False)
+    """None means the OPENAI_API_KEY environment variable; local servers need none."""
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    seed: int | None = None
+    max_tokens: int | None = Field(default=1024, ge=1)
+    structured_mode: StructuredMode = "json_schema"
+    max_retries_http: int = Field(default=2, ge=0)
+    """openai `max_retries`: retries on connection errors, 408/409/429 and 5xx."""
+    timeout: float = Field(default=300.0, gt=0.0)
+    """Seconds per HTTP request."""
+    validation_retries: int = Field(default=2, ge=0)
+    """How many corrected answers to ask for after an invalid one."""
+
+
+@dataclass(frozen=True)
+class ChatResult(Generic[T]):
+    """A validated answer and what it cost."""
+
+    parsed: T
+    raw_text: str
+    """The text of the accepted reply."""
+    prompt_tokens: int
+    """Summed over all attempts."""
+    completion_tokens: int
+    """Summed over all attempts."""
+    latency_s: float
+    """Wall-clock seconds over all attempts."""
+    attempts: int
+    validation_errors: list[str] = field(default_factory=list)
+    """One entry per rejected attempt, in order (empty when the first answer was valid)."""
+    raw_texts: list[str] = field(default_factory=list)
+    """The text of every reply, the accepted one last."""
+
+
+class LLMError(DetenteError):
+    """Base class of the errors raised by this module."""
+
+
+class LLMTransportError(LLMError):
+    """The endpoint could not be reached or answered with an HTTP error."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class InvalidResponseError(LLMError):
+    """Every attempt produced an answer that did not validate against the response model."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: list[str],
+        raw_texts: list[str],
+        prompt_tokens: int,
+        completion_tokens: int,
+        attempts: int,
+        latency_s: float,
+    ) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.raw_texts = raw_texts
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.attempts = attempts
+        self.latency_s = latency_s
+
+
+@dataclass(frozen=True)
+class _Reply:
+    text: str | None
+    refusal: str | None
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class _Invalid(Exception):
+    """An answer that must be corrected; the message is what the model is told."""
+
+
+def is_local_url(url: str | None) -> bool:
+    """True for an http(s) URL on the loopback interface."""
+    if not url:
+        return False
+    host = urlsplit(url).hostname or ""
+    return host in _LOCAL_HOSTS or host.startswith("127.")
+
+
+def inline_refs(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Return `schema` with every local `$ref` replaced by its definition and `$defs` dropped.
+
+    Keywords next to a `$ref` win over the definition's. A recursive schema cannot be inlined:
+    it is returned unchanged (deep-copied).
+    """
+    root = copy.deepcopy(dict(schema))
+    defs: dict[str, Any] = {}
+    for key in ("$defs", "definitions"):
+        found = root.pop(key, None)
+        if isinstance(found, dict):
+            defs.update({f"#/{key}/{name}": value for name, value in found.items()})
+
+    def resolve(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [resolve(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            if ref in seen:
+                raise RecursionError(ref)
+            if ref not in defs:
+                raise KeyError(ref)
+            merged = {**copy.deepcopy(defs[ref]), **{k: v for k, v in node.items() if k != "$ref"}}
+            return resolve(merged, (*seen, ref))
+        return {key: resolve(value, seen) for key, value in node.items()}
+
+    try:
+        inlined = resolve(root, ())
+    except (RecursionError, KeyError):
+        return copy.deepcopy(dict(schema))
+    return cast(dict[str, Any], inlined)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: `path: message (got: input)`, short enough to show a model."""
+    lines: list[str] = []
+    for error in exc.errors(include_url=False):
+        where = format_path([p for p in error["loc"] if isinstance(p, str | int)]) or "(root)"
+        line = f"{where}: {error['msg']}"
+        if error["type"] not in ("missing", "json_invalid"):
+            got = json.dumps(error.get("input"), default=str)
+            if len(got) > 80:
+                got = got[:77] + "..."
+            line += f" (got: {got})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def extract_json_object(text: str) -> Any:
+    """The first JSON object embedded in `text`; raises ValueError if there is none."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            pass
+        else:
+            if isinstance(value, dict):
+                return value
+        start = text.find("{", start + 1)
+    raise ValueError("no JSON object found in the reply")
+
+
+def schema_instruction(schema: Mapping[str, Any]) -> str:
+    """The text appended to a prompt in `prompt` mode."""
+    return (
+        "\n\nAnswer with one JSON object only, and no other text. "
+        "It must conform to this JSON schema:\n" + json.dumps(schema, ensure_ascii=False)
+    )
+
+
+def _with_schema_instruction(
+    messages: list[dict[str, Any]], schema: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    instruction = schema_instruction(schema)
+    out = list(messages)
+    for index in range(len(out) - 1, -1, -1):
+        message = out[index]
+        if message.get("role") not in ("system", "user"):
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            new_content: Any = [*content, {"type": "text", "text": instruction.lstrip()}]
+        else:
+            new_content = f"{content or ''}{instruction}"
+        out[index] = {**message, "content": new_content}
+        return out
+    return [*out, {"role": "user", "content": instruction.lstrip()}]
+
+
+def _correction(error: str) -> str:
+    return (
+        "Your previous answer was not valid:\n"
+        f"{error}\n"
+        "Reply again with one corrected JSON object only, conforming to the schema."
+    )
+
+
+def _short(text: str, limit: int = _MAX_MESSAGE) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _root_os_error(exc: BaseException) -> OSError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current
+        for arg in getattr(current, "args", ()):
+            if isinstance(arg, OSError) and arg.strerror:
+                return arg
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _status_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return _short(inner["message"])
+        if isinstance(inner, str):
+            return _short(inner)
+        if isinstance(body.get("detail"), str):
+            return _short(body["detail"])
+    try:
+        text = exc.response.text
+    except Exception:
+        text = ""
+    return _short(text or exc.message)
+
+
+class LLMClient:
+    """Calls one endpoint. Thread-safe: one openai client per LLMClient, shared by all threads."""
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        key = config.api_key or os.environ.get("OPENAI_API_KEY") or ""
+        self._key_missing = not key
+        self._client = openai.OpenAI(
+            api_key=key or _PLACEHOLDER_KEY,
+            base_url=config.base_url,
+            max_retries=config.max_retries_http,
+            timeout=config.timeout,
+        )
+        self.base_url = str(self._client.base_url).rstrip("/")
+        self._lock = threading.Lock()
+        self._strict_ok: dict[type[BaseModel], bool] = {}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- public ---------------------------------------------------------------------------
+
+    def preflight(self) -> list[str]:
+        """Check the endpoint answers and accepts the key; return the model ids it lists.
+
+        Makes one cheap request (`GET /models`). A server without that route (404) passes.
+        """
+        try:
+            page = self._client.models.list(timeout=min(self.config.timeout, _PREFLIGHT_TIMEOUT))
+            return [m.id for m in page.data]
+        except openai.NotFoundError:
+            return []
+        except openai.OpenAIError as exc:
+            raise self._transport_error(exc) from None
+
+    def complete(
+        self, messages: Sequence[Mapping[str, Any]], response_model: type[T]
+    ) -> ChatResult[T]:
+        """Ask for one JSON object matching `response_model`, correcting invalid answers."""
+        mode = self.config.structured_mode
+        convo: list[dict[str, Any]] = [dict(m) for m in messages]
+        if mode == "prompt":
+            convo = _with_schema_instruction(convo, inline_refs(response_model.model_json_schema()))
+
+        errors: list[str] = []
+        raw_texts: list[str] = []
+        prompt_tokens = completion_tokens = 0
+        started = time.monotonic()
+        attempts = 0
+        for _ in range(self.config.validation_retries + 1):
+            attempts += 1
+            reply = self._call(convo, response_model)
+            prompt_tokens += reply.prompt_tokens
+            completion_tokens += reply.completion_tokens
+            said = reply.text if reply.text is not None else (reply.refusal or "")
+            raw_texts.append(said)
+            try:
+                parsed = self._validate(reply, response_model)
+            except _Invalid as exc:
+                errors.append(str(exc))
+                convo = [
+                    *convo,
+                    {"role": "assistant", "content": said},
+                    {"role": "user", "content": _correction(str(exc))},
+                ]
+                continue
+            return ChatResult(
+                parsed=parsed,
+                raw_text=said,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_s=time.monotonic() - started,
+                attempts=attempts,
+                validation_errors=errors,
+                raw_texts=raw_texts,
+            )
+        raise InvalidResponseError(
+            f"{self.config.model} gave no valid {response_model.__name__} in {attempts} "
+            f"attempt(s); last error: {_short(errors[-1], 200)}",
+            errors=errors,
+            raw_texts=raw_texts,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            attempts=attempts,
+            latency_s=time.monotonic() - started,
+        )
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _common(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.config.temperature,
+        }
+        if self.config.seed is not None:
+            kwargs["seed"] = self.config.seed
+        if self.config.max_tokens is not None:
+            kwargs["max_tokens"] = self.config.max_tokens
+        return kwargs
+
+    def _strict_compatible(self, response_model: type[BaseModel]) -> bool:
+        with self._lock:
+            known = self._strict_ok.get(response_model)
+        if known is None:
+            try:
+                type_to_response_format_param(response_model)
+                known = True
+            except (TypeError, ValueError, KeyError, AssertionError):
+                known = False
+            with self._lock:
+                self._strict_ok[response_model] = known
+        return known
+
+    def _call(self, messages: list[dict[str, Any]], response_model: type[BaseModel]) -> _Reply:
+        mode = self.config.structured_mode
+        kwargs = self._common(messages)
+        completions = self._client.chat.completions
+        try:
+            if mode == "json_schema" and self._strict_compatible(response_model):
+                # parse() builds the strict schema; its own parsing is lazy on the raw response,
+                # so an invalid answer reaches our validation and can be fed back to the model.
+                raw = completions.with_raw_response.parse(**kwargs, response_format=response_model)
+                completion = ChatCompletion.model_validate_json(raw.text)
+            elif mode == "json_schema":
+                completion = completions.create(
+                    **kwargs,
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {
+                            "name": response_model.__name__,
+                            "schema": response_model.model_json_schema(),
+                            "strict": True,
+                        },
+                    },
+                )
+            elif mode == "json_object":
+                completion = completions.create(
+                    **kwargs,
+                    extra_body={
+                        "response_format": {
+                            "type": "json_object",
+                            "schema": inline_refs(response_model.model_json_schema()),
+                        }
+                    },
+                )
+            else:
+                completion = completions.create(**kwargs)
+        except openai.OpenAIError as exc:
+            raise self._transport_error(exc) from None
+        except ValidationError as exc:
+            raise LLMTransportError(
+                f"{self.base_url} answered with a malformed chat completion: "
+                f"{_short(format_validation_error(exc), 200)}"
+            ) from None
+        if not completion.choices:
+            raise LLMTransportError(f"{self.base_url} answered with no choices")
+        choice = completion.choices[0]
+        usage = completion.usage
+        return _Reply(
+            text=choice.message.content,
+            refusal=choice.message.refusal,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    def _validate(self, reply: _Reply, response_model: type[T]) -> T:
+        if reply.refusal:
+            raise _Invalid(f"(refusal) the model refused: {_short(reply.refusal, 200)}")
+        if reply.text is None or not reply.text.strip():
+            raise _Invalid("(empty) the reply was empty; a JSON object was expected")
+        cut = (
+            f" (the reply was cut off at max_tokens={self.config.max_tokens}; answer shorter)"
+            if reply.finish_reason == "length"
+            else ""
+        )
+        try:
+            if self.config.structured_mode == "prompt":
+                try:
+                    data = extract_json_object(reply.text)
+                except ValueError as exc:
+                    raise _Invalid(f"(json) {exc}{cut}") from None
+                return response_model.model_validate(data)
+            return response_model.model_validate_json(reply.text)
+        except ValidationError as exc:
+            raise _Invalid(format_validation_error(exc) + cut) from None
+
+    def _transport_error(self, exc: openai.OpenAIError) -> LLMTransportError:
+        where = self.base_url
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMTransportError(
+                f"{where} did not answer within {self.config.timeout:g} s (timeout)"
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = _root_os_error(exc)
+            reason = cause.strerror.lower() if cause and cause.strerror else _short(str(exc), 120)
+            return LLMTransportError(f"cannot reach {where}: {reason}")
+        if isinstance(exc, openai.AuthenticationError):
+            hint = (
+                "no API key was given: set OPENAI_API_KEY or the endpoint's api_key"
+                if self._key_missing
+                else "check the API key"
+            )
+            return LLMTransportError(
+                f"{where} rejected the request (HTTP 401: {_status_message(exc)}); {hint}",
+                status_code=401,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            what = f"model {self.config.model!r}: " if exc.status_code == 404 else ""
+            return LLMTransportError(
+                f"{where} answered HTTP {exc.status_code}: {what}{_status_message(exc)}",
+                status_code=exc.status_code,
+            )
+        return LLMTransportError(f"{where}: {_short(str(exc), 200)}")

@@ -1,0 +1,129 @@
+"""Reading scenario and brief files, turning every defect into one `InputError` with field paths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from detente.briefs import Brief
+from detente.errors import InputError, Problem, format_path
+from detente.scenario import Scenario, check_scenario
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML file that must hold a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, [Problem("", "no such file")]) from None
+    except IsADirectoryError:
+        raise InputError(path, [Problem("", "expected a file, got a directory")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, [Problem("", f"cannot read: {exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError(path, [Problem(where, f"malformed YAML: {exc.problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise InputError(path, [Problem("", f"malformed YAML: {exc}")]) from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else type(data).__name__
+        raise InputError(path, [Problem("", f"expected a YAML mapping at the top, got {got}")])
+    return data
+
+
+def validate_model(model: type[M], data: Any, file: Path | str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(file, problems_from_validation(exc)) from None
+
+
+def problems_from_validation(exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = [part for part in err["loc"] if part not in ("forbid", "bound", "conditional")]
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif "input" in err and err["type"] not in ("missing",):
+            shown = json.dumps(err["input"], default=str)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            msg = f"{msg} (got {shown})"
+        problems.append(Problem(format_path(loc), msg))
+    return problems
+
+
+def load_brief(path: Path) -> Brief:
+    brief = validate_model(Brief, load_yaml(path), path)
+    if brief.id != path.stem:
+        raise InputError(path, [Problem("id", f"expected '{path.stem}' (the file's name), "
+                                        f"got '{brief.id}'")])
+    return brief
+
+
+@dataclass(frozen=True)
+class ScenarioBundle:
+    """A validated scenario with its party briefs and the hash that identifies its content."""
+
+    path: Path
+    scenario: Scenario
+    briefs: dict[str, Brief]
+    content_hash: str
+
+
+def load_scenario(path: Path) -> Scenario:
+    return load_bundle(path).scenario
+
+
+def load_bundle(path: Path) -> ScenarioBundle:
+    data = load_yaml(path)
+    scenario = validate_model(Scenario, data, path)
+    problems = check_scenario(scenario)
+    if problems:
+        raise InputError(path, problems)
+    briefs = _load_party_briefs(path, scenario)
+    canonical = json.dumps(scenario.model_dump(mode="json", by_alias=True), sort_keys=True)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return ScenarioBundle(path=path, scenario=scenario, briefs=briefs, content_hash=digest)
+
+
+def _load_party_briefs(path: Path, scenario: Scenario) -> dict[str, Brief]:
+    agents_dir = (path.parent / scenario.agents_dir).resolve()
+    briefs: dict[str, Brief] = {}
+    problems: list[Problem] = []
+    for k, party in enumerate(scenario.parties):
+        brief_path = agents_dir / f"{party}.yaml"
+        if not brief_path.is_file():
+            problems.append(Problem(f"parties[{k}]", f"party '{party}' has no brief: expected "
+                                    f"{brief_path}"))
+            continue
+        brief = load_brief(brief_path)
+        expected = "mediator" if party == scenario.mediator else "party"
+        if brief.role != expected:
+            problems.append(Problem(f"parties[{k}]", f"the brief of '{party}' has role "
+                                    f"'{brief.role}', but this scenario makes it a {expected}"))
+        briefs[party] = brief
+    if problems:
+        raise InputError(path, problems)
+    return briefs
+
+
+def classify(data: dict[str, Any]) -> str:
+    """`scenario` or `brief`, from a file's top-level keys."""
+    if "issues" in data or "preferences" in data or "decision" in data or "extends" in data:
+        return "scenario"
+    return "brief"

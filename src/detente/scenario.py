@@ -1,0 +1,404 @@
+"""The scenario model: parties, issues, numeric terms, preferences, red lines, decision rule.
+
+Nothing here knows any particular negotiation: the article's parties and issues live only in
+`scenarios/` and `agents/`. Structural checks are pydantic's; cross-references (unknown ids,
+weights, utilities) are checked by `check_scenario`, which reports exact field paths.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from detente.errors import Problem
+
+Id = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+"""Identifiers are lower snake case so they are safe as JSON keys, enum values and file names."""
+
+Source = Annotated[str, Field(pattern=r"^(article/[a-z0-9][a-z0-9-]*|background|variant)$")]
+"""Where a position or rule comes from: an article section, background knowledge, or a variant."""
+
+WEIGHT_TOLERANCE = 1e-6
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SourceRef(_Strict):
+    """The text a scenario paraphrases, cited by title, author and date."""
+
+    title: str
+    author: str
+    date: str
+
+
+class Option(_Strict):
+    """One way an issue can be settled."""
+
+    id: Id
+    label: str
+    description: str
+
+
+class Issue(_Strict):
+    """A discrete issue: options ordered from one side's maximal position to the other's."""
+
+    id: Id
+    label: str
+    description: str
+    source: Source = "background"
+    options: list[Option] = Field(min_length=2)
+
+    def option_ids(self) -> list[str]:
+        return [o.id for o in self.options]
+
+
+class NumericTerm(_Strict):
+    """A bounded number in the package, e.g. a troop ceiling, enumerated on a grid of `step`."""
+
+    id: Id
+    label: str
+    description: str
+    unit: str
+    issue: Id | None = None
+    """The issue this term belongs to, for display only."""
+    min: float
+    max: float
+    step: float = Field(gt=0)
+    source: Source = "background"
+
+    def values(self) -> np.ndarray:
+        count = round((self.max - self.min) / self.step) + 1
+        return self.min + self.step * np.arange(count, dtype=np.float64)
+
+    def snap(self, value: float) -> float:
+        """The grid value nearest to `value`, clamped to the range."""
+        clamped = min(max(value, self.min), self.max)
+        return float(self.min + round((clamped - self.min) / self.step) * self.step)
+
+
+class Condition(_Strict):
+    """A predicate over a package: an issue settled on one of `options`, or a term within bounds."""
+
+    issue: Id | None = None
+    options: list[Id] | None = None
+    term: Id | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> Condition:
+        if (self.issue is None) == (self.term is None):
+            raise ValueError("a condition names exactly one of `issue` or `term`")
+        if self.issue is not None and not self.options:
+            raise ValueError("an issue condition lists `options`")
+        if self.issue is not None and (self.min is not None or self.max is not None):
+            raise ValueError("an issue condition takes `options`, not `min`/`max`")
+        if self.term is not None and self.options is not None:
+            raise ValueError("a term condition takes `min`/`max`, not `options`")
+        if self.term is not None and self.min is None and self.max is None:
+            raise ValueError("a term condition gives `min`, `max` or both")
+        return self
+
+    def describe(self) -> str:
+        if self.issue is not None:
+            return f"{self.issue} in {{{', '.join(self.options or [])}}}"
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return f"{self.term} {' and '.join(parts)}"
+
+
+class _RedLineBase(_Strict):
+    id: Id
+    description: str
+    source: Source = "background"
+
+
+class ForbidRedLine(_RedLineBase):
+    """Broken when `issue` is settled on any of `options`."""
+
+    kind: Literal["forbid"]
+    issue: Id
+    options: list[Id] = Field(min_length=1)
+
+
+class BoundRedLine(_RedLineBase):
+    """Broken when `term` falls outside [`min`, `max`]."""
+
+    kind: Literal["bound"]
+    term: Id
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> BoundRedLine:
+        if self.min is None and self.max is None:
+            raise ValueError("a bound red line gives `min`, `max` or both")
+        return self
+
+
+class ConditionalRedLine(_RedLineBase):
+    """Broken when `if` holds and `then` does not."""
+
+    kind: Literal["conditional"]
+    if_: Condition = Field(alias="if")
+    then: Condition
+
+
+RedLine = Annotated[ForbidRedLine | BoundRedLine | ConditionalRedLine, Field(discriminator="kind")]
+
+
+class Preferences(_Strict):
+    """One voting party's private preferences: never shown to any other agent."""
+
+    weights: dict[Id, float]
+    """Weight of each issue and numeric term; they sum to 1."""
+    utilities: dict[Id, dict[Id, float]]
+    """Utility 0-100 of every option of every issue."""
+    term_utilities: dict[Id, list[tuple[float, float]]] = {}
+    """Piecewise-linear utility of each numeric term: (value, utility) points, values increasing."""
+    reservation_utility: float
+    """What no deal is worth to the party, 0-100."""
+    red_lines: list[RedLine] = []
+
+
+class Quorum(_Strict):
+    """At least `min` voting parties accept, `including` all of the listed ones."""
+
+    min: int = Field(ge=1)
+    including: list[Id] = []
+
+
+class DecisionRule(_Strict):
+    required: list[Id]
+    """Parties that must all accept."""
+    veto: list[Id] = []
+    """Parties whose rejection alone sinks a package."""
+    quorum: Quorum | None = None
+    max_rounds: int = Field(ge=1, le=100)
+    deadlock_after: int = Field(default=3, ge=1)
+    """The run ends in deadlock when the same package is rejected this many times."""
+
+
+class Scenario(_Strict):
+    format: Literal[1] = 1
+    id: Id
+    title: str
+    description: str
+    rationale: str | None = None
+    """Why this variant exists and which premise it changes."""
+    source: SourceRef | None = None
+    agents_dir: str = "../agents"
+    """Folder of party briefs, relative to the scenario file."""
+    parties: list[Id] = Field(min_length=2)
+    mediator: Id | None = None
+    """A party that tables packages and does not vote; None means the parties take turns."""
+    issues: list[Issue] = Field(min_length=1)
+    terms: list[NumericTerm] = []
+    preferences: dict[Id, Preferences]
+    decision: DecisionRule
+
+    @property
+    def voters(self) -> list[str]:
+        """Parties that vote and hold utilities, in the scenario's order."""
+        return [p for p in self.parties if p != self.mediator]
+
+    def issue(self, issue_id: str) -> Issue:
+        for issue in self.issues:
+            if issue.id == issue_id:
+                return issue
+        raise KeyError(issue_id)
+
+    def term(self, term_id: str) -> NumericTerm:
+        for term in self.terms:
+            if term.id == term_id:
+                return term
+        raise KeyError(term_id)
+
+    def dimension_ids(self) -> list[str]:
+        return [i.id for i in self.issues] + [t.id for t in self.terms]
+
+
+class Package(_Strict):
+    """A full proposal: one option per issue and a value for each numeric term."""
+
+    options: dict[Id, Id]
+    terms: dict[Id, float] = {}
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.options.items()]
+        parts += [f"{k}={v:g}" for k, v in self.terms.items()]
+        return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- cross-checks
+
+
+def check_scenario(scenario: Scenario) -> list[Problem]:
+    """Every cross-reference problem in a structurally valid scenario, with its field path."""
+    problems: list[Problem] = []
+    add = problems.append
+    issues = {i.id: i for i in scenario.issues}
+    terms = {t.id: t for t in scenario.terms}
+    dims = list(issues) + list(terms)
+
+    for name, ids in (("parties", scenario.parties), ("issues", dims)):
+        dupes = sorted({x for x in ids if ids.count(x) > 1})
+        if dupes:
+            add(Problem(name, f"ids must be unique; repeated: {', '.join(dupes)}"))
+    for i, issue in enumerate(scenario.issues):
+        opts = issue.option_ids()
+        dupes = sorted({x for x in opts if opts.count(x) > 1})
+        if dupes:
+            add(Problem(f"issues[{i}].options", f"option ids must be unique; repeated: {dupes}"))
+    for i, term in enumerate(scenario.terms):
+        where = f"terms[{i}]"
+        if term.max <= term.min:
+            add(Problem(where, f"expected max > min, got min={term.min:g}, max={term.max:g}"))
+            continue
+        span = (term.max - term.min) / term.step
+        if not math.isclose(span, round(span), abs_tol=1e-9):
+            add(Problem(f"{where}.step", f"expected a step that divides max - min "
+                        f"({term.max - term.min:g}), got {term.step:g}"))
+        if term.issue is not None and term.issue not in issues:
+            add(Problem(f"{where}.issue", _unknown("issue", term.issue, issues)))
+
+    if scenario.mediator is not None and scenario.mediator not in scenario.parties:
+        add(Problem("mediator", _unknown("party", scenario.mediator, scenario.parties)))
+
+    voters = scenario.voters
+    for party in voters:
+        if party not in scenario.preferences:
+            add(Problem("preferences", f"missing preferences for voting party '{party}'"))
+    for party, prefs in scenario.preferences.items():
+        where = f"preferences.{party}"
+        if party not in voters:
+            why = "the mediator has no utilities" if party == scenario.mediator else (
+                _unknown("party", party, scenario.parties))
+            add(Problem(where, why))
+            continue
+        problems += _check_preferences(where, prefs, issues, terms)
+
+    rule = scenario.decision
+    for field in ("required", "veto"):
+        for k, party in enumerate(getattr(rule, field)):
+            if party not in voters:
+                add(Problem(f"decision.{field}[{k}]", _unknown("voting party", party, voters)))
+    if not rule.required and rule.quorum is None:
+        add(Problem("decision", "expected `required` parties or a `quorum`"))
+    if rule.quorum is not None:
+        if rule.quorum.min > len(voters):
+            add(Problem("decision.quorum.min", f"expected at most {len(voters)} (the number of "
+                        f"voting parties), got {rule.quorum.min}"))
+        for k, party in enumerate(rule.quorum.including):
+            if party not in voters:
+                add(Problem(f"decision.quorum.including[{k}]",
+                            _unknown("voting party", party, voters)))
+    return problems
+
+
+def _check_preferences(
+    where: str, prefs: Preferences, issues: dict[str, Issue], terms: dict[str, NumericTerm]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    add = problems.append
+    dims = list(issues) + list(terms)
+    for dim in dims:
+        if dim not in prefs.weights:
+            add(Problem(f"{where}.weights", f"missing weight for '{dim}'"))
+    for dim, weight in prefs.weights.items():
+        if dim not in dims:
+            add(Problem(f"{where}.weights.{dim}", _unknown("issue or term", dim, dims)))
+        elif weight < 0:
+            add(Problem(f"{where}.weights.{dim}", f"expected a weight >= 0, got {weight:g}"))
+    total = sum(prefs.weights.values())
+    if not math.isclose(total, 1.0, abs_tol=WEIGHT_TOLERANCE):
+        add(Problem(f"{where}.weights", f"expected weights summing to 1, got {total:g}"))
+    if not 0 <= prefs.reservation_utility <= 100:
+        add(Problem(f"{where}.reservation_utility",
+                    f"expected a utility from 0 to 100, got {prefs.reservation_utility:g}"))
+
+    for issue_id, issue in issues.items():
+        table = prefs.utilities.get(issue_id)
+        if table is None:
+            add(Problem(f"{where}.utilities", f"missing utilities for issue '{issue_id}'"))
+            continue
+        for opt in issue.option_ids():
+            if opt not in table:
+                add(Problem(f"{where}.utilities.{issue_id}",
+                            f"missing utility for option '{opt}'"))
+        for opt, value in table.items():
+            if opt not in issue.option_ids():
+                add(Problem(f"{where}.utilities.{issue_id}.{opt}",
+                            _unknown(f"option of '{issue_id}'", opt, issue.option_ids())))
+            elif not 0 <= value <= 100:
+                add(Problem(f"{where}.utilities.{issue_id}.{opt}",
+                            f"expected a utility from 0 to 100, got {value:g}"))
+    for issue_id in prefs.utilities:
+        if issue_id not in issues:
+            add(Problem(f"{where}.utilities.{issue_id}", _unknown("issue", issue_id, issues)))
+
+    for term_id, term in terms.items():
+        points = prefs.term_utilities.get(term_id)
+        if points is None:
+            add(Problem(f"{where}.term_utilities", f"missing utility points for term '{term_id}'"))
+            continue
+        tw = f"{where}.term_utilities.{term_id}"
+        xs = [x for x, _ in points]
+        if len(points) < 2:
+            add(Problem(tw, "expected at least two (value, utility) points"))
+        elif any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            add(Problem(tw, "expected point values in strictly increasing order"))
+        for k, (x, u) in enumerate(points):
+            if not term.min <= x <= term.max:
+                add(Problem(f"{tw}[{k}]", f"expected a value within [{term.min:g}, "
+                            f"{term.max:g}], got {x:g}"))
+            if not 0 <= u <= 100:
+                add(Problem(f"{tw}[{k}]", f"expected a utility from 0 to 100, got {u:g}"))
+    for term_id in prefs.term_utilities:
+        if term_id not in terms:
+            add(Problem(f"{where}.term_utilities.{term_id}", _unknown("term", term_id, terms)))
+
+    for k, line in enumerate(prefs.red_lines):
+        lw = f"{where}.red_lines[{k}]"
+        if isinstance(line, ForbidRedLine):
+            problems += _check_issue_options(lw, line.issue, line.options, issues)
+        elif isinstance(line, BoundRedLine):
+            if line.term not in terms:
+                add(Problem(f"{lw}.term", _unknown("term", line.term, terms)))
+        else:
+            for name, cond in (("if", line.if_), ("then", line.then)):
+                if cond.issue is not None:
+                    problems += _check_issue_options(
+                        f"{lw}.{name}", cond.issue, cond.options or [], issues)
+                elif cond.term not in terms:
+                    add(Problem(f"{lw}.{name}.term", _unknown("term", str(cond.term), terms)))
+    ids = [line.id for line in prefs.red_lines]
+    dupes = sorted({x for x in ids if ids.count(x) > 1})
+    if dupes:
+        add(Problem(f"{where}.red_lines", f"red line ids must be unique; repeated: {dupes}"))
+    return problems
+
+
+def _check_issue_options(
+    where: str, issue_id: str, options: list[str], issues: dict[str, Issue]
+) -> list[Problem]:
+    if issue_id not in issues:
+        return [Problem(f"{where}.issue", _unknown("issue", issue_id, issues))]
+    known = issues[issue_id].option_ids()
+    return [
+        Problem(f"{where}.options[{k}]", _unknown(f"option of '{issue_id}'", opt, known))
+        for k, opt in enumerate(options)
+        if opt not in known
+    ]
+
+
+def _unknown(kind: str, value: str, known: Any) -> str:
+    return f"unknown {kind} '{value}'; expected one of: {', '.join(sorted(known))}"

@@ -1,0 +1,258 @@
+"""The package space, vectorized: utilities and red lines of many packages at once.
+
+A scenario compiles into one lookup per dimension (issue or numeric term); a batch of packages
+is a list of columns, one per dimension (option indices for issues, values for terms). The scorer
+and the outcome-space analysis both evaluate packages through `PackageSpace.evaluate`, so a single
+package and a million packages are judged by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from detente.scenario import (
+    BoundRedLine,
+    Condition,
+    ConditionalRedLine,
+    ForbidRedLine,
+    Package,
+    RedLine,
+    Scenario,
+)
+
+Columns = list[np.ndarray]
+"""One array per dimension: int option indices for an issue, float values for a term."""
+
+
+@dataclass(frozen=True)
+class _Predicate:
+    """`dimension` satisfies a condition: a lookup table for issues, bounds for terms."""
+
+    dimension: int
+    table: np.ndarray | None = None
+    low: float = -np.inf
+    high: float = np.inf
+
+    def holds(self, columns: Columns) -> np.ndarray:
+        column = columns[self.dimension]
+        if self.table is not None:
+            result: np.ndarray = self.table[column]
+            return result
+        return (column >= self.low) & (column <= self.high)
+
+
+@dataclass(frozen=True)
+class _CompiledRedLine:
+    """Broken where `trigger` holds (always, if None) and `requirement` fails (always, if None)."""
+
+    party: str
+    rule: RedLine
+    trigger: _Predicate | None
+    requirement: _Predicate | None
+
+    @property
+    def dimensions(self) -> set[int]:
+        return {p.dimension for p in (self.trigger, self.requirement) if p is not None}
+
+    def broken(self, columns: Columns, n: int) -> np.ndarray:
+        hit = self.trigger.holds(columns) if self.trigger else np.ones(n, dtype=bool)
+        if self.requirement is not None:
+            hit = hit & ~self.requirement.holds(columns)
+        return hit
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Utilities and red-line verdicts of a batch of n packages."""
+
+    utilities: np.ndarray
+    """(n, voters) utility of each package for each voting party."""
+    broken: np.ndarray
+    """(n, red lines) whether each package breaks each red line (`PackageSpace.red_lines` order)."""
+    rational: np.ndarray
+    """(n, voters) whether accepting is rational: at or above reservation, no own red line broken."""
+    admissible: np.ndarray
+    """(n,) no red line of a required party broken."""
+
+
+class PackageSpace:
+    """A compiled scenario: the grid of every package and vectorized evaluation of batches."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.voters = scenario.voters
+        self.issue_ids = [i.id for i in scenario.issues]
+        self.term_ids = [t.id for t in scenario.terms]
+        self.dimension_ids = self.issue_ids + self.term_ids
+        self.option_ids = [i.option_ids() for i in scenario.issues]
+        self.term_values = [t.values() for t in scenario.terms]
+        self.sizes = tuple(len(o) for o in self.option_ids) + tuple(
+            len(v) for v in self.term_values
+        )
+        self.total = int(np.prod(np.array(self.sizes, dtype=np.float64)))
+        self.reservation = np.array(
+            [scenario.preferences[p].reservation_utility for p in self.voters]
+        )
+        self.required_mask = np.array([p in scenario.decision.required for p in self.voters])
+        self._issue_tables: list[np.ndarray] = []  # per issue: (options, voters) weighted
+        for k, issue_id in enumerate(self.issue_ids):
+            table = np.array(
+                [
+                    [
+                        scenario.preferences[p].weights[issue_id]
+                        * scenario.preferences[p].utilities[issue_id][opt]
+                        for p in self.voters
+                    ]
+                    for opt in self.option_ids[k]
+                ]
+            )
+            self._issue_tables.append(table.reshape(len(self.option_ids[k]), len(self.voters)))
+        self._term_curves = [
+            [
+                (
+                    scenario.preferences[p].weights[term_id],
+                    np.array([x for x, _ in scenario.preferences[p].term_utilities[term_id]]),
+                    np.array([u for _, u in scenario.preferences[p].term_utilities[term_id]]),
+                )
+                for p in self.voters
+            ]
+            for term_id in self.term_ids
+        ]
+        self.red_lines: list[_CompiledRedLine] = [
+            self._compile(party, line)
+            for party in self.voters
+            for line in scenario.preferences[party].red_lines
+        ]
+        self._red_line_owner = np.array(
+            [self.voters.index(r.party) for r in self.red_lines], dtype=np.int64
+        )
+
+    # ------------------------------------------------------------------ compilation
+
+    def _predicate(self, cond: Condition) -> _Predicate:
+        if cond.issue is not None:
+            k = self.issue_ids.index(cond.issue)
+            wanted = set(cond.options or [])
+            table = np.array([opt in wanted for opt in self.option_ids[k]])
+            return _Predicate(dimension=k, table=table)
+        assert cond.term is not None
+        k = len(self.issue_ids) + self.term_ids.index(cond.term)
+        low = -np.inf if cond.min is None else cond.min
+        high = np.inf if cond.max is None else cond.max
+        return _Predicate(dimension=k, low=low, high=high)
+
+    def _compile(self, party: str, line: RedLine) -> _CompiledRedLine:
+        if isinstance(line, ForbidRedLine):
+            trigger = self._predicate(Condition(issue=line.issue, options=line.options))
+            return _CompiledRedLine(party, line, trigger, None)
+        if isinstance(line, BoundRedLine):
+            bound = Condition(term=line.term, min=line.min, max=line.max)
+            return _CompiledRedLine(party, line, None, self._predicate(bound))
+        assert isinstance(line, ConditionalRedLine)
+        return _CompiledRedLine(
+            party, line, self._predicate(line.if_), self._predicate(line.then)
+        )
+
+    # ------------------------------------------------------------------ packages <-> columns
+
+    def columns_for_flat(self, flat: np.ndarray) -> Columns:
+        """Columns of the packages at the given flat indices of the grid (C order)."""
+        indices = np.unravel_index(flat, self.sizes)
+        n_issues = len(self.issue_ids)
+        columns: Columns = [np.asarray(ix) for ix in indices[:n_issues]]
+        columns += [
+            self.term_values[k][indices[n_issues + k]] for k in range(len(self.term_ids))
+        ]
+        return columns
+
+    def columns_for_packages(self, packages: Sequence[Package]) -> Columns:
+        columns: Columns = [
+            np.array([self.option_ids[k].index(p.options[i]) for p in packages], dtype=np.int64)
+            for k, i in enumerate(self.issue_ids)
+        ]
+        columns += [np.array([p.terms[t] for p in packages], dtype=np.float64)
+                    for t in self.term_ids]
+        return columns
+
+    def package_at(self, flat: int) -> Package:
+        columns = self.columns_for_flat(np.array([flat]))
+        n_issues = len(self.issue_ids)
+        return Package(
+            options={
+                issue_id: self.option_ids[k][int(columns[k][0])]
+                for k, issue_id in enumerate(self.issue_ids)
+            },
+            terms={
+                term_id: float(columns[n_issues + k][0])
+                for k, term_id in enumerate(self.term_ids)
+            },
+        )
+
+    def dimension_values(self, k: int, index: np.ndarray) -> np.ndarray:
+        """Column entries of dimension `k` for grid positions `index`."""
+        n_issues = len(self.issue_ids)
+        return index if k < n_issues else self.term_values[k - n_issues][index]
+
+    def contributions(self, k: int) -> np.ndarray:
+        """(size of dimension k, voters): weighted utility each value adds for each voter."""
+        n_issues = len(self.issue_ids)
+        if k < n_issues:
+            return self._issue_tables[k]
+        values = self.term_values[k - n_issues]
+        return np.stack(
+            [w * np.interp(values, xs, us) for w, xs, us in self._term_curves[k - n_issues]],
+            axis=1,
+        )
+
+    def chunks(self, chunk_size: int) -> Iterator[tuple[np.ndarray, Columns]]:
+        """The whole grid in batches of at most `chunk_size` packages: (flat indices, columns)."""
+        for start in range(0, self.total, chunk_size):
+            flat = np.arange(start, min(start + chunk_size, self.total), dtype=np.int64)
+            yield flat, self.columns_for_flat(flat)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, columns: Columns) -> Evaluation:
+        n = len(columns[0]) if columns else 1
+        utilities = np.zeros((n, len(self.voters)))
+        for k, table in enumerate(self._issue_tables):
+            utilities += table[columns[k]]
+        n_issues = len(self.issue_ids)
+        for k, curves in enumerate(self._term_curves):
+            values = columns[n_issues + k]
+            for v, (weight, xs, us) in enumerate(curves):
+                utilities[:, v] += weight * np.interp(values, xs, us)
+        broken = np.zeros((n, len(self.red_lines)), dtype=bool)
+        for r, line in enumerate(self.red_lines):
+            broken[:, r] = line.broken(columns, n)
+        broken_by_party = np.zeros((n, len(self.voters)), dtype=bool)
+        for v in range(len(self.voters)):
+            own = self._red_line_owner == v
+            if own.any():
+                broken_by_party[:, v] = broken[:, own].any(axis=1)
+        # Utilities are sums of floats; a hair below the reservation is still at it.
+        at_least_reservation = utilities >= self.reservation - 1e-9
+        rational = at_least_reservation & ~broken_by_party
+        admissible = ~broken_by_party[:, self.required_mask].any(axis=1)
+        return Evaluation(utilities, broken, rational, admissible)
+
+
+def gini(values: np.ndarray) -> float:
+    """Gini coefficient of non-negative values (0 = equal, towards 1 = concentrated)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0 or values.sum() <= 0:
+        return 0.0
+    diffs = np.abs(values[:, None] - values[None, :]).sum()
+    return float(diffs / (2 * values.size**2 * values.mean()))
+
+
+def dominated_by_any(point: np.ndarray, others: np.ndarray) -> bool:
+    """Whether some row of `others` is at least as good as `point` everywhere and better once."""
+    if others.size == 0:
+        return False
+    weakly = (others >= point - 1e-9).all(axis=1)
+    strictly = (others > point + 1e-9).any(axis=1)
+    return bool((weakly & strictly).any())
