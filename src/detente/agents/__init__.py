@@ -1,0 +1,48 @@
+"""Agents: scripted negotiators and mediators, and LLM agents, behind one protocol."""
+
+from __future__ import annotations
+
+from detente.agents.base import Agent, Context, Turn, private_view
+from detente.errors import InputError, Problem
+from detente.events import AgentSettings
+from detente.loading import ScenarioBundle
+
+__all__ = ["Agent", "Context", "Turn", "endpoint_config", "make_agent", "private_view"]
+
+
+def endpoint_config(settings: AgentSettings) -> "EndpointConfig":
+    from detente.llm import EndpointConfig
+
+    if not settings.model:
+        raise InputError("agents", [Problem("model", "no model configured")])
+    return EndpointConfig(
+        model=settings.model,
+        base_url=settings.base_url,
+        temperature=settings.temperature if settings.temperature is not None else 0.7,
+        seed=settings.seed,
+        max_tokens=settings.max_tokens,
+        structured_mode=settings.structured_mode or "json_schema",
+    )
+
+
+def make_agent(party: str, settings: AgentSettings, bundle: ScenarioBundle) -> Agent:
+    """Build the agent that plays `party`; it sees only its private view of the scenario."""
+    view = private_view(bundle.scenario, party)
+    if settings.kind == "scripted":
+        from detente.agents.scripted import make_scripted
+
+        try:
+            return make_scripted(str(settings.strategy), party, view)
+        except ValueError as exc:
+            raise InputError("agents", [Problem(party, str(exc))]) from None
+    from detente.agents.llm_agent import LLMAgent
+    from detente.llm import LLMClient
+
+    return LLMAgent(party, view, bundle.briefs[party], settings,
+                    LLMClient(endpoint_config(settings)))
+
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from detente.llm import EndpointConfig

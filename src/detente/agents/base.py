@@ -1,0 +1,121 @@
+"""What an agent is: the turns it takes, what it sees of the negotiation, and what it returns.
+
+An agent only ever holds a `private_view` of the scenario: the public parts plus its own
+preferences. Everything else it learns arrives through a `Context`, built by the protocol from
+the record of the run, holding only what that party may see and only a bounded slice of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, Literal, Protocol, TypeVar
+
+from detente.events import AgentSettings, IssueStance, Usage
+from detente.scenario import Package, Scenario
+
+Vote = Literal["accept", "reject"]
+
+
+def private_view(scenario: Scenario, party: str) -> Scenario:
+    """The scenario as `party` may know it: every other party's preferences removed."""
+    own = {party: scenario.preferences[party]} if party in scenario.preferences else {}
+    return scenario.model_copy(update={"preferences": own})
+
+
+@dataclass(frozen=True)
+class Line:
+    """One public or caucus utterance as another agent sees it."""
+
+    round: int
+    speaker: str
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class OwnPosition:
+    """One of the party's own earlier answers."""
+
+    round: int
+    vote: Vote
+    stances: dict[str, IssueStance]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything an agent may see when it takes a turn (bounded in size)."""
+
+    party: str
+    round: int
+    max_rounds: int
+    table: Package | None
+    """The package on the table (None before the first proposal)."""
+    statements: list[Line]
+    """The last K public statements by anyone, oldest first."""
+    own_positions: list[OwnPosition]
+    """The party's own last K answers, oldest first."""
+    caucus: list[Line]
+    """Caucus messages this party took part in (last K)."""
+    positions: dict[str, dict[str, IssueStance]]
+    """Each voting party's latest public stances, for whoever tables the next package."""
+    last_votes: dict[str, Vote]
+    """How each party voted on the last package."""
+    rejected: list[Package]
+    """Packages rejected so far, oldest first (at most max_rounds)."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OpeningContent:
+    text: str
+
+
+@dataclass(frozen=True)
+class ProposalContent:
+    package: Package
+    rationale: str
+    caucus_with: str | None = None
+    """A party the proposer takes aside this round (one at most)."""
+    caucus_message: str = ""
+
+
+@dataclass(frozen=True)
+class ResponseContent:
+    vote: Vote
+    stances: dict[str, IssueStance]
+    statement: str
+    private_rationale: str
+
+
+@dataclass(frozen=True)
+class CaucusContent:
+    text: str
+
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Turn(Generic[C]):
+    """What a turn produced, with its cost. `invalid` turns carry a fallback `content`."""
+
+    content: C
+    usage: Usage = field(default_factory=Usage)
+    latency: float = 0.0
+    invalid: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+class Agent(Protocol):
+    """A party or mediator. Implementations: scripted strategies and LLM agents."""
+
+    party: str
+    settings: AgentSettings
+
+    def opening(self, ctx: Context) -> Turn[OpeningContent]: ...
+
+    def propose(self, ctx: Context) -> Turn[ProposalContent]: ...
+
+    def respond(self, ctx: Context) -> Turn[ResponseContent]: ...
+
+    def caucus_reply(self, ctx: Context, message: str) -> Turn[CaucusContent]: ...

@@ -1,0 +1,109 @@
+"""Answer models generated from a scenario, so the grammar itself rules out malformed answers.
+
+Every issue is one field whose type is the enum of that issue's option ids; a numeric term is an
+enum of its grid values (or a bounded number on a large grid). A grammar-constrained model can
+then neither repeat nor omit an issue, nor invent an option.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from detente.scenario import NumericTerm, Scenario
+
+MAX_ENUM_VALUES = 64
+"""Beyond this many grid values a term is a bounded number instead of an enum."""
+
+STATEMENT_CHARS = 600
+RATIONALE_CHARS = 500
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _term_type(term: NumericTerm) -> Any:
+    values = term.values()
+    if len(values) <= MAX_ENUM_VALUES:
+        as_numbers = tuple(int(v) if float(v).is_integer() else float(v) for v in values)
+        return Literal[as_numbers]  # type: ignore[valid-type]
+    return float
+
+
+def _term_field(term: NumericTerm) -> Any:
+    kind = _term_type(term)
+    if kind is float:
+        return (float, Field(ge=term.min, le=term.max, description=f"{term.label} ({term.unit})"))
+    return (kind, Field(description=f"{term.label} ({term.unit})"))
+
+
+def package_model(scenario: Scenario) -> type[BaseModel]:
+    """One field per issue (its option ids) and per numeric term (its grid)."""
+    fields: dict[str, Any] = {
+        issue.id: (Literal[tuple(issue.option_ids())], Field(description=issue.label))  # type: ignore[valid-type]
+        for issue in scenario.issues
+    }
+    fields.update({term.id: _term_field(term) for term in scenario.terms})
+    return create_model("Package", __base__=_Answer, **fields)
+
+
+def stances_model(scenario: Scenario) -> type[BaseModel]:
+    """Per issue and term: accept the tabled option, or object and name the one wanted."""
+    fields: dict[str, Any] = {}
+    for issue in scenario.issues:
+        stance = create_model(
+            f"Stance_{issue.id}",
+            __base__=_Answer,
+            stance=(Literal["accept", "object"], ...),
+            wants=(Literal[tuple(issue.option_ids())], Field(  # type: ignore[valid-type]
+                description="the option you want on this issue")),
+        )
+        fields[issue.id] = (stance, ...)
+    for term in scenario.terms:
+        kind, info = _term_field(term)
+        stance = create_model(
+            f"Stance_{term.id}", __base__=_Answer,
+            stance=(Literal["accept", "object"], ...), wants=(kind, info),
+        )
+        fields[term.id] = (stance, ...)
+    return create_model("Stances", __base__=_Answer, **fields)
+
+
+def response_model(scenario: Scenario) -> type[BaseModel]:
+    """A voting party's answer; reasoning fields come before the vote on purpose."""
+    return create_model(
+        "NegotiationResponse",
+        __base__=_Answer,
+        statement=(str, Field(max_length=STATEMENT_CHARS,
+                              description="what you say publicly to all parties")),
+        private_rationale=(str, Field(max_length=RATIONALE_CHARS,
+                                      description="your private reasoning; no one else sees it")),
+        issues=(stances_model(scenario), ...),
+        vote=(Literal["accept", "reject"], ...),
+    )
+
+
+def proposal_model(scenario: Scenario) -> type[BaseModel]:
+    """What a proposer tables: a full package, why, and an optional private caucus."""
+    others = tuple(["none", *scenario.parties])
+    return create_model(
+        "NegotiationProposal",
+        __base__=_Answer,
+        rationale=(str, Field(max_length=RATIONALE_CHARS,
+                              description="why this package, said publicly")),
+        package=(package_model(scenario), ...),
+        caucus_with=(Literal[others], Field(  # type: ignore[valid-type]
+            description="a party to take aside privately this round, or none")),
+        caucus_message=(str, Field(max_length=RATIONALE_CHARS,
+                                   description="what you tell that party privately")),
+    )
+
+
+class OpeningAnswer(_Answer):
+    statement: str = Field(max_length=STATEMENT_CHARS, description="your opening statement")
+
+
+class CaucusAnswer(_Answer):
+    reply: str = Field(max_length=RATIONALE_CHARS, description="your private reply")

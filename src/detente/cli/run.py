@@ -1,0 +1,288 @@
+"""`detente run SCENARIO`: a negotiation from the command line, shown live, recorded in full."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from detente.agents import endpoint_config, make_agent
+from detente.cli._app import app, console
+from detente.config import env_layer, file_layer, flag_layer, resolve_agents
+from detente.errors import DetenteError, InputError, Problem
+from detente.events import (
+    AgentSettings,
+    Event,
+    Outcome,
+    Proposal,
+    Response,
+    RunHeader,
+    Statement,
+    Tally,
+    read_events,
+)
+from detente.loading import load_bundle
+from detente.report import RunResult, describe_package, header_of
+from detente.runner import EVENTS, RunPlan, RunRecord, resume_run, start_run
+from detente.scenario import Scenario
+
+
+@app.command()
+def run(
+    scenario_path: Path | None = typer.Argument(None, metavar="SCENARIO",
+                                                help="A scenario file."),
+    rounds: int | None = typer.Option(None, "--rounds", min=1, max=100,
+                                      help="Override the scenario's maximum rounds."),
+    seed: int = typer.Option(0, "--seed", help="Run seed, passed to every model."),
+    model: str | None = typer.Option(None, "--model", help="Model for every LLM agent."),
+    agent: list[str] = typer.Option([], "--agent", metavar="PARTY=SPEC",
+                                    help="Who plays a party: a model name or scripted:boulware, "
+                                         "scripted:linear, scripted:conceder (parties), "
+                                         "scripted:nash, scripted:snt (mediator); all=SPEC."),
+    base_url: str | None = typer.Option(None, "--base-url",
+                                        help="OpenAI-compatible endpoint for LLM agents."),
+    temperature: float | None = typer.Option(None, "--temperature", min=0.0, max=2.0),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1),
+    structured_mode: str | None = typer.Option(
+        None, "--structured-mode", help="json_schema (OpenAI), json_object (llama.cpp), prompt."),
+    config: Path | None = typer.Option(None, "--config", help="A TOML config file."),
+    model_path: Path | None = typer.Option(
+        None, "--model-path", help="A local GGUF model to serve instead of the embedded one."),
+    out: Path = typer.Option(Path("transcripts"), "--out", help="Where run folders go."),
+    resume: Path | None = typer.Option(None, "--resume", metavar="RUN_DIR",
+                                       help="Continue an interrupted run."),
+) -> None:
+    """Run a negotiation and write its transcript, events and scored result."""
+    with _terminate_as_interrupt():
+        if resume is not None:
+            record = _resume(resume)
+        else:
+            if scenario_path is None:
+                raise InputError("detente run", [Problem("SCENARIO", "give a scenario file, "
+                                                         "or --resume RUN_DIR")])
+            if model_path is not None and not model_path.is_file():
+                raise InputError(model_path, [Problem("--model-path", "no such GGUF file")])
+            bundle = load_bundle(scenario_path)
+            layers = [
+                flag_layer(model=model, agents=agent, base_url=base_url,
+                           temperature=temperature, max_tokens=max_tokens,
+                           structured_mode=structured_mode),
+                env_layer(),
+                file_layer(config),
+            ]
+            settings = resolve_agents(bundle.scenario, layers, seed=seed)
+            if model_path is not None:
+                settings = {p: s.model_copy(update={"model": None, "base_url": None})
+                            if s.kind == "llm" else s for p, s in settings.items()}
+            plan = RunPlan(bundle=bundle, agents=settings, seed=seed, max_rounds=rounds,
+                           out_root=out)
+            with _embedded_server(settings, model_path) as agents:
+                _preflight(agents)
+                plan = RunPlan(bundle=bundle, agents=agents, seed=seed, max_rounds=rounds,
+                               out_root=out)
+                with LiveDisplay(bundle.scenario) as display:
+                    record = start_run(plan, make_agent, display)
+    summarize(load_bundle(Path(_header(record).scenario_path)).scenario, record)
+
+
+def _resume(run_dir: Path) -> RunRecord:
+    header = header_of(read_events(run_dir / EVENTS))
+    bundle = load_bundle(Path(header.scenario_path))
+    local = {s.local_model for s in header.agents.values() if s.local_model}
+    model_path = Path(next(iter(local))) if local else None
+    with _embedded_server(dict(header.agents), model_path, resuming=True) as agents:
+        _preflight(agents)
+
+        def factory(party: str, settings: AgentSettings, b: object) -> object:
+            return make_agent(party, agents[party], bundle)
+
+        with LiveDisplay(bundle.scenario) as display:
+            return resume_run(run_dir, factory, display)  # type: ignore[arg-type]
+
+
+def _header(record: RunRecord) -> RunHeader:
+    return header_of(read_events(record.run_dir / EVENTS))
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+@contextlib.contextmanager
+def _embedded_server(
+    settings: Mapping[str, AgentSettings], model_path: Path | None, resuming: bool = False
+) -> Iterator[dict[str, AgentSettings]]:
+    """Serve the embedded (or given) GGUF model for every LLM agent without an endpoint."""
+    local = [p for p, s in settings.items()
+             if s.kind == "llm" and (s.local_model or (not s.model and not s.base_url))]
+    if not local:
+        yield dict(settings)
+        return
+    from detente.local_server import DEFAULT_ALIAS, LocalServer, default_model_path
+
+    gguf = model_path or default_model_path()
+    if not gguf.is_file():
+        raise InputError(gguf, [Problem("", "the local model file is missing")])
+    console.print(f"Starting the local model server for {', '.join(local)}: {gguf.name} "
+                  "(llama.cpp, 127.0.0.1)...", markup=False, highlight=False)
+    with LocalServer(gguf) as server:
+        console.print(f"Local model server ready at {server.base_url}", markup=False,
+                      highlight=False)
+        agents = dict(settings)
+        for party in local:
+            current = agents[party]
+            agents[party] = current.model_copy(update={
+                "model": current.model if resuming and current.model else DEFAULT_ALIAS,
+                "base_url": server.base_url,
+                "structured_mode": current.structured_mode or "json_object",
+                "local_model": str(gguf.resolve()),
+            })
+        yield agents
+
+
+def _preflight(agents: Mapping[str, AgentSettings]) -> None:
+    """Fail before round one on a missing key or an endpoint that does not answer."""
+    from detente.llm import LLMClient, is_local_url
+
+    checked: set[tuple[str | None, str | None]] = set()
+    for party, settings in agents.items():
+        if settings.kind != "llm":
+            continue
+        if not settings.model:
+            raise InputError("agents", [Problem(party, "no model configured: pass --model, "
+                             "--agent PARTY=MODEL or --base-url, or use scripted agents "
+                             "(--agent all=scripted:boulware)")])
+        key = (settings.base_url, settings.model)
+        if key in checked:
+            continue
+        checked.add(key)
+        base = settings.base_url or os.environ.get("OPENAI_BASE_URL")
+        if not is_local_url(base) and not os.environ.get("OPENAI_API_KEY"):
+            raise InputError("environment", [Problem("OPENAI_API_KEY", f"not set, and {party} "
+                             f"uses {base or 'the OpenAI API'}; export OPENAI_API_KEY or point "
+                             "--base-url at a local server")])
+        with LLMClient(endpoint_config(settings)) as client:
+            client.preflight()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so servers stop and the run folder is finalized."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise DetenteError("interrupted") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --------------------------------------------------------------------------- display
+
+
+class LiveDisplay:
+    """Round, who is speaking, votes so far, tokens used; a line per event above it."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.round = 0
+        self.active: dict[str, str] = {}
+        self.votes: dict[str, str] = {}
+        self.tokens = 0
+        self.live = Live(self, console=console, transient=True, refresh_per_second=8)
+
+    def __enter__(self) -> LiveDisplay:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    def started(self, run_dir: Path, header: RunHeader) -> None:
+        agents = ", ".join(f"{p}={a.label()}" for p, a in header.agents.items())
+        self._line(f"Run {header.run_id} -> {run_dir}\nAgents: {agents}")
+
+    def speaking(self, party: str, turn: str, round_: int) -> None:
+        self.round = max(self.round, round_)
+        self.active[party] = turn
+        self.live.refresh()
+
+    def event(self, event: Event) -> None:
+        usage = getattr(event, "usage", None)
+        if usage is not None:
+            self.tokens += usage.total
+        speaker = getattr(event, "speaker", None)
+        if speaker:
+            self.active.pop(speaker, None)
+        if isinstance(event, Statement) and event.kind == "opening":
+            self._line(f"opening  {event.speaker}: {_short(event.text)}")
+        elif isinstance(event, Proposal):
+            self.round, self.votes = event.round, {}
+            self._line(f"round {event.round}  {event.speaker} tables: {event.package.describe()}")
+        elif isinstance(event, Statement):
+            self._line(f"round {event.round}  private caucus ({event.speaker})")
+        elif isinstance(event, Response):
+            self.votes[event.speaker] = "invalid" if event.invalid else event.vote
+            objections = [k for k, s in event.stances.items() if s.stance == "object"]
+            extra = f" (objects to {', '.join(objections)})" if objections else ""
+            label = "gives an invalid response" if event.invalid else f"{event.vote}s"
+            self._line(f"round {event.round}  {event.speaker} {label}{extra}")
+        elif isinstance(event, Tally):
+            verdict = "passes" if event.accepted else "fails"
+            self._line(f"round {event.round}  tally: the package {verdict}")
+        elif isinstance(event, Outcome):
+            self._line(f"outcome: {event.status} ({event.reason})")
+        self.live.refresh()
+
+    def _line(self, text: str) -> None:
+        self.live.console.print(text, markup=False, highlight=False)
+
+    def __rich__(self) -> Group:
+        status = Text(f"round {self.round} · tokens {self.tokens:,} · ")
+        if self.active:
+            status.append("speaking: " + ", ".join(f"{p} ({t})" for p, t in
+                                                   self.active.items()), style="bold")
+        votes = " ".join(f"{p}:{v}" for p, v in self.votes.items())
+        return Group(status, Text(f"votes so far: {votes or '-'}", style="dim"))
+
+
+def _short(text: str, limit: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summarize(scenario: Scenario, record: RunRecord) -> None:
+    result: RunResult = record.result
+    style = "bold green" if result.status == "deal" else "bold yellow"
+    console.print(Text(f"{result.status.upper()}: {result.reason}", style=style))
+    if result.package is not None:
+        package = Table(title="Agreed package", show_header=False)
+        for line in describe_package(scenario, result.package):
+            issue, _, choice = line.partition(": ")
+            package.add_row(issue.strip("*"), choice)
+        console.print(package)
+    table = Table(title="Scores")
+    for col in ("party", "utility", "reservation", "surplus", "red lines", "vote", "tokens"):
+        table.add_column(col, justify="left" if col in ("party", "red lines") else "right")
+    for party, s in result.scores.parties.items():
+        broken = ", ".join(b.id for b in s.red_lines_broken)
+        table.add_row(party, f"{s.utility:.1f}", f"{s.reservation_utility:.1f}",
+                      f"{s.surplus:+.1f}",
+                      Text(f"broken: {broken}", style="red") if broken else Text("held",
+                                                                                 style="green"),
+                      s.vote or "", f"{result.tokens[party].total_tokens:,}")
+    console.print(table)
+    console.print(f"Transcript: {record.run_dir / 'transcript.md'}", markup=False,
+                  highlight=False)

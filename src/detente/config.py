@@ -1,0 +1,200 @@
+"""Who plays each party and how: from flags, environment and a config file, in that order.
+
+An agent spec is `scripted:<strategy>` or a model name. `all=SPEC` applies to every party; a
+scripted negotiator strategy given to `all` leaves the mediator to the scripted Nash mediator.
+
+Config file (TOML, `--config FILE`, or `detente.toml` in the working folder):
+
+    [defaults]            # every LLM agent
+    model = "gpt-4o-mini"
+    base_url = "https://..."   # any OpenAI-compatible endpoint
+    temperature = 0.7
+    max_tokens = 800
+    structured_mode = "json_schema"   # or json_object (llama.cpp server), prompt
+
+    [agents.russia]       # one party
+    spec = "scripted:boulware"
+
+Environment: OPENAI_API_KEY, OPENAI_BASE_URL, DETENTE_MODEL, DETENTE_AGENTS ("us=...,all=..."),
+DETENTE_TEMPERATURE, DETENTE_MAX_TOKENS, DETENTE_STRUCTURED_MODE, DETENTE_CONFIG.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args
+
+from detente.errors import InputError, Problem
+from detente.events import AgentSettings
+from detente.llm import StructuredMode
+from detente.scenario import Scenario
+
+SCRIPTED_PREFIX = "scripted:"
+NEGOTIATOR_STRATEGIES = ("boulware", "linear", "conceder")
+MEDIATOR_STRATEGIES = ("nash", "snt")
+DEFAULT_MEDIATOR_STRATEGY = "nash"
+CONFIG_NAME = "detente.toml"
+
+_ENDPOINT_KEYS = ("model", "base_url", "temperature", "max_tokens", "structured_mode", "seed")
+
+
+@dataclass
+class Layer:
+    """One source of settings: endpoint defaults plus per-party specs and overrides."""
+
+    name: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    specs: dict[str, str] = field(default_factory=dict)
+    """Party (or `all`) -> agent spec."""
+    per_party: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def parse_agent_flags(values: Sequence[str], source: str = "--agent") -> dict[str, str]:
+    specs: dict[str, str] = {}
+    for value in values:
+        party, sep, spec = value.partition("=")
+        if not sep or not party.strip() or not spec.strip():
+            raise InputError(source, [Problem(value, "expected PARTY=SPEC, e.g. "
+                                              "russia=scripted:boulware or all=gpt-4o-mini")])
+        specs[party.strip()] = spec.strip()
+    return specs
+
+
+def flag_layer(
+    *, model: str | None, agents: Sequence[str], base_url: str | None = None,
+    temperature: float | None = None, max_tokens: int | None = None,
+    structured_mode: str | None = None,
+) -> Layer:
+    defaults = {
+        k: v for k, v in {
+            "model": model, "base_url": base_url, "temperature": temperature,
+            "max_tokens": max_tokens, "structured_mode": structured_mode,
+        }.items() if v is not None
+    }
+    return Layer("flags", defaults=defaults, specs=parse_agent_flags(agents))
+
+
+def env_layer(env: Mapping[str, str] | None = None) -> Layer:
+    env = os.environ if env is None else env
+    defaults: dict[str, Any] = {}
+    if env.get("DETENTE_MODEL"):
+        defaults["model"] = env["DETENTE_MODEL"]
+    if env.get("OPENAI_BASE_URL"):
+        defaults["base_url"] = env["OPENAI_BASE_URL"]
+    for key, cast in (("temperature", float), ("max_tokens", int)):
+        raw = env.get(f"DETENTE_{key.upper()}")
+        if raw:
+            try:
+                defaults[key] = cast(raw)
+            except ValueError:
+                raise InputError("environment", [Problem(
+                    f"DETENTE_{key.upper()}", f"expected a {cast.__name__}, got {raw!r}")]) from None
+    if env.get("DETENTE_STRUCTURED_MODE"):
+        defaults["structured_mode"] = env["DETENTE_STRUCTURED_MODE"]
+    specs = parse_agent_flags(
+        [s for s in env.get("DETENTE_AGENTS", "").split(",") if s.strip()], "DETENTE_AGENTS"
+    )
+    return Layer("environment", defaults=defaults, specs=specs)
+
+
+def file_layer(path: Path | None) -> Layer:
+    if path is None:
+        env_path = os.environ.get("DETENTE_CONFIG")
+        path = Path(env_path) if env_path else Path(CONFIG_NAME)
+        if not path.exists():
+            return Layer("config file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, [Problem("", "no such file")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, [Problem("", f"malformed TOML: {exc}")]) from None
+    unknown = set(data) - {"defaults", "agents"}
+    if unknown:
+        raise InputError(path, [Problem(k, "unknown section; expected [defaults] or "
+                                        "[agents.PARTY]") for k in sorted(unknown)])
+    defaults = dict(data.get("defaults", {}))
+    _check_keys(path, "defaults", defaults, _ENDPOINT_KEYS)
+    specs: dict[str, str] = {}
+    per_party: dict[str, dict[str, Any]] = {}
+    for party, table in data.get("agents", {}).items():
+        table = dict(table)
+        _check_keys(path, f"agents.{party}", table, (*_ENDPOINT_KEYS, "spec"))
+        if "spec" in table:
+            specs[party] = str(table.pop("spec"))
+        per_party[party] = table
+    return Layer(str(path), defaults=defaults, specs=specs, per_party=per_party)
+
+
+def _check_keys(path: Path, where: str, table: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    bad = [k for k in table if k not in allowed]
+    if bad:
+        raise InputError(path, [Problem(f"{where}.{k}", f"unknown key; expected one of: "
+                                        f"{', '.join(allowed)}") for k in bad])
+
+
+def resolve_agents(
+    scenario: Scenario, layers: Sequence[Layer], *, seed: int,
+) -> dict[str, AgentSettings]:
+    """Settings for every party. `layers` go from highest precedence to lowest.
+
+    A party with no spec anywhere gets the default model; without one, `local` (the embedded
+    model, decided by the caller) is signalled by `model=None`.
+    """
+    parties = scenario.parties
+    for layer in layers:
+        for party in list(layer.specs) + list(layer.per_party):
+            if party != "all" and party not in parties:
+                raise InputError(layer.name, [Problem(
+                    party, f"unknown party; expected 'all' or one of: {', '.join(parties)}")])
+
+    def lookup(party: str, key: str) -> Any:
+        for layer in layers:
+            if key in layer.per_party.get(party, {}):
+                return layer.per_party[party][key]
+            if key in layer.defaults:
+                return layer.defaults[key]
+        return None
+
+    settings: dict[str, AgentSettings] = {}
+    for party in parties:
+        spec = next((layer.specs[party] for layer in layers if party in layer.specs), None)
+        spec_from_all = False
+        if spec is None:
+            spec = next((layer.specs["all"] for layer in layers if "all" in layer.specs), None)
+            spec_from_all = spec is not None
+        is_mediator = party == scenario.mediator
+        if spec is not None and spec.startswith(SCRIPTED_PREFIX):
+            strategy = spec[len(SCRIPTED_PREFIX):]
+            allowed = MEDIATOR_STRATEGIES if is_mediator else NEGOTIATOR_STRATEGIES
+            if is_mediator and spec_from_all and strategy in NEGOTIATOR_STRATEGIES:
+                strategy = DEFAULT_MEDIATOR_STRATEGY
+            if strategy not in allowed:
+                role = "the mediator" if is_mediator else "a negotiating party"
+                raise InputError("agents", [Problem(party, f"unknown strategy '{spec}' for "
+                                 f"{role}; expected one of: "
+                                 f"{', '.join(SCRIPTED_PREFIX + s for s in allowed)}")])
+            settings[party] = AgentSettings(kind="scripted", strategy=strategy)
+            continue
+        model = spec if spec is not None else lookup(party, "model")
+        mode = lookup(party, "structured_mode")
+        if mode is not None and mode not in get_args(StructuredMode):
+            raise InputError("agents", [Problem(f"{party}.structured_mode", f"expected one of: "
+                             f"{', '.join(get_args(StructuredMode))}, got {mode!r}")])
+        temperature = lookup(party, "temperature")
+        max_tokens = lookup(party, "max_tokens")
+        party_seed = lookup(party, "seed")
+        settings[party] = AgentSettings(
+            kind="llm",
+            model=model,
+            base_url=lookup(party, "base_url"),
+            temperature=0.7 if temperature is None else float(temperature),
+            seed=seed if party_seed is None else int(party_seed),
+            max_tokens=800 if max_tokens is None else int(max_tokens),
+            structured_mode=mode,
+        )
+    return settings

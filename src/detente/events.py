@@ -1,0 +1,264 @@
+"""The run record: versioned event models and the append-only `events.jsonl` log.
+
+Field order is part of the format. Bump `EVENT_FORMAT_VERSION` whenever a model changes; readers
+refuse logs of a newer version than they know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from detente.errors import InputError, Problem
+from detente.scenario import Package
+
+EVENT_FORMAT_VERSION = 1
+
+EVERYONE = "all"
+
+RunStatus = Literal["deal", "no_deal", "deadlock", "error", "interrupted"]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Usage(BaseModel):
+    """Tokens one model call (with its validation retries) consumed."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    """Deterministic within a run (e.g. `r2/response/us`): resuming never writes one twice."""
+    time: str = Field(default_factory=utc_now)
+    """UTC time the event happened (ISO 8601)."""
+
+
+class AgentSettings(BaseModel):
+    """How one party is played: a scripted strategy or a model behind an endpoint."""
+
+    kind: Literal["scripted", "llm"]
+    strategy: str | None = None
+    """Scripted strategy name (`boulware`, `linear`, `conceder`, `nash`, `snt`)."""
+    model: str | None = None
+    base_url: str | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    structured_mode: Literal["json_schema", "json_object", "prompt"] | None = None
+    local_model: str | None = None
+    """GGUF file served by the embedded llama.cpp server (its URL changes from run to run)."""
+
+    def label(self) -> str:
+        if self.kind == "scripted":
+            return f"scripted:{self.strategy}"
+        return f"{self.model} (embedded)" if self.local_model else str(self.model)
+
+
+class RunHeader(_Event):
+    """The first line of every log: what was run, with what, from which scenario content."""
+
+    type: Literal["header"] = "header"
+    format_version: int = EVENT_FORMAT_VERSION
+    run_id: str
+    scenario_id: str
+    scenario_path: str
+    scenario_hash: str
+    """SHA-256 of the validated scenario's canonical JSON."""
+    package_version: str
+    seed: int
+    max_rounds: int
+    agents: dict[str, AgentSettings]
+    bounded_context: int
+    """How many recent public statements each agent sees."""
+
+
+class Statement(_Event):
+    """Something said: an opening statement, or a caucus exchange between mediator and party."""
+
+    type: Literal["statement"] = "statement"
+    kind: Literal["opening", "caucus", "caucus_reply"]
+    round: int
+    speaker: str
+    visible_to: list[str] | Literal["all"] = EVERYONE
+    text: str
+    usage: Usage = Usage()
+    latency: float = 0.0
+    invalid: bool = False
+    """The agent gave no valid answer; `text` holds what went wrong."""
+
+
+class Proposal(_Event):
+    """A full package tabled for a vote."""
+
+    type: Literal["proposal"] = "proposal"
+    round: int
+    speaker: str
+    visible_to: Literal["all"] = EVERYONE
+    package: Package
+    rationale: str
+    usage: Usage = Usage()
+    latency: float = 0.0
+    invalid: bool = False
+
+
+class IssueStance(BaseModel):
+    stance: Literal["accept", "object"]
+    wants: str | float | None = None
+    """The option (or term value) the party wants instead, if it objects."""
+
+
+class Response(_Event):
+    """A party's answer to the package on the table."""
+
+    type: Literal["response"] = "response"
+    round: int
+    speaker: str
+    vote: Literal["accept", "reject"]
+    stances: dict[str, IssueStance]
+    statement: str
+    """Public: every agent sees it."""
+    private_rationale: str
+    """Private: no other agent ever sees it."""
+    usage: Usage = Usage()
+    latency: float = 0.0
+    invalid: bool = False
+    """True for `invalid_response`: no valid answer after retries, counted as a rejection."""
+    errors: list[str] = []
+
+
+class Tally(_Event):
+    type: Literal["tally"] = "tally"
+    round: int
+    package: Package
+    votes: dict[str, Literal["accept", "reject"]]
+    accepted: bool
+    rejections_of_package: int
+    """How many times this exact package has now been rejected."""
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"] = "error"
+    round: int | None = None
+    speaker: str | None = None
+    message: str
+
+
+class Resumed(_Event):
+    type: Literal["resumed"] = "resumed"
+    note: str
+
+
+class Outcome(_Event):
+    """The last line of a finished run."""
+
+    type: Literal["outcome"] = "outcome"
+    status: RunStatus
+    package: Package | None
+    """The agreed package; None when there is no deal."""
+    rounds: int
+    votes: dict[str, Literal["accept", "reject"]] = {}
+    reason: str
+
+
+Event = Annotated[
+    RunHeader | Statement | Proposal | Response | Tally | ErrorEvent | Resumed | Outcome,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def event_schema() -> dict[str, Any]:
+    """JSON Schema of one line of `events.jsonl`."""
+    schema = EVENT_ADAPTER.json_schema()
+    schema["title"] = f"detente event (format {EVENT_FORMAT_VERSION})"
+    return schema
+
+
+class EventLog:
+    """Append-only JSONL writer; every event is flushed and fsynced as it is written.
+
+    Thread-safe. Events whose id is already in the file are skipped, so a resumed run can replay
+    its checkpointed events into the log without duplicating any.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._seen: set[str] = {e.id for e in read_events(path)} if path.exists() else set()
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, event: BaseModel) -> bool:
+        """Append `event` unless an event with its id is already logged; True if written."""
+        event_id = getattr(event, "id")  # noqa: B009  (every event has one)
+        with self._lock:
+            if event_id in self._seen:
+                return False
+            self._file.write(event.model_dump_json() + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._seen.add(event_id)
+            return True
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._seen
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_events(path: Path) -> list[Event]:
+    """Every event of a log. A torn last line (a crash mid-write) is ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(path, [Problem("", "no such file: is this a run folder?")]) from None
+    events: list[Event] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise InputError(path, [Problem(f"line {number}", "not valid JSON")]) from None
+        if raw.get("type") == "header" and raw.get("format_version", 0) > EVENT_FORMAT_VERSION:
+            raise InputError(path, [Problem(f"line {number}", "written by a newer detente "
+                                            f"(format {raw['format_version']}); upgrade")])
+        try:
+            events.append(EVENT_ADAPTER.validate_python(raw))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InputError(path, [Problem(f"line {number}", f"{where}: {first['msg']}")]) \
+                from None
+    return events

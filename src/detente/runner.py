@@ -1,0 +1,255 @@
+"""Running and resuming a negotiation: the run folder, the event log, checkpoints, results.
+
+A run folder holds `events.jsonl` (appended and flushed as events happen), `transcript.md`,
+`result.json` and `checkpoints.sqlite` (LangGraph's durable state). Events are written from the
+graph's update stream; after every run (finished, failed or interrupted) the checkpointed state is
+reconciled with the log, so the log holds every committed event exactly once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from detente import __version__
+from detente.agents.base import Agent
+from detente.errors import DetenteError, InputError, Problem
+from detente.events import (
+    EVENT_ADAPTER,
+    AgentSettings,
+    ErrorEvent,
+    Event,
+    EventLog,
+    Outcome,
+    Resumed,
+    RunHeader,
+    read_events,
+)
+from detente.loading import ScenarioBundle, load_bundle
+from detente.protocol import DEFAULT_CONTEXT, build_graph, initial_state, recursion_limit
+from detente.report import RunResult, build_result, final_outcome, header_of, render_markdown
+
+EVENTS = "events.jsonl"
+RESULT = "result.json"
+TRANSCRIPT = "transcript.md"
+CHECKPOINTS = "checkpoints.sqlite"
+
+AgentFactory = Callable[[str, AgentSettings, ScenarioBundle], Agent]
+
+
+class RunObserver(Protocol):
+    """Receives progress for a live display. Library code prints nothing itself."""
+
+    def started(self, run_dir: Path, header: RunHeader) -> None: ...
+
+    def event(self, event: Event) -> None: ...
+
+    def speaking(self, party: str, turn: str, round_: int) -> None: ...
+
+
+class _Silent:
+    def started(self, run_dir: Path, header: RunHeader) -> None:
+        pass
+
+    def event(self, event: Event) -> None:
+        pass
+
+    def speaking(self, party: str, turn: str, round_: int) -> None:
+        pass
+
+
+class RunFailed(DetenteError):
+    """A run that started and then failed; its folder keeps everything written before."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, run_dir: Path) -> None:
+        super().__init__(f"{message}\nEverything up to the failure is in {run_dir}; "
+                         f"resume with: detente run --resume {run_dir}")
+        self.run_dir = run_dir
+
+
+class RunInterrupted(DetenteError):
+    exit_code = 130
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(f"interrupted; the run so far is in {run_dir}\n"
+                         f"resume with: detente run --resume {run_dir}")
+        self.run_dir = run_dir
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    bundle: ScenarioBundle
+    agents: Mapping[str, AgentSettings]
+    seed: int = 0
+    max_rounds: int | None = None
+    out_root: Path = Path("transcripts")
+    context_size: int = DEFAULT_CONTEXT
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_dir: Path
+    result: RunResult
+
+
+def new_run_dir(out_root: Path, scenario_id: str) -> tuple[Path, str]:
+    run_id = secrets.token_hex(4)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = out_root / scenario_id / f"{stamp}-{run_id}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir, run_id
+
+
+def start_run(
+    plan: RunPlan,
+    agent_factory: AgentFactory,
+    observer: RunObserver | None = None,
+    run_dir: Path | None = None,
+) -> RunRecord:
+    """Run a new negotiation to its end; returns the run folder and its result."""
+    bundle = plan.bundle
+    scenario = bundle.scenario
+    missing = [p for p in scenario.parties if p not in plan.agents]
+    if missing:
+        raise InputError(bundle.path, [Problem("parties", f"no agent for: {', '.join(missing)}")])
+    agents = {p: agent_factory(p, plan.agents[p], bundle) for p in scenario.parties}
+    max_rounds = plan.max_rounds or scenario.decision.max_rounds
+    if run_dir is None:
+        run_dir, run_id = new_run_dir(plan.out_root, scenario.id)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_id = run_dir.name.rsplit("-", 1)[-1]
+    header = RunHeader(
+        id="header",
+        run_id=run_id,
+        scenario_id=scenario.id,
+        scenario_path=str(bundle.path),
+        scenario_hash=bundle.content_hash,
+        package_version=__version__,
+        seed=plan.seed,
+        max_rounds=max_rounds,
+        agents={p: plan.agents[p] for p in scenario.parties},
+        bounded_context=plan.context_size,
+    )
+    observer = observer or _Silent()
+    with EventLog(run_dir / EVENTS) as log:
+        log.write(header)
+        observer.started(run_dir, header)
+        observer.event(header)
+        state = initial_state(scenario, plan.seed, max_rounds)
+        _drive(bundle, agents, header, state, run_dir, log, observer)
+    return RunRecord(run_dir, finish(run_dir, bundle))
+
+
+def resume_run(
+    run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None
+) -> RunRecord:
+    """Continue an interrupted run from its last completed step."""
+    events = read_events(run_dir / EVENTS)
+    try:
+        header = header_of(events)
+    except ValueError:
+        raise InputError(run_dir / EVENTS, [Problem("", "the log has no header")]) from None
+    bundle = load_bundle(Path(header.scenario_path))
+    if bundle.content_hash != header.scenario_hash:
+        raise InputError(bundle.path, [Problem("", "the scenario changed since this run started "
+                                               "(content hash differs); resume needs the same "
+                                               "scenario")])
+    if not (run_dir / CHECKPOINTS).exists():
+        raise InputError(run_dir, [Problem("", f"no {CHECKPOINTS}: cannot resume this run")])
+    outcome = final_outcome(events)
+    observer = observer or _Silent()
+    observer.started(run_dir, header)
+    if outcome is not None and outcome.status != "error":
+        return RunRecord(run_dir, finish(run_dir, bundle))
+    agents = {p: agent_factory(p, header.agents[p], bundle) for p in bundle.scenario.parties}
+    with EventLog(run_dir / EVENTS) as log:
+        n = sum(1 for e in events if isinstance(e, Resumed)) + 1
+        log.write(Resumed(id=f"resumed/{n}", note="resumed from the last completed step"))
+        _drive(bundle, agents, header, None, run_dir, log, observer)
+    return RunRecord(run_dir, finish(run_dir, bundle))
+
+
+def finish(run_dir: Path, bundle: ScenarioBundle) -> RunResult:
+    """(Re)write `result.json` and `transcript.md` from the event log."""
+    events = read_events(run_dir / EVENTS)
+    result = build_result(bundle.scenario, events)
+    (run_dir / RESULT).write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    markdown = render_markdown(bundle.scenario, events, result)
+    (run_dir / TRANSCRIPT).write_text(markdown, encoding="utf-8")
+    return result
+
+
+def _drive(
+    bundle: ScenarioBundle,
+    agents: Mapping[str, Agent],
+    header: RunHeader,
+    state: Any,
+    run_dir: Path,
+    log: EventLog,
+    observer: RunObserver,
+) -> None:
+    graph = build_graph(bundle.scenario, agents, context_size=header.bounded_context)
+    config: Any = {
+        "configurable": {"thread_id": header.run_id},
+        "recursion_limit": recursion_limit(header.max_rounds),
+    }
+
+    def record(raw: dict[str, Any]) -> None:
+        event = EVENT_ADAPTER.validate_python(raw)
+        if log.write(event):
+            observer.event(event)
+
+    with SqliteSaver.from_conn_string(str(run_dir / CHECKPOINTS)) as saver:
+        app = graph.compile(checkpointer=saver)
+        try:
+            for mode, chunk in app.stream(
+                state, config, stream_mode=["updates", "custom"], durability="sync"
+            ):
+                if mode == "custom":
+                    observer.speaking(chunk["speaking"], chunk["turn"], chunk["round"])
+                    continue
+                for update in chunk.values():
+                    if isinstance(update, dict):
+                        for raw in update.get("events", []):
+                            record(raw)
+        except KeyboardInterrupt:
+            _reconcile(app, config, record)
+            n = sum(1 for e in read_events(log.path) if isinstance(e, ErrorEvent)) + 1
+            log.write(ErrorEvent(id=f"interrupted/{n}", message="the run was interrupted"))
+            finish(run_dir, bundle)
+            raise RunInterrupted(run_dir) from None
+        except DetenteError as exc:
+            _reconcile(app, config, record)
+            _fail(log, run_dir, bundle, str(exc))
+            raise RunFailed(str(exc), run_dir) from None
+        except Exception as exc:
+            _reconcile(app, config, record)
+            _fail(log, run_dir, bundle, f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        _reconcile(app, config, record)
+
+
+def _reconcile(app: Any, config: Any, record: Callable[[dict[str, Any]], None]) -> None:
+    """Write every checkpointed event the stream did not deliver (e.g. before a crash)."""
+    snapshot = app.get_state(config)
+    for raw in snapshot.values.get("events", []):
+        record(raw)
+
+
+def _fail(log: EventLog, run_dir: Path, bundle: ScenarioBundle, message: str) -> None:
+    events = read_events(log.path)
+    n = sum(1 for e in events if isinstance(e, ErrorEvent)) + 1
+    rounds = max((getattr(e, "round", 0) or 0 for e in events), default=0)
+    log.write(ErrorEvent(id=f"error/{n}", round=rounds, message=message))
+    log.write(Outcome(id=f"outcome/error/{n}", status="error", package=None, rounds=rounds,
+                      reason=message))
+    finish(run_dir, bundle)
