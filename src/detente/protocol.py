@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypedDict
 
+import numpy as np
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
@@ -221,10 +222,8 @@ def build_graph(
             for e in state["events"]
             if e["type"] == "response" and e["round"] == round_
         }
-        accepts = [[votes.get(p) == "accept" for p in voters]]
-        import numpy as np
-
-        accepted = bool(passes_rule(space, np.array(accepts, dtype=bool))[0])
+        accepts = np.array([[votes.get(p) == "accept" for p in voters]], dtype=bool)
+        accepted = bool(passes_rule(space, accepts)[0])
         key = package_key(table)
         rejections = sum(
             1 for e in state["events"]

@@ -175,7 +175,9 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
                 who = " and ".join(e.visible_to) if isinstance(e.visible_to, list) else "all"
                 out += [f"*Private caucus ({who})*, **{e.speaker}**{_flag(e.invalid)}:", "",
                         _quote(e.text), ""]
-        responses = [e for e in by_round[r] if isinstance(e, Response)]
+        order = {p: k for k, p in enumerate(scenario.parties)}
+        responses = sorted((e for e in by_round[r] if isinstance(e, Response)),
+                           key=lambda e: order.get(e.speaker, len(order)))
         if responses:
             out += ["| party | vote | objects to (wants instead) |", "|---|---|---|"]
             for e in responses:

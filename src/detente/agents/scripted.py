@@ -1,0 +1,726 @@
+"""Scripted agents: deterministic negotiators and mediators from the negotiation literature.
+
+They are baselines for the LLM agents and the engine's own test players, so every turn is a pure
+function of the agent's private view of the scenario and the `Context` it is given: no model, no
+randomness, no token usage.
+
+- `TimeDependentNegotiator` (Faratin, Sierra & Jennings 1998): a voting party whose aspiration
+  falls from its best achievable utility to its reservation utility over the rounds, slowly
+  (Boulware), steadily (linear) or fast (Conceder). It never accepts a package that breaks one of
+  its own red lines and, when it rejects, says per issue what the nearest package it could accept
+  would change.
+- `NashMediator`: tables the package maximizing the product of the parties' utilities as
+  *estimated from their stated positions*; a mediator holds no preferences, so it cannot know the
+  real ones.
+- `SingleTextMediator` (Raiffa's single negotiating text): starts from the middle of every issue
+  and revises the last rejected text one step at a time toward what a majority objected to.
+
+Agents are built from a `private_view` and only ever read their own party's preferences.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+from detente.agents.base import (
+    Agent,
+    CaucusContent,
+    Context,
+    OpeningContent,
+    ProposalContent,
+    ResponseContent,
+    Turn,
+)
+from detente.events import AgentSettings, IssueStance, Usage
+from detente.scenario import Package, Scenario
+from detente.space import PackageSpace
+
+CONCESSION_EXPONENTS: dict[str, float] = {"boulware": 0.2, "linear": 1.0, "conceder": 5.0}
+"""Faratin et al.'s concession exponent e: aspiration(t) = U_max - (U_max - U_res)(t/T)^(1/e)."""
+
+MEDIATOR_STRATEGIES = ("nash", "snt")
+
+SCRIPTED_STRATEGIES: dict[str, str] = {
+    "boulware": "negotiator that holds near its ideal and concedes only at the end (e = 0.2)",
+    "linear": "negotiator whose aspiration falls evenly from its ideal to its reservation (e = 1)",
+    "conceder": "negotiator that concedes most of the way early on (e = 5)",
+    "nash": "mediator tabling the Nash product maximum of the parties' stated positions",
+    "snt": "mediator revising a single negotiating text toward majority objections (Raiffa)",
+}
+"""Every scripted strategy with a one-line description."""
+
+_TOL = 1e-9
+"""Utilities are sums of floats: within this of a threshold counts as reaching it."""
+NASH_EPSILON = 1e-3
+"""Added to each estimated utility so that one party at zero does not flatten the product."""
+_CHUNK = 1 << 16
+
+C = TypeVar("C")
+
+
+def _timed(make: Callable[[], C]) -> Turn[C]:
+    """Run one turn and report its wall-clock latency; scripted turns use no tokens."""
+    start = time.perf_counter()
+    content = make()
+    return Turn(content=content, usage=Usage(), latency=time.perf_counter() - start)
+
+
+def _first_best(candidates: np.ndarray, *keys: np.ndarray) -> int:
+    """Flat index of the first candidate minimizing `keys` lexicographically (within `_TOL`).
+
+    Comparing within a tolerance, rather than `np.lexsort`, keeps ties that differ only by float
+    noise tied, so the final tie-break (lowest index) is the deterministic one.
+    """
+    idx = np.flatnonzero(candidates)
+    for key in keys:
+        values = key[idx]
+        idx = idx[values <= values.min() + _TOL]
+    return int(idx[0])
+
+
+def _join(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+class _Grid:
+    """The public shape of a scenario's package space: what every agent may know.
+
+    A package is a point of D coordinates: the option index for an issue, the value for a term.
+    Distances are normalized per dimension (option steps over n - 1, values over the range) so
+    that an issue with six options and a term of 26 grid values weigh alike.
+    """
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.issues = scenario.issues
+        self.terms = scenario.terms
+        self.n_issues = len(self.issues)
+        self.dimension_ids = scenario.dimension_ids()
+        self.option_ids = [i.option_ids() for i in self.issues]
+        self.term_values = [t.values() for t in self.terms]
+        self.sizes = tuple(len(o) for o in self.option_ids) + tuple(
+            len(v) for v in self.term_values
+        )
+        self.total = math.prod(self.sizes)
+        self.scales = np.array(
+            [max(len(o) - 1, 1) for o in self.option_ids]
+            + [max(t.max - t.min, _TOL) for t in self.terms],
+            dtype=np.float64,
+        )
+        self.axes: list[np.ndarray] = [
+            np.arange(len(o), dtype=np.float64) for o in self.option_ids
+        ] + [v.astype(np.float64) for v in self.term_values]
+        """Coordinate of every grid position, per dimension."""
+
+    # ------------------------------------------------------------------ packages <-> points
+
+    def points(self, flat: np.ndarray) -> np.ndarray:
+        """(n, D) coordinates of the packages at `flat` (C order over `sizes`)."""
+        indices = np.unravel_index(flat, self.sizes)
+        return np.stack([self.axes[k][ix] for k, ix in enumerate(indices)], axis=1)
+
+    def point(self, package: Package) -> np.ndarray:
+        """(D,) coordinates of `package`; NaN where it names an unknown option or lacks a term."""
+        out = np.full(len(self.dimension_ids), np.nan)
+        for k, issue in enumerate(self.issues):
+            option = package.options.get(issue.id)
+            if option in self.option_ids[k]:
+                out[k] = self.option_ids[k].index(option)
+        for j, term in enumerate(self.terms):
+            if term.id in package.terms:
+                out[self.n_issues + j] = package.terms[term.id]
+        return out
+
+    def grid_index(self, k: int, value: float) -> float:
+        """Fractional grid position of coordinate `value` of dimension k, clamped to the grid."""
+        if k < self.n_issues:
+            return min(max(value, 0.0), self.sizes[k] - 1.0)
+        term = self.terms[k - self.n_issues]
+        return min(max((value - term.min) / term.step, 0.0), self.sizes[k] - 1.0)
+
+    def positions(self, point: np.ndarray) -> list[int]:
+        """Grid position of each coordinate of `point`; -1 where it is off the grid or unknown."""
+        out: list[int] = []
+        for k, value in enumerate(point):
+            if np.isnan(value):
+                out.append(-1)
+                continue
+            pos = round(self.grid_index(k, float(value)))
+            on_grid = abs(self.axes[k][pos] - value) <= _TOL * max(1.0, abs(float(value)))
+            out.append(pos if on_grid else -1)
+        return out
+
+    def flat_of(self, package: Package) -> int | None:
+        """Grid index of `package`, or None when it is off the grid (e.g. a term between steps)."""
+        index = self.positions(self.point(package))
+        if min(index) < 0:
+            return None
+        return int(np.ravel_multi_index(tuple(index), self.sizes))
+
+    def flats_of(self, packages: Sequence[Package]) -> np.ndarray:
+        flats = {f for f in (self.flat_of(p) for p in packages) if f is not None}
+        return np.array(sorted(flats), dtype=np.int64)
+
+    def package_at_indices(self, index: Sequence[int]) -> Package:
+        return Package(
+            options={
+                issue.id: self.option_ids[k][index[k]] for k, issue in enumerate(self.issues)
+            },
+            terms={
+                term.id: float(self.term_values[j][index[self.n_issues + j]])
+                for j, term in enumerate(self.terms)
+            },
+        )
+
+    def package_at(self, flat: int) -> Package:
+        index = np.unravel_index(flat, self.sizes)
+        return self.package_at_indices([int(i) for i in index])
+
+    def middle_indices(self) -> list[int]:
+        """The middle option of every issue (the lower one if even) and mid-range of every term."""
+        middle = [(len(o) - 1) // 2 for o in self.option_ids]
+        for term in self.terms:
+            middle.append(round((term.snap((term.min + term.max) / 2) - term.min) / term.step))
+        return middle
+
+    # ------------------------------------------------------------------ words
+
+    def dimension_label(self, k: int) -> str:
+        return self.issues[k].label if k < self.n_issues else self.terms[k - self.n_issues].label
+
+    def value_label(self, k: int, value: float) -> str:
+        if k < self.n_issues:
+            if np.isnan(value):
+                return "an unknown option"
+            return self.issues[k].options[int(value)].label
+        return f"{value:g} {self.terms[k - self.n_issues].unit}"
+
+    def describe(self, point: np.ndarray) -> str:
+        return "; ".join(
+            f"{self.dimension_label(k)}: {self.value_label(k, float(v))}"
+            for k, v in enumerate(point)
+        )
+
+    def stance_value(self, k: int, value: float) -> str | float:
+        """What an `IssueStance.wants` holds for coordinate `value`: an option id or a number."""
+        return self.option_ids[k][int(value)] if k < self.n_issues else float(value)
+
+    def wanted(self, k: int, stance: IssueStance | None, table: np.ndarray | None) -> float | None:
+        """The coordinate a party asked for on dimension k: its `wants` if it objected, else the
+        tabled value; None when the stance says nothing usable (e.g. a malformed `wants`)."""
+        if stance is None:
+            return None
+        if stance.stance == "object":
+            wants = stance.wants
+            if k < self.n_issues:
+                if isinstance(wants, str) and wants in self.option_ids[k]:
+                    return float(self.option_ids[k].index(wants))
+                return None
+            try:
+                return float(wants) if wants is not None else None
+            except ValueError:
+                return None
+        if table is None or np.isnan(table[k]):
+            return None
+        return float(table[k])
+
+    def targets(self, ctx: Context, parties: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each party's stated target per dimension (NaN: unknown); parties with none left out."""
+        table = self.point(ctx.table) if ctx.table is not None else None
+        out: dict[str, np.ndarray] = {}
+        for party in parties:
+            stances = ctx.positions.get(party)
+            if not stances:
+                continue
+            row = np.array(
+                [
+                    np.nan if (w := self.wanted(k, stances.get(d), table)) is None else w
+                    for k, d in enumerate(self.dimension_ids)
+                ]
+            )
+            if not np.isnan(row).all():
+                out[party] = row
+        return out
+
+
+# =========================================================================== negotiators
+
+
+class TimeDependentNegotiator:
+    """A voting party with a time-dependent concession tactic (Faratin, Sierra & Jennings 1998)."""
+
+    def __init__(self, party: str, scenario: Scenario, strategy: str = "linear") -> None:
+        if strategy not in CONCESSION_EXPONENTS:
+            raise ValueError(f"unknown negotiator strategy '{strategy}'; expected one of: "
+                             f"{', '.join(CONCESSION_EXPONENTS)}")
+        if party == scenario.mediator or party not in scenario.preferences:
+            raise ValueError(f"a '{strategy}' negotiator plays a voting party and needs its own "
+                             f"preferences; '{party}' has none in this view")
+        self.party = party
+        self.strategy = strategy
+        self.exponent = CONCESSION_EXPONENTS[strategy]
+        self.settings = AgentSettings(kind="scripted", strategy=strategy)
+        self.scenario = scenario
+        self.preferences = scenario.preferences[party]
+        self.reservation = self.preferences.reservation_utility
+        self._grid = _Grid(scenario)
+        # A space in which this party is the only voter: PackageSpace wants preferences for every
+        # voter, and the private view holds only ours. model_copy skips validation, which would
+        # (rightly) refuse a one-party scenario.
+        own = scenario.model_copy(
+            update={"parties": [party], "mediator": None,
+                    "preferences": {party: self.preferences}}
+        )
+        self._space = PackageSpace(own)
+
+        # The whole grid is evaluated once: every later turn is then a few vectorized passes
+        # (97,500 packages x 6 dimensions on the baseline, well under the 50 ms budget).
+        total = self._grid.total
+        self._utility = np.empty(total)
+        self._ok = np.empty(total, dtype=bool)
+        for flat, columns in self._space.chunks(_CHUNK):
+            ev = self._space.evaluate(columns)
+            self._utility[flat] = ev.utilities[:, 0]
+            self._ok[flat] = ~ev.broken.any(axis=1)
+        all_flat = np.arange(total, dtype=np.int64)
+        self._points = self._grid.points(all_flat)
+        # Grid positions per dimension, compact, for the counter-package's change count: D
+        # integer compares are several times faster than one pass over the (N, D) float points.
+        self._positions = [ix.astype(np.int32) for ix in np.unravel_index(all_flat,
+                                                                          self._grid.sizes)]
+        # With every package breaking a red line there is nothing to aim for but utility.
+        self._pool = self._ok if self._ok.any() else np.ones(total, dtype=bool)
+        self._ideal_flat = _first_best(self._pool, -self._utility)
+        # A party whose best package is worth less than walking away aspires to no deal at all:
+        # clamping keeps the aspiration at or above the reservation throughout.
+        self.best_utility = max(float(self._utility[self._ideal_flat]), self.reservation)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def aspiration(self, round: int, max_rounds: int | None = None) -> float:
+        """U_max - (U_max - U_res) (t/T)^(1/e), with t = round - 1 and T = max_rounds - 1."""
+        last = self.scenario.decision.max_rounds if max_rounds is None else max_rounds
+        horizon = last - 1
+        share = 1.0 if horizon <= 0 else min(max((round - 1) / horizon, 0.0), 1.0)
+        span = self.best_utility - self.reservation
+        return self.best_utility - span * math.pow(share, 1 / self.exponent)
+
+    def utility(self, package: Package) -> float:
+        columns = self._space.columns_for_packages([package])
+        return float(self._space.evaluate(columns).utilities[0, 0])
+
+    def broken_red_lines(self, package: Package) -> list[str]:
+        """Ids of this party's red lines that `package` breaks."""
+        columns = self._space.columns_for_packages([package])
+        broken = self._space.evaluate(columns).broken[0]
+        return [line.rule.id for line, hit in zip(self._space.red_lines, broken, strict=True)
+                if hit]
+
+    def ideal_package(self) -> Package:
+        return self._grid.package_at(self._ideal_flat)
+
+    def counter_package(self, table: Package, aspiration: float) -> Package:
+        """The package nearest `table` (fewest changed dimensions; ties: highest own utility) that
+        reaches `aspiration` and breaks none of this party's red lines."""
+        return self._grid.package_at(self._counter_flat(self._grid.point(table), aspiration))
+
+    def _counter_flat(self, point: np.ndarray, aspiration: float) -> int:
+        target = self._pool & (self._utility >= aspiration - _TOL)
+        if not target.any():  # only when no package is worth the reservation
+            target = self._pool & (self._utility >= self._utility[self._ideal_flat] - _TOL)
+        # An off-grid or unknown coordinate has position -1: it counts as changed everywhere.
+        changed = np.zeros(self._grid.total, dtype=np.int16)
+        for column, pos in zip(self._positions, self._grid.positions(point), strict=True):
+            changed += column != pos
+        return _first_best(target, changed, -self._utility)
+
+    # ------------------------------------------------------------------ turns
+
+    def opening(self, ctx: Context) -> Turn[OpeningContent]:
+        return _timed(lambda: OpeningContent(text=self._opening_text()))
+
+    def _opening_text(self) -> str:
+        ideal = self._grid.describe(self._points[self._ideal_flat])
+        weights = self.preferences.weights
+        order = sorted(
+            (k for k, d in enumerate(self._grid.dimension_ids) if weights.get(d, 0.0) > 0),
+            key=lambda k: (-weights[self._grid.dimension_ids[k]], k),
+        )
+        priorities = _join([self._grid.dimension_label(k) for k in order])
+        return (f"{self.party} comes to the table seeking: {ideal}. "
+                f"What matters most to us, in order: {priorities}.")
+
+    def respond(self, ctx: Context) -> Turn[ResponseContent]:
+        return _timed(lambda: self._respond(ctx))
+
+    def _respond(self, ctx: Context) -> ResponseContent:
+        if ctx.table is None:
+            return ResponseContent(vote="reject", stances={},
+                                   statement="There is no package on the table to answer.",
+                                   private_rationale="No package was tabled.")
+        table = ctx.table
+        point = self._grid.point(table)
+        utility = self.utility(table)
+        broken = self.broken_red_lines(table)
+        aspiration = self.aspiration(ctx.round, ctx.max_rounds)
+        numbers = (f"Utility {utility:.1f}; aspiration {aspiration:.1f} at round {ctx.round} of "
+                   f"{ctx.max_rounds} ({self.strategy}); reservation {self.reservation:.1f}; "
+                   f"best achievable {self.best_utility:.1f}.")
+        dims = self._grid.dimension_ids
+        if utility >= aspiration - _TOL and not broken:
+            return ResponseContent(
+                vote="accept",
+                stances={d: IssueStance(stance="accept") for d in dims},
+                statement=f"{self.party} accepts this package.",
+                private_rationale=f"{numbers} The package meets our aspiration and crosses "
+                                  "none of our red lines.",
+            )
+        counter = self._points[self._counter_flat(point, aspiration)]
+        stances: dict[str, IssueStance] = {}
+        objections: list[str] = []
+        for k, dim in enumerate(dims):
+            if abs(counter[k] - point[k]) <= _TOL:
+                stances[dim] = IssueStance(stance="accept")
+                continue
+            stances[dim] = IssueStance(stance="object",
+                                       wants=self._grid.stance_value(k, float(counter[k])))
+            objections.append(
+                f"{self._grid.dimension_label(k)} ({self._grid.value_label(k, float(point[k]))};"
+                f" we want {self._grid.value_label(k, float(counter[k]))})"
+            )
+        if objections:
+            statement = f"{self.party} cannot accept this package. We object to " \
+                        f"{_join(objections)}."
+        else:  # the degenerate case of a party that prefers no deal to every package
+            statement = f"{self.party} cannot accept this package: no deal serves us better."
+        why = [f"breaks our red lines {', '.join(broken)}" if broken else "",
+               "falls short of our aspiration" if utility < aspiration - _TOL else ""]
+        return ResponseContent(
+            vote="reject",
+            stances=stances,
+            statement=statement,
+            private_rationale=f"{numbers} The package {' and '.join(w for w in why if w)}; "
+                              f"the nearest package we could accept: "
+                              f"{self._grid.describe(counter)}.",
+        )
+
+    def propose(self, ctx: Context) -> Turn[ProposalContent]:
+        return _timed(lambda: self._propose(ctx))
+
+    def _propose(self, ctx: Context) -> ProposalContent:
+        aspiration = self.aspiration(ctx.round, ctx.max_rounds)
+        fresh = ~np.isin(np.arange(self._grid.total), self._grid.flats_of(ctx.rejected))
+        others = [p for p in self.scenario.voters if p != self.party]
+        targets = self._grid.targets(ctx, others)
+        distance = np.zeros(self._grid.total)
+        for row in targets.values():
+            known = ~np.isnan(row)
+            distance += (np.abs(self._points[:, known] - row[known])
+                         / self._grid.scales[known]).sum(axis=1)
+        candidates = self._pool & fresh & (self._utility >= aspiration - _TOL)
+        if candidates.any():
+            flat = _first_best(candidates, distance, -self._utility)
+        else:
+            # Everything we aspire to was rejected already: offer our best unrejected package.
+            pool = self._pool & fresh
+            pool = pool if pool.any() else (fresh if fresh.any() else self._pool)
+            flat = _first_best(pool, -self._utility, distance)
+        package = self._grid.package_at(flat)
+        point = self._points[flat]
+        met = [
+            self._grid.dimension_label(k)
+            for k in range(len(point))
+            if any(abs(row[k] - point[k]) <= _TOL for row in targets.values())
+        ]
+        rationale = f"{self.party} proposes: {self._grid.describe(point)}."
+        if targets:
+            rationale += (f" It meets the others' stated positions on {_join(met)}."
+                          if met else " It moves as far toward the others' stated positions as "
+                                      "we can go.")
+        return ProposalContent(package=package, rationale=rationale)
+
+    def caucus_reply(self, ctx: Context, message: str) -> Turn[CaucusContent]:
+        return _timed(lambda: CaucusContent(text=self._caucus_text(ctx)))
+
+    def _caucus_text(self, ctx: Context) -> str:
+        if ctx.table is None:
+            return "We will answer once a package is on the table."
+        point = self._grid.point(ctx.table)
+        aspiration = self.aspiration(ctx.round, ctx.max_rounds)
+        if self.utility(ctx.table) >= aspiration - _TOL and not self.broken_red_lines(ctx.table):
+            return "We hear you. As it stands, we can accept the package on the table."
+        counter = self._points[self._counter_flat(point, aspiration)]
+        changed = [k for k in range(len(point)) if not abs(counter[k] - point[k]) <= _TOL]
+        if not changed:
+            return "We hear you, but no package on offer serves us better than no deal."
+        weights = self.preferences.weights
+        main = min(changed, key=lambda k: (-weights.get(self._grid.dimension_ids[k], 0.0), k))
+        return (f"We hear you. Our main objection remains {self._grid.dimension_label(main)}: we "
+                f"cannot accept {self._grid.value_label(main, float(point[main]))}; we need "
+                f"{self._grid.value_label(main, float(counter[main]))}.")
+
+
+# =========================================================================== mediators
+
+
+class _Mediator:
+    """What both scripted mediators share: they vote never, caucus alike, open alike."""
+
+    strategy = ""
+
+    def __init__(self, party: str, scenario: Scenario) -> None:
+        if party != scenario.mediator:
+            raise ValueError(f"a '{self.strategy}' mediator plays the scenario's mediator "
+                             f"({scenario.mediator or 'none'}), not '{party}'")
+        self.party = party
+        self.scenario = scenario
+        self.settings = AgentSettings(kind="scripted", strategy=self.strategy)
+        self.voters = scenario.voters
+        self._grid = _Grid(scenario)
+
+    def opening(self, ctx: Context) -> Turn[OpeningContent]:
+        issues = _join([self._grid.dimension_label(k) for k in range(len(self._grid.sizes))])
+        return _timed(lambda: OpeningContent(
+            text=f"Welcome, {_join(self.voters)}. I will table full packages covering {issues}. "
+                 "For each, tell me where you object and what you would need instead; I will "
+                 "revise the package from what you say."))
+
+    def respond(self, ctx: Context) -> Turn[ResponseContent]:
+        # Never called on a mediator; a valid, neutral answer keeps the protocol total.
+        stances = {d: IssueStance(stance="accept") for d in self._grid.dimension_ids}
+        return _timed(lambda: ResponseContent(
+            vote="accept", stances=stances if ctx.table is not None else {},
+            statement="The mediator does not vote.",
+            private_rationale="A mediator has no stake in the package."))
+
+    def caucus_reply(self, ctx: Context, message: str) -> Turn[CaucusContent]:
+        return _timed(lambda: CaucusContent(text="Noted; I will take it into the next package."))
+
+    def propose(self, ctx: Context) -> Turn[ProposalContent]:
+        def make() -> ProposalContent:
+            package, rationale = self._table(ctx)
+            caucus_with, message = self._caucus(ctx, package)
+            return ProposalContent(package=package, rationale=rationale,
+                                   caucus_with=caucus_with, caucus_message=message)
+        return _timed(make)
+
+    def _table(self, ctx: Context) -> tuple[Package, str]:
+        raise NotImplementedError
+
+    def _objections(self, ctx: Context, party: str) -> list[int]:
+        stances = ctx.positions.get(party, {})
+        return [k for k, d in enumerate(self._grid.dimension_ids)
+                if (s := stances.get(d)) is not None and s.stance == "object"]
+
+    def _caucus(self, ctx: Context, package: Package) -> tuple[str | None, str]:
+        """Take aside the holdout when most voters accepted the last package but some did not."""
+        votes = {p: v for p, v in ctx.last_votes.items() if p in self.voters}
+        rejecters = [p for p in self.voters if votes.get(p) == "reject"]
+        accepters = sum(v == "accept" for v in votes.values())
+        if not rejecters or accepters <= len(votes) / 2:
+            return None, ""
+        # The holdout nearest to yes (fewest objections) is the likeliest to be won over.
+        party = min(rejecters, key=lambda p: (len(self._objections(ctx, p)), rejecters.index(p)))
+        objected = self._objections(ctx, party)
+        if not objected:
+            return party, (f"{party}, most parties accepted the last package and you rejected it "
+                           "without naming an objection. Which issue stands between you and a "
+                           "deal?")
+        point = self._grid.point(package)
+        stances = ctx.positions[party]
+        parts = []
+        for k in objected:
+            wants = self._grid.wanted(k, stances[self._grid.dimension_ids[k]], None)
+            asked = "" if wants is None else f"you asked for {self._grid.value_label(k, wants)}; "
+            parts.append(f"{self._grid.dimension_label(k)} ({asked}the new package has "
+                         f"{self._grid.value_label(k, float(point[k]))})")
+        return party, (f"{party}, most parties accepted the last package, but you objected on "
+                       f"{_join(parts)}. That is what stands between us and a deal: please weigh "
+                       "the new package against what walking away would cost you.")
+
+
+class NashMediator(_Mediator):
+    """Tables the maximum of the Nash product of utilities estimated from stated positions.
+
+    A party's estimated utility of a package is the mean over dimensions it spoke to of
+    1 - (normalized distance to what it asked for): its `wants` where it objected, the tabled
+    value where it accepted.
+    """
+
+    strategy = "nash"
+
+    def estimated_utilities(self, ctx: Context, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Each positioned voter's estimated utility (0-1) of the packages at `flat`."""
+        points = self._grid.points(flat)
+        out: dict[str, np.ndarray] = {}
+        for party, row in self._grid.targets(ctx, self.voters).items():
+            known = ~np.isnan(row)
+            closeness = 1 - np.clip(
+                np.abs(points[:, known] - row[known]) / self._grid.scales[known], 0.0, 1.0)
+            out[party] = closeness.mean(axis=1)
+        return out
+
+    def estimated_products(self, ctx: Context) -> np.ndarray:
+        """The estimated Nash product of every package of the grid (flat order)."""
+        products = np.empty(self._grid.total)
+        for start in range(0, self._grid.total, _CHUNK):
+            flat = np.arange(start, min(start + _CHUNK, self._grid.total), dtype=np.int64)
+            product = np.ones(flat.size)
+            for estimate in self.estimated_utilities(ctx, flat).values():
+                product *= estimate + NASH_EPSILON
+            products[flat] = product
+        return products
+
+    def _table(self, ctx: Context) -> tuple[Package, str]:
+        grid = self._grid
+        middle = grid.middle_indices()
+        middle_flat = int(np.ravel_multi_index(tuple(middle), grid.sizes))
+        rejected = grid.flats_of(ctx.rejected)
+        targets = grid.targets(ctx, self.voters)
+        if not targets and middle_flat not in rejected:
+            return grid.package_at(middle_flat), (
+                "An opening package: the middle option of every issue and the middle of every "
+                "range, to be revised from the parties' stated positions.")
+        products = self.estimated_products(ctx)
+        fresh = np.ones(grid.total, dtype=bool)
+        fresh[rejected] = False
+        if not fresh.any():  # every package was rejected: nothing new remains to table
+            fresh[:] = True
+        # Ties (common with few positions) go to the package nearest the middle: the least
+        # partisan of the equally good.
+        all_flat = np.arange(grid.total, dtype=np.int64)
+        to_middle = (np.abs(grid.points(all_flat) - grid.points(np.array([middle_flat])))
+                     / grid.scales).sum(axis=1)
+        flat = _first_best(fresh, -products, to_middle)
+        return grid.package_at(flat), self._rationale(ctx, grid.points(np.array([flat]))[0],
+                                                      targets)
+
+    def _rationale(self, ctx: Context, point: np.ndarray, targets: Mapping[str, np.ndarray]
+                   ) -> str:
+        text = ("This package maximizes the product of the parties' positions as they stated "
+                "them.")
+        if ctx.table is None:
+            return text
+        before = self._grid.point(ctx.table)
+        moves: list[str] = []
+        movers: set[str] = set()
+        for k in range(len(point)):
+            if abs(point[k] - before[k]) <= _TOL:
+                continue
+            toward = [p for p, row in targets.items() if not np.isnan(row[k])
+                      and abs(point[k] - row[k]) < abs(before[k] - row[k]) - _TOL]
+            movers.update(toward)
+            label = (f"{self._grid.dimension_label(k)} to "
+                     f"{self._grid.value_label(k, float(point[k]))}")
+            moves.append(f"{label} (toward {_join(toward)})" if toward else label)
+        if not moves:
+            return text
+        moved_by = (f" The positions of {_join([p for p in self.voters if p in movers])} moved "
+                    "it." if movers else "")
+        return f"{text} It changes {_join(moves)}.{moved_by}"
+
+
+class SingleTextMediator(_Mediator):
+    """Raiffa's single negotiating text: one text, revised step by step toward objections."""
+
+    strategy = "snt"
+
+    def _table(self, ctx: Context) -> tuple[Package, str]:
+        grid = self._grid
+        rejected = set(grid.flats_of(ctx.rejected).tolist())
+        if not ctx.rejected:
+            middle = grid.middle_indices()
+            return grid.package_at_indices(middle), (
+                "A first single negotiating text: the middle option of every issue and the "
+                "middle of every range. Say where you object and what you need instead; the text "
+                "will be revised from your objections.")
+        last = grid.point(ctx.rejected[-1])
+        # The last text as grid positions (an off-grid term snaps to the nearest step).
+        base = [0 if np.isnan(v) else round(grid.grid_index(k, float(v)))
+                for k, v in enumerate(last)]
+        targets = grid.targets(ctx, self.voters)
+        counts: list[int] = []
+        medians: list[float | None] = []
+        for k, dim in enumerate(grid.dimension_ids):
+            objectors = [p for p in self.voters
+                         if (s := ctx.positions.get(p, {}).get(dim)) is not None
+                         and s.stance == "object"]
+            wanted = [grid.grid_index(k, float(targets[p][k])) for p in objectors
+                      if p in targets and not np.isnan(targets[p][k])]
+            counts.append(len(objectors))
+            medians.append(float(np.median(wanted)) if wanted else None)
+
+        def step(index: list[int], k: int) -> list[int] | None:
+            """`index` moved one step on k toward its objectors' median, if that gets closer."""
+            median = medians[k]
+            if median is None or abs(median - index[k]) <= 0.5:
+                return None
+            moved = list(index)
+            moved[k] += 1 if median > index[k] else -1
+            return moved
+
+        revision = list(base)
+        majority = len(self.voters) / 2
+        for k in range(len(base)):
+            if counts[k] > majority:
+                revision = step(revision, k) or revision
+        if self._flat(revision) in rejected:
+            # Never re-table a rejected text: push the most contested dimension a step further.
+            for k in sorted(range(len(base)), key=lambda k: (-counts[k], k)):
+                further = step(revision, k) if counts[k] else None
+                if further is not None and self._flat(further) not in rejected:
+                    revision = further
+                    break
+            else:
+                revision = self._nearest_fresh(revision, rejected)
+        moves = [
+            f"{grid.dimension_label(k)} from {grid.value_label(k, float(grid.axes[k][base[k]]))}"
+            f" to {grid.value_label(k, float(grid.axes[k][revision[k]]))} "
+            f"({counts[k]} of {len(self.voters)} objected)"
+            for k in range(len(base)) if revision[k] != base[k]
+        ]
+        rationale = ("A revision of the last rejected text: it moves "
+                     f"{_join(moves)}, and leaves everything else as it was." if moves
+                     else "The last text, unchanged.")
+        return grid.package_at_indices(revision), rationale
+
+    def _flat(self, index: Sequence[int]) -> int:
+        return int(np.ravel_multi_index(tuple(index), self._grid.sizes))
+
+    def _nearest_fresh(self, index: list[int], rejected: set[int]) -> list[int]:
+        """The unrejected grid package nearest `index` (normalized steps; ties: lowest index)."""
+        grid = self._grid
+        flat = np.arange(grid.total, dtype=np.int64)
+        positions = np.stack(np.unravel_index(flat, grid.sizes), axis=1)
+        steps = np.array([max(s - 1, 1) for s in grid.sizes], dtype=np.float64)
+        distance = (np.abs(positions - np.array(index)) / steps).sum(axis=1)
+        fresh = ~np.isin(flat, np.array(sorted(rejected), dtype=np.int64))
+        if not fresh.any():
+            return index
+        return [int(i) for i in positions[_first_best(fresh, distance)]]
+
+
+# =========================================================================== factory
+
+
+def make_scripted(strategy: str, party: str, scenario: Scenario) -> Agent:
+    """A scripted agent playing `party` from its private view of `scenario`."""
+    if strategy in CONCESSION_EXPONENTS:
+        if party == scenario.mediator:
+            raise ValueError(f"'{strategy}' is a negotiator strategy; the mediator '{party}' "
+                             f"needs one of: {', '.join(MEDIATOR_STRATEGIES)}")
+        return TimeDependentNegotiator(party, scenario, strategy)
+    if strategy in MEDIATOR_STRATEGIES:
+        if party != scenario.mediator:
+            raise ValueError(f"'{strategy}' is a mediator strategy; the voting party '{party}' "
+                             f"needs one of: {', '.join(CONCESSION_EXPONENTS)}")
+        return NashMediator(party, scenario) if strategy == "nash" else \
+            SingleTextMediator(party, scenario)
+    raise ValueError(f"unknown scripted strategy '{strategy}'; expected one of: "
+                     f"{', '.join(SCRIPTED_STRATEGIES)}")
