@@ -115,7 +115,9 @@ def analyze(
             zopa = ev.rational[:, required].all(axis=1) & ev.admissible
             if zopa.any():
                 u = ev.utilities[zopa]
-                shares = ((u - space.reservation) / span)[:, required].min(axis=1)
+                # With no required party (a quorum-only rule) every share ties: sum decides.
+                shares = ((u - space.reservation) / span)[:, required].min(
+                    axis=1, initial=np.inf) if required.any() else np.zeros(len(u))
                 ks.offer(shares, u.sum(axis=1), flat[zopa])
 
     return Analysis(
@@ -142,7 +144,7 @@ def analyze(
 def passes_rule(space: PackageSpace, accepts: np.ndarray) -> np.ndarray:
     """Which rows of an (n, voters) acceptance matrix pass the scenario's decision rule."""
     rule = space.scenario.decision
-    ok = accepts[:, space.required_mask].all(axis=1)
+    ok: np.ndarray = np.asarray(accepts[:, space.required_mask].all(axis=1))
     veto = np.array([p in rule.veto for p in space.voters])
     if veto.any():
         ok &= accepts[:, veto].all(axis=1)
@@ -151,8 +153,7 @@ def passes_rule(space: PackageSpace, accepts: np.ndarray) -> np.ndarray:
         including = np.array([p in rule.quorum.including for p in space.voters])
         if including.any():
             ok &= accepts[:, including].all(axis=1)
-    result: np.ndarray = ok
-    return result
+    return ok
 
 
 def _report(space: PackageSpace, flat: int) -> PackageReport | None:
@@ -217,7 +218,9 @@ def pareto_frontier(space: PackageSpace) -> tuple[np.ndarray, np.ndarray]:
     return points, ids
 
 
-def _skyline(points: np.ndarray, ids: np.ndarray, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def _skyline(
+    points: np.ndarray, ids: np.ndarray, block: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of `points` that no other row dominates (sort-filter-skyline, in blocks)."""
     if len(points) == 0:
         return points, ids

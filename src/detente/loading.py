@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from detente.briefs import Brief
 from detente.errors import InputError, Problem, format_path
-from detente.scenario import Scenario, check_scenario
+from detente.scenario import ID_PATTERN, SOURCE_PATTERN, Scenario, check_scenario
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,20 +49,45 @@ def validate_model(model: type[M], data: Any, file: Path | str) -> M:
         raise InputError(file, problems_from_validation(exc)) from None
 
 
+_PATTERNS = {
+    ID_PATTERN: "a lower snake case id (a lowercase letter, then lowercase letters, digits or _)",
+    SOURCE_PATTERN: "'background', 'variant' or 'article/<section>' (lowercase, digits, -)",
+}
+_RED_LINE_KINDS = ("forbid", "bound", "conditional")
+
+
 def problems_from_validation(exc: ValidationError) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
-        loc = [part for part in err["loc"] if part not in ("forbid", "bound", "conditional")]
+        loc = list(err["loc"])
+        # pydantic puts the discriminated union's tag right after the red line's index.
+        loc = [part for k, part in enumerate(loc)
+               if not (part in _RED_LINE_KINDS and k > 0 and isinstance(loc[k - 1], int))]
+        is_key = bool(loc) and loc[-1] == "[key]"
+        if is_key:
+            loc = loc[:-1]
+        kind, ctx = err["type"], err.get("ctx", {})
         msg = err["msg"]
-        if err["type"] == "missing":
+        if kind == "missing":
             msg = "required field is missing"
-        elif err["type"] == "extra_forbidden":
+        elif kind == "extra_forbidden":
             msg = "unknown field"
-        elif "input" in err and err["type"] not in ("missing",):
-            shown = json.dumps(err["input"], default=str)
-            if len(shown) > 60:
-                shown = shown[:57] + "..."
-            msg = f"{msg} (got {shown})"
+        elif kind == "union_tag_not_found":
+            msg = f"required field {ctx.get('discriminator', '')} is missing"
+        elif kind == "union_tag_invalid":
+            loc.append(str(ctx.get("discriminator", "")).strip("'"))
+            msg = f"expected one of {ctx.get('expected_tags')}, got '{ctx.get('tag')}'"
+        elif kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERNS:
+            msg = f"expected {_PATTERNS[ctx['pattern']]}, got {json.dumps(err['input'])}"
+        else:
+            msg = msg.removeprefix("Value error, ")
+            if "input" in err:
+                shown = json.dumps(err["input"], default=str)
+                if len(shown) > 60:
+                    shown = shown[:57] + "..."
+                msg = f"{msg} (got {shown})"
+        if is_key:
+            msg = f"invalid key: {msg}"
         problems.append(Problem(format_path(loc), msg))
     return problems
 
@@ -109,13 +134,15 @@ def _load_party_briefs(path: Path, scenario: Scenario) -> dict[str, Brief]:
         brief_path = agents_dir / f"{party}.yaml"
         if not brief_path.is_file():
             problems.append(Problem(f"parties[{k}]", f"party '{party}' has no brief: expected "
-                                    f"{brief_path}"))
+                                    f"a file {brief_path}"))
             continue
         brief = load_brief(brief_path)
         expected = "mediator" if party == scenario.mediator else "party"
         if brief.role != expected:
-            problems.append(Problem(f"parties[{k}]", f"the brief of '{party}' has role "
-                                    f"'{brief.role}', but this scenario makes it a {expected}"))
+            makes = "the mediator" if expected == "mediator" else "a voting party"
+            problems.append(Problem(f"parties[{k}]", f"expected the brief {brief_path} to have "
+                                    f"role '{expected}' (this scenario makes '{party}' {makes}), "
+                                    f"got '{brief.role}'"))
         briefs[party] = brief
     if problems:
         raise InputError(path, problems)

@@ -7,6 +7,7 @@ weights, utilities) are checked by `check_scenario`, which reports exact field p
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Any, Literal
 
@@ -15,10 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from detente.errors import Problem
 
-Id = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+ID_PATTERN = r"^[a-z][a-z0-9_]*$"
+SOURCE_PATTERN = r"^(article/[a-z0-9][a-z0-9-]*|background|variant)$"
+
+Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
 """Identifiers are lower snake case so they are safe as JSON keys, enum values and file names."""
 
-Source = Annotated[str, Field(pattern=r"^(article/[a-z0-9][a-z0-9-]*|background|variant)$")]
+Source = Annotated[str, Field(pattern=SOURCE_PATTERN)]
 """Where a position or rule comes from: an article section, background knowledge, or a variant."""
 
 WEIGHT_TOLERANCE = 1e-6
@@ -312,7 +316,8 @@ def _check_preferences(
     dims = list(issues) + list(terms)
     for dim in dims:
         if dim not in prefs.weights:
-            add(Problem(f"{where}.weights", f"missing weight for '{dim}'"))
+            add(Problem(f"{where}.weights", f"missing weight for '{dim}': expected one for "
+                        "every issue and numeric term"))
     for dim, weight in prefs.weights.items():
         if dim not in dims:
             add(Problem(f"{where}.weights.{dim}", _unknown("issue or term", dim, dims)))
@@ -333,11 +338,12 @@ def _check_preferences(
         for opt in issue.option_ids():
             if opt not in table:
                 add(Problem(f"{where}.utilities.{issue_id}",
-                            f"missing utility for option '{opt}'"))
+                            f"missing utility for option '{opt}': expected one for every "
+                            f"option of issue '{issue_id}'"))
         for opt, value in table.items():
             if opt not in issue.option_ids():
-                add(Problem(f"{where}.utilities.{issue_id}.{opt}",
-                            _unknown(f"option of '{issue_id}'", opt, issue.option_ids())))
+                add(Problem(f"{where}.utilities.{issue_id}.{opt}", _unknown(
+                    "option", opt, issue.option_ids(), of=f" of issue '{issue_id}'")))
             elif not 0 <= value <= 100:
                 add(Problem(f"{where}.utilities.{issue_id}.{opt}",
                             f"expected a utility from 0 to 100, got {value:g}"))
@@ -354,7 +360,7 @@ def _check_preferences(
         xs = [x for x, _ in points]
         if len(points) < 2:
             add(Problem(tw, "expected at least two (value, utility) points"))
-        elif any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+        elif any(b <= a for a, b in itertools.pairwise(xs)):
             add(Problem(tw, "expected point values in strictly increasing order"))
         for k, (x, u) in enumerate(points):
             if not term.min <= x <= term.max:
@@ -394,11 +400,12 @@ def _check_issue_options(
         return [Problem(f"{where}.issue", _unknown("issue", issue_id, issues))]
     known = issues[issue_id].option_ids()
     return [
-        Problem(f"{where}.options[{k}]", _unknown(f"option of '{issue_id}'", opt, known))
+        Problem(f"{where}.options[{k}]",
+                _unknown("option", opt, known, of=f" of issue '{issue_id}'"))
         for k, opt in enumerate(options)
         if opt not in known
     ]
 
 
-def _unknown(kind: str, value: str, known: Any) -> str:
-    return f"unknown {kind} '{value}'; expected one of: {', '.join(sorted(known))}"
+def _unknown(kind: str, value: str, known: Any, of: str = "") -> str:
+    return f"unknown {kind} '{value}'{of}; expected one of: {', '.join(sorted(set(known)))}"

@@ -23,6 +23,9 @@ from detente.scenario import (
     Scenario,
 )
 
+_BOUND_TOLERANCE = 1e-9
+"""Relative slack when comparing a term's value with a red line's bound."""
+
 Columns = list[np.ndarray]
 """One array per dimension: int option indices for an issue, float values for a term."""
 
@@ -73,7 +76,7 @@ class Evaluation:
     broken: np.ndarray
     """(n, red lines) whether each package breaks each red line (`PackageSpace.red_lines` order)."""
     rational: np.ndarray
-    """(n, voters) whether accepting is rational: at or above reservation, no own red line broken."""
+    """(n, voters) whether accepting is rational: at/above reservation, no own red line broken."""
     admissible: np.ndarray
     """(n,) no red line of a required party broken."""
 
@@ -140,8 +143,10 @@ class PackageSpace:
             return _Predicate(dimension=k, table=table)
         assert cond.term is not None
         k = len(self.issue_ids) + self.term_ids.index(cond.term)
-        low = -np.inf if cond.min is None else cond.min
-        high = np.inf if cond.max is None else cond.max
+        # Grid values are min + k * step in floats (0.2 + 0.1 = 0.30000000000000004): a value
+        # a hair past a bound is on it.
+        low = -np.inf if cond.min is None else cond.min - _BOUND_TOLERANCE * max(1, abs(cond.min))
+        high = np.inf if cond.max is None else cond.max + _BOUND_TOLERANCE * max(1, abs(cond.max))
         return _Predicate(dimension=k, low=low, high=high)
 
     def _compile(self, party: str, line: RedLine) -> _CompiledRedLine:
@@ -236,7 +241,7 @@ class PackageSpace:
         # Utilities are sums of floats; a hair below the reservation is still at it.
         at_least_reservation = utilities >= self.reservation - 1e-9
         rational = at_least_reservation & ~broken_by_party
-        admissible = ~broken_by_party[:, self.required_mask].any(axis=1)
+        admissible = np.asarray(~broken_by_party[:, self.required_mask].any(axis=1))
         return Evaluation(utilities, broken, rational, admissible)
 
 

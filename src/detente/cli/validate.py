@@ -46,7 +46,7 @@ def validate(
             failed += 1
             err_console.print(f"✗ {exc}", markup=False, highlight=False, soft_wrap=True)
             continue
-        console.print(f"✓ {file}  {summary}", markup=False, highlight=False)
+        console.print(f"✓ {file}  {summary}", markup=False, highlight=False, soft_wrap=True)
     if failed:
         err_console.print(f"{failed} of {len(files)} files invalid", markup=False)
         raise typer.Exit(2)
