@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from detente.errors import InputError, Problem
-from detente.events import AgentSettings
-from detente.llm import StructuredMode
+from detente.events import AgentSettings, StructuredMode
 from detente.scenario import Scenario
 
 SCRIPTED_PREFIX = "scripted:"
@@ -39,7 +38,8 @@ MEDIATOR_STRATEGIES = ("nash", "snt")
 DEFAULT_MEDIATOR_STRATEGY = "nash"
 CONFIG_NAME = "detente.toml"
 
-_ENDPOINT_KEYS = ("model", "base_url", "temperature", "max_tokens", "structured_mode", "seed")
+_ENDPOINT_KEYS = ("model", "base_url", "temperature", "max_tokens", "structured_mode", "seed",
+                  "prompt")
 
 
 @dataclass
@@ -91,8 +91,9 @@ def env_layer(env: Mapping[str, str] | None = None) -> Layer:
             try:
                 defaults[key] = cast(raw)
             except ValueError:
-                raise InputError("environment", [Problem(
-                    f"DETENTE_{key.upper()}", f"expected a {cast.__name__}, got {raw!r}")]) from None
+                problem = Problem(f"DETENTE_{key.upper()}",
+                                  f"expected a {cast.__name__}, got {raw!r}")
+                raise InputError("environment", [problem]) from None
     if env.get("DETENTE_STRUCTURED_MODE"):
         defaults["structured_mode"] = env["DETENTE_STRUCTURED_MODE"]
     specs = parse_agent_flags(
@@ -196,5 +197,6 @@ def resolve_agents(
             seed=seed if party_seed is None else int(party_seed),
             max_tokens=800 if max_tokens is None else int(max_tokens),
             structured_mode=mode,
+            prompt=lookup(party, "prompt"),
         )
     return settings

@@ -20,9 +20,13 @@ from detente.scenario import Package
 
 EVENT_FORMAT_VERSION = 1
 
-EVERYONE = "all"
+EVERYONE: Literal["all"] = "all"
+
+LOG_NAME = "events.jsonl"
+"""The event log's file name inside a run folder."""
 
 RunStatus = Literal["deal", "no_deal", "deadlock", "error", "interrupted"]
+StructuredMode = Literal["json_schema", "json_object", "prompt"]
 
 
 def utc_now() -> str:
@@ -66,7 +70,9 @@ class AgentSettings(BaseModel):
     temperature: float | None = None
     seed: int | None = None
     max_tokens: int | None = None
-    structured_mode: Literal["json_schema", "json_object", "prompt"] | None = None
+    structured_mode: StructuredMode | None = None
+    prompt: Literal["full", "compact"] | None = None
+    """`compact` drops option descriptions and long positions, for small local models."""
     local_model: str | None = None
     """GGUF file served by the embedded llama.cpp server (its URL changes from run to run)."""
 
@@ -216,9 +222,11 @@ class EventLog:
             if event_id in self._seen:
                 return False
             self._file.write(event.model_dump_json() + "\n")
+            # Seen as soon as it is in the buffer: a Ctrl-C landing in the (slow) flush/fsync
+            # must not make the run's final reconcile write the event a second time.
+            self._seen.add(event_id)
             self._file.flush()
             os.fsync(self._file.fileno())
-            self._seen.add(event_id)
             return True
 
     def __contains__(self, event_id: str) -> bool:

@@ -15,7 +15,7 @@ import json
 import operator
 import time
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, cast
 
 import numpy as np
 from langgraph.config import get_stream_writer
@@ -246,7 +246,7 @@ def build_graph(
         if status is not None:
             events.append(
                 Outcome(
-                    id="outcome", status=status,  # type: ignore[arg-type]
+                    id="outcome", status=status,
                     package=package if accepted else None, rounds=round_, votes=votes,
                     reason=reason,
                 ).model_dump(mode="json")
@@ -268,10 +268,10 @@ def build_graph(
         return END if state.get("status") else "propose"
 
     graph = StateGraph(NegotiationState)
-    graph.add_node("opening", opening)  # type: ignore[arg-type]
+    graph.add_node("opening", cast(Any, opening), input_schema=TaskInput)
     graph.add_node("propose", propose)
     graph.add_node("caucus_reply", caucus_reply)
-    graph.add_node("respond", respond)  # type: ignore[arg-type]
+    graph.add_node("respond", cast(Any, respond), input_schema=TaskInput)
     graph.add_node("tally", tally)
     graph.add_conditional_edges(START, to_openings, ["opening"])
     graph.add_edge("opening", "propose")

@@ -120,7 +120,9 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
 
 
 def _seconds_between(a: str, b: str) -> float:
-    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
+    def parse(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
     return round((parse(b) - parse(a)).total_seconds(), 3)
 
 
@@ -156,25 +158,26 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
     openings = [e for e in events if isinstance(e, Statement) and e.kind == "opening"]
     if openings:
         out += ["## Opening statements", ""]
-        for e in openings:
-            out += [f"**{names[e.speaker]}**{_flag(e.invalid)}:", "", _quote(e.text), ""]
+        for opening in openings:
+            out += [f"**{names[opening.speaker]}**{_flag(opening.invalid)}:", "",
+                    _quote(opening.text), ""]
 
     by_round: dict[int, list[Event]] = defaultdict(list)
-    for e in events:
-        r = getattr(e, "round", None)
+    for event in events:
+        r = getattr(event, "round", None)
         if isinstance(r, int) and r > 0:
-            by_round[r].append(e)
+            by_round[r].append(event)
     for r in sorted(by_round):
         out += [f"## Round {r}", ""]
-        for e in by_round[r]:
-            if isinstance(e, Proposal):
-                out += [f"**{e.speaker}** tables{_flag(e.invalid)}:", ""]
-                out += [f"- {line}" for line in describe_package(scenario, e.package)]
-                out += ["", _quote(e.rationale), ""]
-            elif isinstance(e, Statement):
-                who = " and ".join(e.visible_to) if isinstance(e.visible_to, list) else "all"
-                out += [f"*Private caucus ({who})*, **{e.speaker}**{_flag(e.invalid)}:", "",
-                        _quote(e.text), ""]
+        for item in by_round[r]:
+            if isinstance(item, Proposal):
+                out += [f"**{item.speaker}** tables{_flag(item.invalid)}:", ""]
+                out += [f"- {line}" for line in describe_package(scenario, item.package)]
+                out += ["", _quote(item.rationale), ""]
+            elif isinstance(item, Statement):
+                who = " and ".join(item.visible_to) if isinstance(item.visible_to, list) else "all"
+                out += [f"*Private caucus ({who})*, **{item.speaker}**{_flag(item.invalid)}:",
+                        "", _quote(item.text), ""]
         order = {p: k for k, p in enumerate(scenario.parties)}
         responses = sorted((e for e in by_round[r] if isinstance(e, Response)),
                            key=lambda e: order.get(e.speaker, len(order)))
@@ -196,15 +199,15 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
                 text = "; ".join(e.errors) if e.invalid else e.private_rationale
                 out += [f"**{e.speaker}**:", "", _quote(text), ""]
             out += ["</details>", ""]
-        for e in by_round[r]:
-            if isinstance(e, Tally):
-                verdict = "passes" if e.accepted else "fails"
+        for item in by_round[r]:
+            if isinstance(item, Tally):
+                verdict = "passes" if item.accepted else "fails"
+                accepts = sum(v == "accept" for v in item.votes.values())
                 out += [f"Tally: the package **{verdict}** the decision rule "
-                        f"({sum(v == 'accept' for v in e.votes.values())} of {len(e.votes)} "
-                        "accept).", ""]
-    errors = [e for e in events if isinstance(e, ErrorEvent)]
+                        f"({accepts} of {len(item.votes)} accept).", ""]
+    errors = [item for item in events if isinstance(item, ErrorEvent)]
     if errors:
-        out += ["## Errors", ""] + [f"- {e.message}" for e in errors] + [""]
+        out += ["## Errors", ""] + [f"- {item.message}" for item in errors] + [""]
 
     out += ["## Outcome", "", f"**{result.status}**: {result.reason}", ""]
     if result.package is not None:

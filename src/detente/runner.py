@@ -22,6 +22,7 @@ from detente.agents.base import Agent
 from detente.errors import DetenteError, InputError, Problem
 from detente.events import (
     EVENT_ADAPTER,
+    LOG_NAME,
     AgentSettings,
     ErrorEvent,
     Event,
@@ -35,7 +36,7 @@ from detente.loading import ScenarioBundle, load_bundle
 from detente.protocol import DEFAULT_CONTEXT, build_graph, initial_state, recursion_limit
 from detente.report import RunResult, build_result, final_outcome, header_of, render_markdown
 
-EVENTS = "events.jsonl"
+EVENTS = LOG_NAME
 RESULT = "result.json"
 TRANSCRIPT = "transcript.md"
 CHECKPOINTS = "checkpoints.sqlite"
@@ -214,10 +215,11 @@ def _drive(
             for mode, chunk in app.stream(
                 state, config, stream_mode=["updates", "custom"], durability="sync"
             ):
+                payload: Any = chunk
                 if mode == "custom":
-                    observer.speaking(chunk["speaking"], chunk["turn"], chunk["round"])
+                    observer.speaking(payload["speaking"], payload["turn"], payload["round"])
                     continue
-                for update in chunk.values():
+                for update in payload.values():
                     if isinstance(update, dict):
                         for raw in update.get("events", []):
                             record(raw)

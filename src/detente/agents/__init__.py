@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from detente.agents.base import Agent, Context, Turn, private_view
 from detente.errors import InputError, Problem
 from detente.events import AgentSettings
 from detente.loading import ScenarioBundle
 
+if TYPE_CHECKING:
+    from detente.llm import EndpointConfig
+
 __all__ = ["Agent", "Context", "Turn", "endpoint_config", "make_agent", "private_view"]
 
 
-def endpoint_config(settings: AgentSettings) -> "EndpointConfig":
+def endpoint_config(settings: AgentSettings) -> EndpointConfig:
     from detente.llm import EndpointConfig
 
     if not settings.model:
@@ -41,8 +46,3 @@ def make_agent(party: str, settings: AgentSettings, bundle: ScenarioBundle) -> A
     return LLMAgent(party, view, bundle.briefs[party], settings,
                     LLMClient(endpoint_config(settings)))
 
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from detente.llm import EndpointConfig

@@ -48,7 +48,8 @@ class LLMAgent:
         self.prefs: Preferences | None = view.preferences.get(party)
         self._response_model = response_model(view)
         self._proposal_model = proposal_model(view)
-        self._system = system_prompt(view, brief, self.prefs)
+        self._system = (compact_system_prompt if settings.prompt == "compact"
+                        else system_prompt)(view, brief, self.prefs)
 
     # ------------------------------------------------------------------ turns
 
@@ -236,6 +237,47 @@ def system_prompt(view: Scenario, brief: Brief, prefs: Preferences | None) -> st
             lines.append("Your red lines, never to be crossed:")
             lines += [f"- {r.description}" for r in prefs.red_lines]
     return "\n".join(lines)
+
+
+def compact_system_prompt(view: Scenario, brief: Brief, prefs: Preferences | None) -> str:
+    """The same facts in about a quarter of the tokens: ids instead of labels, one line each.
+
+    Small local models answer in seconds on ~1,000 prompt tokens and in minutes on ~3,000.
+    """
+    lines = [f"You are {brief.display_name} in a negotiation: {view.title}.",
+             f"Style: {_first_sentence(brief.persona.style)}"]
+    seen: set[str] = set()
+    for pos in brief.positions:
+        if pos.issue not in seen:
+            seen.add(pos.issue)
+            lines.append(f"Your position on {pos.issue}: {_first_sentence(pos.stance)}")
+    lines.append(f"A package passes when all of these accept: {', '.join(view.decision.required)}.")
+    if prefs is None:
+        lines.append("You are the mediator: you table packages and do not vote.")
+        for issue in view.issues:
+            lines.append(f"{issue.id} options: {', '.join(issue.option_ids())}")
+        for term in view.terms:
+            lines.append(f"{term.id}: {term.min:g} to {term.max:g} {term.unit}, step {term.step:g}")
+        return "\n".join(lines)
+    lines.append("PRIVATE, never reveal: your value (0-100) of each option and the weight of "
+                 "each issue.")
+    for issue in view.issues:
+        table = prefs.utilities[issue.id]
+        ranked = sorted(issue.option_ids(), key=lambda o: -table[o])
+        lines.append(f"{issue.id} (weight {prefs.weights[issue.id]:.0%}): "
+                     + ", ".join(f"{o}={table[o]:g}" for o in ranked))
+    for term in view.terms:
+        points = prefs.term_utilities[term.id]
+        lines.append(f"{term.id} (weight {prefs.weights[term.id]:.0%}, {term.unit}): "
+                     + ", ".join(f"{x:g}->{u:g}" for x, u in points))
+    lines.append(f"No deal is worth {prefs.reservation_utility:g}: reject packages worth less.")
+    lines += [f"Red line: {r.description}" for r in prefs.red_lines]
+    return "\n".join(lines)
+
+
+def _first_sentence(text: str) -> str:
+    head, dot, _ = text.partition(". ")
+    return head + ("." if dot else "")
 
 
 def situation(view: Scenario, ctx: Context) -> str:

@@ -7,6 +7,7 @@ then neither repeat nor omit an issue, nor invent an option.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -24,11 +25,21 @@ class _Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _model(name: str, fields: dict[str, Any]) -> type[BaseModel]:
+    """A strict answer model; fields are built at run time, so they are typed `Any`."""
+    return create_model(name, __base__=_Answer, **fields)
+
+
+def _enum(values: Sequence[Any]) -> Any:
+    """The type whose JSON Schema is `{"enum": values}`."""
+    return Literal[tuple(values)]
+
+
 def _term_type(term: NumericTerm) -> Any:
     values = term.values()
     if len(values) <= MAX_ENUM_VALUES:
         as_numbers = tuple(int(v) if float(v).is_integer() else float(v) for v in values)
-        return Literal[as_numbers]  # type: ignore[valid-type]
+        return _enum(as_numbers)
     return float
 
 
@@ -42,63 +53,52 @@ def _term_field(term: NumericTerm) -> Any:
 def package_model(scenario: Scenario) -> type[BaseModel]:
     """One field per issue (its option ids) and per numeric term (its grid)."""
     fields: dict[str, Any] = {
-        issue.id: (Literal[tuple(issue.option_ids())], Field(description=issue.label))  # type: ignore[valid-type]
+        issue.id: (_enum(issue.option_ids()), Field(description=issue.label))
         for issue in scenario.issues
     }
     fields.update({term.id: _term_field(term) for term in scenario.terms})
-    return create_model("Package", __base__=_Answer, **fields)
+    return _model("Package", fields)
 
 
 def stances_model(scenario: Scenario) -> type[BaseModel]:
     """Per issue and term: accept the tabled option, or object and name the one wanted."""
     fields: dict[str, Any] = {}
+    stance_type = _enum(["accept", "object"])
     for issue in scenario.issues:
-        stance = create_model(
-            f"Stance_{issue.id}",
-            __base__=_Answer,
-            stance=(Literal["accept", "object"], ...),
-            wants=(Literal[tuple(issue.option_ids())], Field(  # type: ignore[valid-type]
-                description="the option you want on this issue")),
-        )
-        fields[issue.id] = (stance, ...)
+        wants = (_enum(issue.option_ids()),
+                 Field(description="the option you want on this issue"))
+        fields[issue.id] = (_model(f"Stance_{issue.id}",
+                                   {"stance": (stance_type, ...), "wants": wants}), ...)
     for term in scenario.terms:
-        kind, info = _term_field(term)
-        stance = create_model(
-            f"Stance_{term.id}", __base__=_Answer,
-            stance=(Literal["accept", "object"], ...), wants=(kind, info),
-        )
-        fields[term.id] = (stance, ...)
-    return create_model("Stances", __base__=_Answer, **fields)
+        fields[term.id] = (_model(f"Stance_{term.id}",
+                                  {"stance": (stance_type, ...), "wants": _term_field(term)}),
+                           ...)
+    return _model("Stances", fields)
 
 
 def response_model(scenario: Scenario) -> type[BaseModel]:
     """A voting party's answer; reasoning fields come before the vote on purpose."""
-    return create_model(
-        "NegotiationResponse",
-        __base__=_Answer,
-        statement=(str, Field(max_length=STATEMENT_CHARS,
-                              description="what you say publicly to all parties")),
-        private_rationale=(str, Field(max_length=RATIONALE_CHARS,
-                                      description="your private reasoning; no one else sees it")),
-        issues=(stances_model(scenario), ...),
-        vote=(Literal["accept", "reject"], ...),
-    )
+    return _model("NegotiationResponse", {
+        "statement": (str, Field(max_length=STATEMENT_CHARS,
+                                 description="what you say publicly to all parties")),
+        "private_rationale": (str, Field(max_length=RATIONALE_CHARS,
+                                         description="your private reasoning, seen by no one")),
+        "issues": (stances_model(scenario), ...),
+        "vote": (_enum(["accept", "reject"]), ...),
+    })
 
 
 def proposal_model(scenario: Scenario) -> type[BaseModel]:
     """What a proposer tables: a full package, why, and an optional private caucus."""
-    others = tuple(["none", *scenario.parties])
-    return create_model(
-        "NegotiationProposal",
-        __base__=_Answer,
-        rationale=(str, Field(max_length=RATIONALE_CHARS,
-                              description="why this package, said publicly")),
-        package=(package_model(scenario), ...),
-        caucus_with=(Literal[others], Field(  # type: ignore[valid-type]
-            description="a party to take aside privately this round, or none")),
-        caucus_message=(str, Field(max_length=RATIONALE_CHARS,
-                                   description="what you tell that party privately")),
-    )
+    return _model("NegotiationProposal", {
+        "rationale": (str, Field(max_length=RATIONALE_CHARS,
+                                 description="why this package, said publicly")),
+        "package": (package_model(scenario), ...),
+        "caucus_with": (_enum(["none", *scenario.parties]),
+                        Field(description="a party to take aside privately this round, or none")),
+        "caucus_message": (str, Field(max_length=RATIONALE_CHARS,
+                                      description="what you tell that party privately")),
+    })
 
 
 class OpeningAnswer(_Answer):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from detente.cli._app import app, err_console
 from detente.cli import analyze as _analyze  # noqa: F401  (registers the command)
 from detente.cli import replay as _replay  # noqa: F401
 from detente.cli import run as _run  # noqa: F401
 from detente.cli import schema as _schema  # noqa: F401
 from detente.cli import validate as _validate  # noqa: F401
+from detente.cli._app import app, err_console
 from detente.errors import DetenteError
 
 __all__ = ["app", "main"]

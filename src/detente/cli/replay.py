@@ -8,12 +8,11 @@ import typer
 from rich.markdown import Markdown
 
 from detente.cli._app import app, console
-from detente.cli.run import summarize
+from detente.cli.run import EVENTS, summarize
 from detente.errors import InputError, Problem
 from detente.events import read_events
 from detente.loading import ScenarioBundle, load_bundle
 from detente.report import build_result, header_of, render_markdown
-from detente.runner import EVENTS, RunRecord, finish
 
 
 def _bundle_for(run_dir: Path, scenario: Path | None) -> ScenarioBundle:
@@ -43,6 +42,8 @@ def replay(
                                          help="The run's scenario, if it has moved."),
 ) -> None:
     """Rebuild transcript.md and re-score result.json from events.jsonl (no model calls)."""
+    from detente.runner import RunRecord, finish
+
     bundle = _bundle_for(run_dir, scenario)
     result = finish(run_dir, bundle)
     summarize(bundle.scenario, RunRecord(run_dir, result))
@@ -59,4 +60,6 @@ def show(
     events = read_events(run_dir / EVENTS)
     result = build_result(bundle.scenario, events)
     console.print(Markdown(render_markdown(bundle.scenario, events, result)))
+    from detente.runner import RunRecord
+
     summarize(bundle.scenario, RunRecord(run_dir, result))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Group
@@ -20,6 +21,7 @@ from detente.cli._app import app, console
 from detente.config import env_layer, file_layer, flag_layer, resolve_agents
 from detente.errors import DetenteError, InputError, Problem
 from detente.events import (
+    LOG_NAME,
     AgentSettings,
     Event,
     Outcome,
@@ -32,8 +34,12 @@ from detente.events import (
 )
 from detente.loading import load_bundle
 from detente.report import RunResult, describe_package, header_of
-from detente.runner import EVENTS, RunPlan, RunRecord, resume_run, start_run
 from detente.scenario import Scenario
+
+if TYPE_CHECKING:
+    from detente.runner import RunRecord
+
+EVENTS = LOG_NAME
 
 
 @app.command()
@@ -62,6 +68,7 @@ def run(
                                        help="Continue an interrupted run."),
 ) -> None:
     """Run a negotiation and write its transcript, events and scored result."""
+    from detente.runner import RunPlan, start_run  # langgraph loads only when needed
     with _terminate_as_interrupt():
         if resume is not None:
             record = _resume(resume)
@@ -95,6 +102,7 @@ def run(
 
 
 def _resume(run_dir: Path) -> RunRecord:
+    from detente.runner import resume_run
     header = header_of(read_events(run_dir / EVENTS))
     bundle = load_bundle(Path(header.scenario_path))
     local = {s.local_model for s in header.agents.values() if s.local_model}
@@ -134,6 +142,7 @@ def _embedded_server(
     console.print(f"Starting the local model server for {', '.join(local)}: {gguf.name} "
                   "(llama.cpp, 127.0.0.1)...", markup=False, highlight=False)
     with LocalServer(gguf) as server:
+        _ON_INTERRUPT.append(server.stop)
         console.print(f"Local model server ready at {server.base_url}", markup=False,
                       highlight=False)
         agents = dict(settings)
@@ -143,6 +152,7 @@ def _embedded_server(
                 "model": current.model if resuming and current.model else DEFAULT_ALIAS,
                 "base_url": server.base_url,
                 "structured_mode": current.structured_mode or "json_object",
+                "prompt": current.prompt or "compact",
                 "local_model": str(gguf.resolve()),
             })
         yield agents
@@ -173,20 +183,33 @@ def _preflight(agents: Mapping[str, AgentSettings]) -> None:
             client.preflight()
 
 
+_ON_INTERRUPT: list[Callable[[], None]] = []
+"""Run first on SIGINT/SIGTERM: stopping the local server fails in-flight calls at once,
+instead of waiting minutes for a slow model to finish them."""
+
+
+class _Interrupted(DetenteError):
+    exit_code = 130
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so servers stop and the run folder is finalized."""
+    """SIGINT and SIGTERM unwind the run, so servers stop and the run folder is finalized."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        while _ON_INTERRUPT:
+            _ON_INTERRUPT.pop()()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     except KeyboardInterrupt:
-        raise DetenteError("interrupted") from None
+        raise _Interrupted("interrupted before the run started") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        _ON_INTERRUPT.clear()
 
 
 # --------------------------------------------------------------------------- display
