@@ -7,8 +7,8 @@ Then `detente run --resume RUN_DIR` finishes it. The cases run at once (most of 
 Python starting up) and are compared with one uninterrupted in-process run of the same config.
 
 A fourth case (`kill_unsaved`) crashes the run in the window between LangGraph streaming a task's
-result (which the runner logs at once) and the checkpointer saving it, held open on purpose; it
-documents an engine bug (see the xfail test)."""
+result (which the runner logs at once) and the checkpointer saving it, held open on purpose: the
+resumed run must take that turn from the log, not ask the model again."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ ARGS = ["--model", "fake-model", "--rounds", str(ROUNDS)]
 SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT, "term": signal.SIGTERM}
 SETTLE = 0.2
 """Seconds between seeing r2/response/a in the log and the signal: the checkpointer saves a
-task's result in a background thread just after LangGraph streams it, and a crash before that
-save is the engine bug the xfail test shows; the other cases leave it time to land."""
+task's result in a background thread just after LangGraph streams it; `kill_unsaved` covers a
+crash before that save, the other cases leave it time to land."""
 
 SLOW_CHECKPOINT = """
 import time
@@ -331,15 +331,6 @@ def test_resume_repeats_no_completed_model_call(
     assert 0 <= extra <= len(in_flight), (extra, in_flight)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: LangGraph streams a task's update before its pending write is saved (the save "
-        "is submitted to a background thread), and the runner appends streamed events to "
-        "events.jsonl at once; a crash in between leaves an event in the log that the checkpoint "
-        "lacks, so resume asks the model again and the log and the state disagree"
-    ),
-)
 def test_crash_before_the_checkpoint_keeps_log_and_state_consistent(flows: dict[str, Flow]) -> None:
     flow = flows["kill_unsaved"]
     assert flow.code == -signal.SIGKILL

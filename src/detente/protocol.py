@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import operator
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any, TypedDict, cast
 
 import numpy as np
@@ -123,9 +122,15 @@ def build_graph(
     agents: Mapping[str, Agent],
     *,
     context_size: int = DEFAULT_CONTEXT,
-    clock: Callable[[], float] = time.perf_counter,
+    journal: Mapping[str, dict[str, Any]] | None = None,
 ) -> StateGraph[NegotiationState]:
-    """The protocol graph for `scenario` played by `agents` (one per party)."""
+    """The protocol graph for `scenario` played by `agents` (one per party).
+
+    `journal` holds events already in the run's log, by id. A turn whose event is there is
+    taken from it instead of asking the agent again: a crash between logging an event and
+    checkpointing it must not cost (or change) a model call on resume.
+    """
+    logged = journal or {}
     space = PackageSpace(scenario)
     voters = scenario.voters
     parties = scenario.parties
@@ -140,6 +145,8 @@ def build_graph(
 
     def opening(task: TaskInput) -> dict[str, Any]:
         party = task["party"]
+        if f"opening/{party}" in logged:
+            return {"events": [logged[f"opening/{party}"]]}
         announce(party, "opening", 0)
         turn = agents[party].opening(ctx_for(task["state"], party))
         event = Statement(
@@ -152,6 +159,8 @@ def build_graph(
     def propose(state: NegotiationState) -> dict[str, Any]:
         round_ = state.get("round", 0) + 1
         proposer = proposer_for(scenario, round_)
+        if f"r{round_}/proposal" in logged:
+            return _from_journal(round_, proposer)
         announce(proposer, "proposal", round_)
         view: NegotiationState = {**state, "round": round_}
         turn = agents[proposer].propose(ctx_for(view, proposer))
@@ -181,8 +190,23 @@ def build_graph(
             "events": events,
         }
 
+    def _from_journal(round_: int, proposer: str) -> dict[str, Any]:
+        proposal = logged[f"r{round_}/proposal"]
+        caucus = logged.get(f"r{round_}/caucus")
+        caucus_with = None
+        if caucus is not None:
+            caucus_with = next(p for p in caucus["visible_to"] if p != proposer)
+        return {
+            "round": round_,
+            "table": proposal["package"],
+            "caucus_with": caucus_with,
+            "events": [proposal] + ([caucus] if caucus is not None else []),
+        }
+
     def caucus_reply(state: NegotiationState) -> dict[str, Any]:
         round_ = state["round"]
+        if f"r{round_}/caucus_reply" in logged:
+            return {"events": [logged[f"r{round_}/caucus_reply"]]}
         party = state.get("caucus_with")
         assert party is not None
         proposer = proposer_for(scenario, round_)
@@ -202,6 +226,8 @@ def build_graph(
         party = task["party"]
         state = task["state"]
         round_ = state["round"]
+        if f"r{round_}/response/{party}" in logged:
+            return {"events": [logged[f"r{round_}/response/{party}"]]}
         announce(party, "response", round_)
         turn: Turn[Any] = agents[party].respond(ctx_for(state, party))
         content = turn.content

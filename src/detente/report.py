@@ -85,7 +85,7 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
     invalid: dict[str, int] = defaultdict(int)
     for e in events:
         if isinstance(e, Statement | Proposal | Response):
-            if e.usage.total or e.latency:
+            if e.usage.total:  # a model call; scripted turns cost no tokens
                 calls[e.speaker] += 1
             usage[e.speaker] = usage[e.speaker] + e.usage
             invalid[e.speaker] += int(e.invalid)

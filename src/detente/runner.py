@@ -175,7 +175,8 @@ def resume_run(
     with EventLog(run_dir / EVENTS) as log:
         n = sum(1 for e in events if isinstance(e, Resumed)) + 1
         log.write(Resumed(id=f"resumed/{n}", note="resumed from the last completed step"))
-        _drive(bundle, agents, header, None, run_dir, log, observer)
+        journal = {e.id: e.model_dump(mode="json") for e in events}
+        _drive(bundle, agents, header, None, run_dir, log, observer, journal)
     return RunRecord(run_dir, finish(run_dir, bundle))
 
 
@@ -197,8 +198,10 @@ def _drive(
     run_dir: Path,
     log: EventLog,
     observer: RunObserver,
+    journal: Mapping[str, dict[str, Any]] | None = None,
 ) -> None:
-    graph = build_graph(bundle.scenario, agents, context_size=header.bounded_context)
+    graph = build_graph(bundle.scenario, agents, context_size=header.bounded_context,
+                        journal=journal)
     config: Any = {
         "configurable": {"thread_id": header.run_id},
         "recursion_limit": recursion_limit(header.max_rounds),
