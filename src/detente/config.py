@@ -16,7 +16,8 @@ Config file (TOML, `--config FILE`, or `detente.toml` in the working folder):
     spec = "scripted:boulware"
 
 Environment: OPENAI_API_KEY, OPENAI_BASE_URL, DETENTE_MODEL, DETENTE_AGENTS ("us=...,all=..."),
-DETENTE_TEMPERATURE, DETENTE_MAX_TOKENS, DETENTE_STRUCTURED_MODE, DETENTE_CONFIG.
+DETENTE_TEMPERATURE, DETENTE_MAX_TOKENS, DETENTE_MAX_RETRIES, DETENTE_STRUCTURED_MODE,
+DETENTE_CONFIG.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ MEDIATOR_STRATEGIES = ("nash", "snt")
 DEFAULT_MEDIATOR_STRATEGY = "nash"
 CONFIG_NAME = "detente.toml"
 
-_ENDPOINT_KEYS = ("model", "base_url", "temperature", "max_tokens", "structured_mode", "seed",
-                  "prompt")
+_ENDPOINT_KEYS = ("model", "base_url", "temperature", "max_tokens", "max_retries",
+                  "structured_mode", "seed", "prompt")
 
 
 @dataclass
@@ -67,12 +68,13 @@ def parse_agent_flags(values: Sequence[str], source: str = "--agent") -> dict[st
 def flag_layer(
     *, model: str | None, agents: Sequence[str], base_url: str | None = None,
     temperature: float | None = None, max_tokens: int | None = None,
-    structured_mode: str | None = None,
+    max_retries: int | None = None, structured_mode: str | None = None,
 ) -> Layer:
     defaults = {
         k: v for k, v in {
             "model": model, "base_url": base_url, "temperature": temperature,
-            "max_tokens": max_tokens, "structured_mode": structured_mode,
+            "max_tokens": max_tokens, "max_retries": max_retries,
+            "structured_mode": structured_mode,
         }.items() if v is not None
     }
     return Layer("flags", defaults=defaults, specs=parse_agent_flags(agents))
@@ -85,7 +87,7 @@ def env_layer(env: Mapping[str, str] | None = None) -> Layer:
         defaults["model"] = env["DETENTE_MODEL"]
     if env.get("OPENAI_BASE_URL"):
         defaults["base_url"] = env["OPENAI_BASE_URL"]
-    for key, cast in (("temperature", float), ("max_tokens", int)):
+    for key, cast in (("temperature", float), ("max_tokens", int), ("max_retries", int)):
         raw = env.get(f"DETENTE_{key.upper()}")
         if raw:
             try:
@@ -188,6 +190,7 @@ def resolve_agents(
                              f"{', '.join(get_args(StructuredMode))}, got {mode!r}")])
         temperature = lookup(party, "temperature")
         max_tokens = lookup(party, "max_tokens")
+        max_retries = lookup(party, "max_retries")
         party_seed = lookup(party, "seed")
         settings[party] = AgentSettings(
             kind="llm",
@@ -196,6 +199,7 @@ def resolve_agents(
             temperature=0.7 if temperature is None else float(temperature),
             seed=seed if party_seed is None else int(party_seed),
             max_tokens=800 if max_tokens is None else int(max_tokens),
+            max_retries=None if max_retries is None else int(max_retries),
             structured_mode=mode,
             prompt=lookup(party, "prompt"),
         )

@@ -70,6 +70,8 @@ class AgentSettings(BaseModel):
     temperature: float | None = None
     seed: int | None = None
     max_tokens: int | None = None
+    max_retries: int | None = None
+    """HTTP retries the openai client makes on connection errors, 429 and 5xx."""
     structured_mode: StructuredMode | None = None
     prompt: Literal["full", "compact"] | None = None
     """`compact` drops option descriptions and long positions, for small local models."""

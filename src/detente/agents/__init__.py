@@ -26,6 +26,7 @@ def endpoint_config(settings: AgentSettings) -> EndpointConfig:
         temperature=settings.temperature if settings.temperature is not None else 0.7,
         seed=settings.seed,
         max_tokens=settings.max_tokens,
+        max_retries_http=2 if settings.max_retries is None else settings.max_retries,
         structured_mode=settings.structured_mode or "json_schema",
     )
 

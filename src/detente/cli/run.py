@@ -58,6 +58,8 @@ def run(
                                         help="OpenAI-compatible endpoint for LLM agents."),
     temperature: float | None = typer.Option(None, "--temperature", min=0.0, max=2.0),
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1),
+    max_retries: int | None = typer.Option(
+        None, "--max-retries", min=0, help="HTTP retries per model call (default 2)."),
     structured_mode: str | None = typer.Option(
         None, "--structured-mode", help="json_schema (OpenAI), json_object (llama.cpp), prompt."),
     config: Path | None = typer.Option(None, "--config", help="A TOML config file."),
@@ -82,7 +84,7 @@ def run(
             layers = [
                 flag_layer(model=model, agents=agent, base_url=base_url,
                            temperature=temperature, max_tokens=max_tokens,
-                           structured_mode=structured_mode),
+                           max_retries=max_retries, structured_mode=structured_mode),
                 env_layer(),
                 file_layer(config),
             ]
