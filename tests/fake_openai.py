@@ -285,7 +285,10 @@ class FakeOpenAI:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.state = _State(list(script), api_key, list(model_ids))
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-openai", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="fake-openai",
+            daemon=True,
         )
         self._started = False
 

@@ -21,6 +21,7 @@ from detente.llm import (
     LLMTransportError,
     StructuredMode,
     extract_json_object,
+    grammar_schema,
     inline_refs,
 )
 from fake_openai import FakeOpenAI, HTTPError, Reply
@@ -128,11 +129,13 @@ def test_json_object_sends_inlined_schema(fake: FakeOpenAI) -> None:
     with LLMClient(_config(fake.base_url, "json_object")) as client:
         client.complete(MESSAGES, Answer)
     rf = fake.requests[0]["response_format"]
-    assert rf == {"type": "json_object", "schema": inline_refs(Answer.model_json_schema())}
+    assert rf == {"type": "json_object", "schema": grammar_schema(Answer.model_json_schema())}
     text = json.dumps(rf)
     assert "$ref" not in text and "$defs" not in text
     assert rf["schema"]["properties"]["decision"]["enum"] == ["accept", "reject", "counter"]
-    assert rf["schema"]["properties"]["offer"]["properties"]["value"]["maximum"] == 100
+    value = rf["schema"]["properties"]["offer"]["properties"]["value"]
+    assert value["maximum"] == 100
+    assert value["enum"] == list(range(101))
     assert fake.requests[0]["messages"] == MESSAGES
 
 
@@ -483,3 +486,57 @@ def test_inline_refs_keeps_sibling_keywords_and_handles_recursion() -> None:
 
     recursive = Node.model_json_schema()
     assert inline_refs(recursive) == recursive
+
+
+def test_grammar_schema_enumerates_small_integer_ranges_and_drops_unanchored_patterns() -> None:
+    class M(BaseModel):
+        small: int = Field(gt=-3, lt=3)
+        even: int = Field(ge=0, le=10, multiple_of=2)
+        big: int = Field(ge=0, le=10_000)
+        open_ended: int = Field(ge=0)
+        ratio: float = Field(ge=0, le=1)
+        code: str = Field(pattern=r"^[a-z]+$")
+        loose: str = Field(pattern=r"[a-z]+")
+
+    props = grammar_schema(M.model_json_schema())["properties"]
+    assert props["small"]["enum"] == [-2, -1, 0, 1, 2]
+    assert props["even"]["enum"] == [0, 2, 4, 6, 8, 10]
+    assert "enum" not in props["big"]
+    assert "enum" not in props["open_ended"]
+    assert "enum" not in props["ratio"]
+    assert props["code"]["pattern"] == "^[a-z]+$"
+    assert "pattern" not in props["loose"]
+
+
+def test_server_tracebacks_are_cut_from_messages(fake: FakeOpenAI) -> None:
+    fake.extend(
+        HTTPError(
+            500,
+            "1 validation error: response_format.type should be 'text' or 'json_object'\n\n"
+            '  File "/srv/app.py", line 37, in handler\n    raise exc\n',
+        )
+    )
+    with (
+        LLMClient(_config(fake.base_url, "json_schema")) as client,
+        pytest.raises(LLMTransportError) as info,
+    ):
+        client.complete(MESSAGES, Answer)
+    message = str(info.value)
+    assert "File" not in message and "raise exc" not in message
+    assert "should be 'text' or 'json_object'" in message
+    assert message.endswith(
+        "(the server may not support structured_mode='json_schema'; try 'json_object' or 'prompt')"
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_raw_control_characters_in_strings_are_accepted(
+    fake: FakeOpenAI, mode: StructuredMode
+) -> None:
+    """llama.cpp's schema grammar lets strings hold raw newlines; the meaning is clear."""
+    fake.extend('{"decision": "accept", "offer": {"issue": "a\nb", "value": 1}, "reason": "x\ty"}')
+    with LLMClient(_config(fake.base_url, mode)) as client:
+        result = client.complete(MESSAGES, Answer)
+    assert result.attempts == 1
+    assert result.parsed.offer.issue == "a\nb"
+    assert result.parsed.reason == "x\ty"

@@ -11,7 +11,7 @@ Three ways of asking for structure, chosen per endpoint by `EndpointConfig.struc
   the model's schema strict, the plain schema is sent with `create()` as
   `{"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}`.
 - `json_object`: `{"type": "json_object", "schema": {...}}`, the grammar-constrained mode of the
-  llama-cpp-python server (the embedded local model). `$ref`s are inlined first.
+  llama-cpp-python server (the embedded local model); see `grammar_schema`.
 - `prompt`: no `response_format`; the schema is appended to the last system/user message and the
   first JSON object in the reply is taken.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import threading
 import time
@@ -182,6 +183,55 @@ def inline_refs(schema: Mapping[str, Any]) -> dict[str, Any]:
     return cast(dict[str, Any], inlined)
 
 
+_MAX_ENUMERATED_INTEGERS = 256
+
+
+def grammar_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """`schema` adapted for llama.cpp's JSON-schema-to-grammar converter (`json_object` mode).
+
+    - `$ref`s are inlined (`inline_refs`), so definition names cannot clash with rule names;
+    - a bounded integer with at most 256 values becomes an `enum` of them, because the
+      converter ignores `minimum`/`maximum` and small models do overshoot;
+    - a `pattern` not anchored as `^...$` is dropped: the converter rejects it, and on any
+      rejection the server silently falls back to unconstrained JSON for the whole schema.
+    Pydantic validation still checks everything afterwards.
+    """
+
+    def bound(node: Mapping[str, Any], inclusive: str, exclusive: str, step: int) -> int | None:
+        value = node.get(inclusive)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return math.ceil(value) if step > 0 else math.floor(value)
+        value = node.get(exclusive)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (math.floor(value) + 1) if step > 0 else (math.ceil(value) - 1)
+        return None
+
+    def adapt(node: Any) -> Any:
+        if isinstance(node, list):
+            return [adapt(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: adapt(value) for key, value in node.items()}
+        if out.get("type") == "integer" and "enum" not in out and "const" not in out:
+            low = bound(out, "minimum", "exclusiveMinimum", 1)
+            high = bound(out, "maximum", "exclusiveMaximum", -1)
+            step = out.get("multipleOf", 1)
+            if (
+                low is not None
+                and high is not None
+                and isinstance(step, int)
+                and step > 0
+                and 0 < high - low + 1 <= _MAX_ENUMERATED_INTEGERS
+            ):
+                out["enum"] = [v for v in range(low, high + 1) if v % step == 0]
+        pattern = out.get("pattern")
+        if isinstance(pattern, str) and not (pattern.startswith("^") and pattern.endswith("$")):
+            del out["pattern"]
+        return out
+
+    return cast(dict[str, Any], adapt(inline_refs(schema)))
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: `path: message (got: input)`, short enough to show a model."""
     lines: list[str] = []
@@ -199,7 +249,7 @@ def format_validation_error(exc: ValidationError) -> str:
 
 def extract_json_object(text: str) -> Any:
     """The first JSON object embedded in `text`; raises ValueError if there is none."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
     start = text.find("{")
     while start != -1:
         try:
@@ -211,6 +261,22 @@ def extract_json_object(text: str) -> Any:
                 return value
         start = text.find("{", start + 1)
     raise ValueError("no JSON object found in the reply")
+
+
+def _is_json_error(exc: ValidationError) -> bool:
+    return any(error["type"] == "json_invalid" for error in exc.errors())
+
+
+def _relaxed_json(text: str) -> str | None:
+    """`text` re-encoded if it is JSON but for raw control characters inside strings.
+
+    llama.cpp's schema grammar lets a string hold a raw newline, which strict JSON (and pydantic)
+    rejects; the meaning is unambiguous, so such a reply is accepted.
+    """
+    try:
+        return json.dumps(json.loads(text, strict=False))
+    except ValueError:
+        return None
 
 
 def schema_instruction(schema: Mapping[str, Any]) -> str:
@@ -248,7 +314,15 @@ def _correction(error: str) -> str:
     )
 
 
+_TRACEBACK_MARKERS = ("Traceback (most recent call last)", '\n  File "', '  File "/')
+
+
 def _short(text: str, limit: int = _MAX_MESSAGE) -> str:
+    """One line of at most `limit` characters, without any traceback a server sent along."""
+    for marker in _TRACEBACK_MARKERS:
+        cut = text.find(marker)
+        if cut > 0:
+            text = text[:cut]
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -432,7 +506,7 @@ class LLMClient:
                     extra_body={
                         "response_format": {
                             "type": "json_object",
-                            "schema": inline_refs(response_model.model_json_schema()),
+                            "schema": grammar_schema(response_model.model_json_schema()),
                         }
                     },
                 )
@@ -467,14 +541,20 @@ class LLMClient:
             if reply.finish_reason == "length"
             else ""
         )
+        text = reply.text
+        if self.config.structured_mode == "prompt":
+            try:
+                text = json.dumps(extract_json_object(text))
+            except ValueError as exc:
+                raise _Invalid(f"(json) {exc}{cut}") from None
         try:
-            if self.config.structured_mode == "prompt":
-                try:
-                    data = extract_json_object(reply.text)
-                except ValueError as exc:
-                    raise _Invalid(f"(json) {exc}{cut}") from None
-                return response_model.model_validate(data)
-            return response_model.model_validate_json(reply.text)
+            return response_model.model_validate_json(text)
+        except ValidationError as exc:
+            relaxed = _relaxed_json(text) if _is_json_error(exc) else None
+            if relaxed is None:
+                raise _Invalid(format_validation_error(exc) + cut) from None
+        try:
+            return response_model.model_validate_json(relaxed)
         except ValidationError as exc:
             raise _Invalid(format_validation_error(exc) + cut) from None
 
@@ -500,8 +580,15 @@ class LLMClient:
             )
         if isinstance(exc, openai.APIStatusError):
             what = f"model {self.config.model!r}: " if exc.status_code == 404 else ""
+            detail = _status_message(exc)
+            hint = ""
+            if "response_format" in detail and self.config.structured_mode != "prompt":
+                hint = (
+                    f" (the server may not support structured_mode="
+                    f"{self.config.structured_mode!r}; try 'json_object' or 'prompt')"
+                )
             return LLMTransportError(
-                f"{where} answered HTTP {exc.status_code}: {what}{_status_message(exc)}",
+                f"{where} answered HTTP {exc.status_code}: {what}{detail}{hint}",
                 status_code=exc.status_code,
             )
         return LLMTransportError(f"{where}: {_short(str(exc), 200)}")

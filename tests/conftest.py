@@ -1,0 +1,61 @@
+"""Shared pytest configuration: cassette matching and filtering for recorded model traffic."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+SECRET_HEADERS = [
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "openai-organization",
+    "openai-project",
+    "cookie",
+    "set-cookie",
+]
+
+
+def _json_body(r1: Any, r2: Any) -> None:
+    """Requests match when their JSON bodies are equal: a changed prompt is a mismatch."""
+
+    def parse(body: Any) -> Any:
+        if body is None or body == b"" or body == "":
+            return None
+        if isinstance(body, bytes):
+            body = body.decode("utf-8")
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body
+
+    assert parse(r1.body) == parse(r2.body), "request bodies differ"
+
+
+def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
+    vcr.register_matcher("json_body", _json_body)
+
+
+def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
+    headers = response.get("headers", {})
+    for name in list(headers):
+        if name.lower() in SECRET_HEADERS:
+            del headers[name]
+    return response
+
+
+@pytest.fixture(scope="module")
+def vcr_config() -> dict[str, Any]:
+    # No record_mode here: the command line decides (`--record-mode=none` in CI).
+    return {
+        # Host and port are left out: the embedded server listens on a new port every run.
+        "match_on": ["method", "path", "json_body"],
+        "filter_headers": SECRET_HEADERS,
+        "before_record_response": _scrub_response,
+        "decode_compressed_response": True,
+        # With --block-network only loopback stays open: the fake servers of the tests live
+        # there, and a replay that misses its cassette fails on a closed port, never online.
+        "allowed_hosts": ["127.0.0.1", "localhost", "::1"],
+    }

@@ -1,0 +1,167 @@
+"""Recorded negotiations on the embedded model, replayed offline.
+
+The cassettes hold the real HTTP traffic of runs against the embedded llama.cpp server; the
+`.expected` folders beside them hold the events and result those runs wrote. Replaying must give
+the same events (timestamps and latencies aside) and the same scores.
+
+Re-record (starts the embedded server itself; needs the [local] extra; a few minutes):
+
+    .venv/bin/pytest tests/test_cassettes.py --record-mode=rewrite
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detente.agents import endpoint_config, private_view
+from detente.agents.llm_agent import LLMAgent
+from detente.events import AgentSettings
+from detente.loading import ScenarioBundle, load_bundle
+from detente.runner import EVENTS, RESULT, RunPlan, start_run
+
+ROOT = Path(__file__).resolve().parent.parent
+CASSETTES = Path(__file__).parent / "cassettes" / "test_cassettes"
+REPLAY_URL = "http://127.0.0.1:9/v1"
+"""Never contacted on replay: VCR answers before any socket opens."""
+RERECORD = ".venv/bin/pytest tests/test_cassettes.py --record-mode=rewrite"
+
+RECORDINGS = {
+    "baseline": (ROOT / "scenarios" / "baseline.yaml", 3),
+    "tiny": (ROOT / "tests" / "data" / "tiny" / "scenario.yaml", 3),
+}
+
+
+def _recording(config: pytest.Config) -> bool:
+    return config.getoption("--record-mode") not in (None, "none")
+
+
+@pytest.fixture(scope="module")
+def endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The embedded server when recording; a dead address when replaying."""
+    if not _recording(request.config):
+        yield REPLAY_URL
+        return
+    pytest.importorskip("llama_cpp")
+    from detente.local_server import LocalServer, default_model_path
+
+    with LocalServer(default_model_path()) as server:
+        yield server.base_url
+
+
+def _settings(base_url: str) -> AgentSettings:
+    from detente.local_server import DEFAULT_ALIAS
+
+    return AgentSettings(kind="llm", model=DEFAULT_ALIAS, base_url=base_url, temperature=0.7,
+                         seed=0, max_tokens=800, structured_mode="json_object",
+                         prompt="compact")
+
+
+def _factory(party: str, settings: AgentSettings, bundle: ScenarioBundle) -> Any:
+    """Like `make_agent`, but without HTTP retries: a replay miss must fail at once."""
+    from detente.llm import LLMClient
+
+    config = endpoint_config(settings).model_copy(update={"max_retries_http": 0})
+    return LLMAgent(party, private_view(bundle.scenario, party), bundle.briefs[party], settings,
+                    LLMClient(config))
+
+
+def _run(name: str, base_url: str, out: Path) -> Path:
+    path, rounds = RECORDINGS[name]
+    bundle = load_bundle(path)
+    agents = {p: _settings(base_url) for p in bundle.scenario.parties}
+    plan = RunPlan(bundle=bundle, agents=agents, seed=0, max_rounds=rounds, out_root=out)
+    return start_run(plan, _factory).run_dir
+
+
+def _normalized(run_dir: Path) -> list[dict[str, Any]]:
+    """Events without what legitimately changes between runs: times, latencies, endpoints."""
+    events = []
+    for line in (run_dir / EVENTS).read_text().splitlines():
+        event = json.loads(line)
+        event.pop("time", None)
+        event.pop("latency", None)
+        if event["type"] == "header":
+            event.pop("run_id")
+            for agent in event["agents"].values():
+                agent.pop("base_url", None)
+        events.append(event)
+    return sorted(events, key=lambda e: e["id"])
+
+
+def _replay_or_record(name: str, endpoint: str, tmp_path: Path, config: pytest.Config) -> None:
+    run_dir = _run(name, endpoint, tmp_path)
+    expected = CASSETTES / f"{name}.expected"
+    result = json.loads((run_dir / RESULT).read_text())
+    if _recording(config):
+        assert result["status"] != "error", result["reason"]
+        if expected.exists():
+            shutil.rmtree(expected)
+        expected.mkdir(parents=True)
+        shutil.copy(run_dir / EVENTS, expected / EVENTS)
+        shutil.copy(run_dir / RESULT, expected / RESULT)
+        return
+    if result["status"] == "error" or not expected.exists():
+        pytest.fail(
+            f"The recorded {name} negotiation did not replay ({result['reason']}). The cassette "
+            "is missing or stale: prompts, schemas or the protocol changed since it was "
+            f"recorded. Re-record with:\n    {RERECORD}",
+            pytrace=False,
+        )
+    recorded = json.loads((expected / RESULT).read_text())
+    assert _normalized(run_dir) == _normalized(expected)
+    assert result["scores"] == recorded["scores"]
+    for key in ("status", "rounds", "package", "votes", "red_lines_broken", "total_tokens"):
+        assert result[key] == recorded[key], key
+
+
+@pytest.mark.vcr
+def test_recorded_baseline_negotiation_replays_identically(
+    endpoint: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    _replay_or_record("baseline", endpoint, tmp_path, request.config)
+
+
+@pytest.mark.vcr
+def test_recorded_tiny_negotiation_replays_identically(
+    endpoint: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    _replay_or_record("tiny", endpoint, tmp_path, request.config)
+
+
+def test_recorded_baseline_has_five_llm_agents_and_three_rounds() -> None:
+    events = [json.loads(line) for line in
+              (CASSETTES / "baseline.expected" / EVENTS).read_text().splitlines()]
+    header = events[0]
+    assert set(header["agents"]) == {"us", "russia", "ukraine", "eu", "un_mediator"}
+    assert all(a["kind"] == "llm" for a in header["agents"].values())
+    rounds = {e["round"] for e in events if e["type"] == "tally"}
+    assert len(rounds) >= 3
+    assert sum(e.get("usage", {}).get("completion_tokens", 0) for e in events) > 0
+
+
+@pytest.mark.default_cassette("test_recorded_tiny_negotiation_replays_identically.yaml")
+@pytest.mark.vcr
+def test_changed_prompt_is_caught_as_a_cassette_mismatch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    if _recording(request.config):
+        pytest.skip("checks replay only")
+    import detente.agents.llm_agent as llm_agent
+
+    original = llm_agent.compact_system_prompt
+    monkeypatch.setattr(
+        llm_agent, "compact_system_prompt",
+        lambda *args: original(*args) + "\nBe bolder.",
+    )
+    run_dir = _run("tiny", REPLAY_URL, tmp_path)
+    result = json.loads((run_dir / RESULT).read_text())
+    assert result["status"] == "error"
+    assert "cassette" in result["reason"].lower()
+    # Everything before the failure is kept: the header at least.
+    assert (run_dir / EVENTS).read_text().startswith('{"id":"header"')
