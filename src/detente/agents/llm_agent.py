@@ -22,8 +22,10 @@ from detente.agents.base import (
     Turn,
 )
 from detente.agents.schemas import (
-    CaucusAnswer,
-    OpeningAnswer,
+    COMPACT_LIMITS,
+    TextLimits,
+    caucus_model,
+    opening_model,
     proposal_model,
     response_model,
 )
@@ -46,22 +48,24 @@ class LLMAgent:
         self.settings = settings
         self.client = client
         self.prefs: Preferences | None = view.preferences.get(party)
-        self._response_model = response_model(view)
-        self._proposal_model = proposal_model(view)
-        self._system = (compact_system_prompt if settings.prompt == "compact"
-                        else system_prompt)(view, brief, self.prefs)
+        compact = settings.prompt == "compact"
+        limits = COMPACT_LIMITS if compact else TextLimits()
+        self._response_model = response_model(view, limits)
+        self._proposal_model = proposal_model(view, limits)
+        self._opening_model = opening_model(limits)
+        self._caucus_model = caucus_model(limits)
+        self._system = (compact_system_prompt if compact else system_prompt)(
+            view, brief, self.prefs)
 
     # ------------------------------------------------------------------ turns
 
     def opening(self, ctx: Context) -> Turn[OpeningContent]:
         task = ("Give your opening statement: what your side wants from this negotiation and "
                 "what it cannot accept, in a few sentences, in character.")
-        result = self._ask(ctx, task, OpeningAnswer)
+        result = self._ask(ctx, task, self._opening_model)
         if isinstance(result, InvalidResponseError):
             return _invalid(OpeningContent("(no valid statement)"), result)
-        answer = result.parsed
-        assert isinstance(answer, OpeningAnswer)
-        return _turn(OpeningContent(answer.statement), result)
+        return _turn(OpeningContent(result.parsed.model_dump()["statement"]), result)
 
     def propose(self, ctx: Context) -> Turn[ProposalContent]:
         task = (
@@ -131,12 +135,10 @@ class LLMAgent:
             f"{_quote(Line(ctx.round, 'proposer', 'caucus', message))}\n"
             "Reply privately: what would it take for your side to accept?"
         )
-        result = self._ask(ctx, task, CaucusAnswer)
+        result = self._ask(ctx, task, self._caucus_model)
         if isinstance(result, InvalidResponseError):
             return _invalid(CaucusContent("(no valid reply)"), result)
-        answer = result.parsed
-        assert isinstance(answer, CaucusAnswer)
-        return _turn(CaucusContent(answer.reply), result)
+        return _turn(CaucusContent(result.parsed.model_dump()["reply"]), result)
 
     # ------------------------------------------------------------------ plumbing
 

@@ -8,7 +8,7 @@ then neither repeat nor omit an issue, nor invent an option.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -19,6 +19,16 @@ MAX_ENUM_VALUES = 64
 
 STATEMENT_CHARS = 600
 RATIONALE_CHARS = 500
+
+
+class TextLimits(NamedTuple):
+    """Longest free-text fields; a small model on a CPU spends most of a turn writing them."""
+
+    statement: int = STATEMENT_CHARS
+    rationale: int = RATIONALE_CHARS
+
+
+COMPACT_LIMITS = TextLimits(statement=240, rationale=160)
 
 
 class _Answer(BaseModel):
@@ -76,34 +86,39 @@ def stances_model(scenario: Scenario) -> type[BaseModel]:
     return _model("Stances", fields)
 
 
-def response_model(scenario: Scenario) -> type[BaseModel]:
+def response_model(scenario: Scenario, limits: TextLimits = TextLimits()) -> type[BaseModel]:
     """A voting party's answer; reasoning fields come before the vote on purpose."""
     return _model("NegotiationResponse", {
-        "statement": (str, Field(max_length=STATEMENT_CHARS,
+        "statement": (str, Field(max_length=limits.statement,
                                  description="what you say publicly to all parties")),
-        "private_rationale": (str, Field(max_length=RATIONALE_CHARS,
+        "private_rationale": (str, Field(max_length=limits.rationale,
                                          description="your private reasoning, seen by no one")),
         "issues": (stances_model(scenario), ...),
         "vote": (_enum(["accept", "reject"]), ...),
     })
 
 
-def proposal_model(scenario: Scenario) -> type[BaseModel]:
+def proposal_model(scenario: Scenario, limits: TextLimits = TextLimits()) -> type[BaseModel]:
     """What a proposer tables: a full package, why, and an optional private caucus."""
     return _model("NegotiationProposal", {
-        "rationale": (str, Field(max_length=RATIONALE_CHARS,
+        "rationale": (str, Field(max_length=limits.statement,
                                  description="why this package, said publicly")),
         "package": (package_model(scenario), ...),
         "caucus_with": (_enum(["none", *scenario.parties]),
                         Field(description="a party to take aside privately this round, or none")),
-        "caucus_message": (str, Field(max_length=RATIONALE_CHARS,
+        "caucus_message": (str, Field(max_length=limits.rationale,
                                       description="what you tell that party privately")),
     })
 
 
-class OpeningAnswer(_Answer):
-    statement: str = Field(max_length=STATEMENT_CHARS, description="your opening statement")
+def opening_model(limits: TextLimits = TextLimits()) -> type[BaseModel]:
+    return _model("OpeningAnswer", {
+        "statement": (str, Field(max_length=limits.statement,
+                                 description="your opening statement")),
+    })
 
 
-class CaucusAnswer(_Answer):
-    reply: str = Field(max_length=RATIONALE_CHARS, description="your private reply")
+def caucus_model(limits: TextLimits = TextLimits()) -> type[BaseModel]:
+    return _model("CaucusAnswer", {
+        "reply": (str, Field(max_length=limits.rationale, description="your private reply")),
+    })
