@@ -94,8 +94,22 @@ def _normalized(run_dir: Path) -> list[dict[str, Any]]:
     return sorted(events, key=lambda e: e["id"])
 
 
+def _stale(name: str, why: str) -> None:
+    pytest.fail(
+        f"The recorded {name} negotiation did not replay: {why}\nThe cassette is missing or "
+        "stale (prompts, schemas or the protocol changed since it was recorded). Re-record "
+        f"with:\n    {RERECORD}",
+        pytrace=False,
+    )
+
+
 def _replay_or_record(name: str, endpoint: str, tmp_path: Path, config: pytest.Config) -> None:
-    run_dir = _run(name, endpoint, tmp_path)
+    try:
+        run_dir = _run(name, endpoint, tmp_path)
+    except Exception as exc:
+        if _recording(config):
+            raise
+        _stale(name, str(exc).splitlines()[0])
     expected = CASSETTES / f"{name}.expected"
     result = json.loads((run_dir / RESULT).read_text())
     if _recording(config):
@@ -107,12 +121,7 @@ def _replay_or_record(name: str, endpoint: str, tmp_path: Path, config: pytest.C
         shutil.copy(run_dir / RESULT, expected / RESULT)
         return
     if result["status"] == "error" or not expected.exists():
-        pytest.fail(
-            f"The recorded {name} negotiation did not replay ({result['reason']}). The cassette "
-            "is missing or stale: prompts, schemas or the protocol changed since it was "
-            f"recorded. Re-record with:\n    {RERECORD}",
-            pytrace=False,
-        )
+        _stale(name, result["reason"])
     recorded = json.loads((expected / RESULT).read_text())
     assert _normalized(run_dir) == _normalized(expected)
     assert result["scores"] == recorded["scores"]
@@ -120,6 +129,7 @@ def _replay_or_record(name: str, endpoint: str, tmp_path: Path, config: pytest.C
         assert result[key] == recorded[key], key
 
 
+@pytest.mark.timeout(3600)  # recording takes minutes; a replay, a second
 @pytest.mark.vcr
 def test_recorded_baseline_negotiation_replays_identically(
     endpoint: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -127,6 +137,7 @@ def test_recorded_baseline_negotiation_replays_identically(
     _replay_or_record("baseline", endpoint, tmp_path, request.config)
 
 
+@pytest.mark.timeout(3600)
 @pytest.mark.vcr
 def test_recorded_tiny_negotiation_replays_identically(
     endpoint: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -159,7 +170,10 @@ def test_changed_prompt_is_caught_as_a_cassette_mismatch(
         llm_agent, "compact_system_prompt",
         lambda *args: original(*args) + "\nBe bolder.",
     )
-    run_dir = _run("tiny", REPLAY_URL, tmp_path)
+    # VCR refuses the unrecorded request; the run records the failure and re-raises it.
+    with pytest.raises(Exception, match=r"(?i)cassette"):
+        _run("tiny", REPLAY_URL, tmp_path)
+    (run_dir,) = tmp_path.glob("tiny/*/")
     result = json.loads((run_dir / RESULT).read_text())
     assert result["status"] == "error"
     assert "cassette" in result["reason"].lower()
