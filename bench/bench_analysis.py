@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic import synthetic_scenario  # noqa: E402
+from synthetic import synthetic_scenario
 
-from detente.analysis import analyze  # noqa: E402
+from detente.analysis import analyze
 
 SIZES = {10**4: (4, 10), 10**5: (5, 10), 10**6: (6, 10)}
 

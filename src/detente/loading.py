@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from detente.briefs import Brief
 from detente.errors import InputError, Problem, format_path
 from detente.scenario import ID_PATTERN, SOURCE_PATTERN, Scenario, check_scenario
+from detente.variants import resolve_extends
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -115,7 +116,8 @@ def load_scenario(path: Path) -> Scenario:
 
 
 def load_bundle(path: Path) -> ScenarioBundle:
-    data = load_yaml(path)
+    """A validated scenario (variants merged onto what they extend) with its party briefs."""
+    data = resolve_extends(path, load_yaml(path), load_yaml)
     scenario = validate_model(Scenario, data, path)
     problems = check_scenario(scenario)
     if problems:

@@ -198,6 +198,8 @@ class Scenario(_Strict):
     description: str
     rationale: str | None = None
     """Why this variant exists and which premise it changes."""
+    variant_of: Id | None = None
+    """The scenario this one varies (set in variant files, for grouping and reports)."""
     source: SourceRef | None = None
     agents_dir: str = "../agents"
     """Folder of party briefs, relative to the scenario file."""
