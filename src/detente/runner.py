@@ -127,7 +127,7 @@ def start_run(
         run_dir, run_id = new_run_dir(plan.out_root, scenario.id)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        run_id = run_dir.name.rsplit("-", 1)[-1]
+        run_id = secrets.token_hex(4)
     header = RunHeader(
         id="header",
         run_id=run_id,

@@ -8,6 +8,7 @@ from detente.cli import analyze as _analyze  # noqa: F401  (registers the comman
 from detente.cli import replay as _replay  # noqa: F401
 from detente.cli import run as _run  # noqa: F401
 from detente.cli import schema as _schema  # noqa: F401
+from detente.cli import sweep as _sweep  # noqa: F401
 from detente.cli import validate as _validate  # noqa: F401
 from detente.cli._app import app, err_console
 from detente.errors import DetenteError

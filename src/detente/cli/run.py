@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import typer
@@ -16,10 +11,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from detente.agents import endpoint_config, make_agent
+from detente.agents import make_agent
 from detente.cli._app import app, console
+from detente.cli._endpoints import embedded_server, preflight, terminate_as_interrupt
 from detente.config import env_layer, file_layer, flag_layer, resolve_agents
-from detente.errors import DetenteError, InputError, Problem
+from detente.errors import InputError, Problem
 from detente.events import (
     LOG_NAME,
     AgentSettings,
@@ -71,7 +67,7 @@ def run(
 ) -> None:
     """Run a negotiation and write its transcript, events and scored result."""
     from detente.runner import RunPlan, start_run  # langgraph loads only when needed
-    with _terminate_as_interrupt():
+    with terminate_as_interrupt():
         if resume is not None:
             record = _resume(resume)
         else:
@@ -94,8 +90,8 @@ def run(
                             if s.kind == "llm" else s for p, s in settings.items()}
             plan = RunPlan(bundle=bundle, agents=settings, seed=seed, max_rounds=rounds,
                            out_root=out)
-            with _embedded_server(settings, model_path) as agents:
-                _preflight(agents)
+            with embedded_server(settings, model_path) as agents:
+                preflight(agents)
                 plan = RunPlan(bundle=bundle, agents=agents, seed=seed, max_rounds=rounds,
                                out_root=out)
                 with LiveDisplay(bundle.scenario) as display:
@@ -109,8 +105,8 @@ def _resume(run_dir: Path) -> RunRecord:
     bundle = load_bundle(Path(header.scenario_path))
     local = {s.local_model for s in header.agents.values() if s.local_model}
     model_path = Path(next(iter(local))) if local else None
-    with _embedded_server(dict(header.agents), model_path, resuming=True) as agents:
-        _preflight(agents)
+    with embedded_server(dict(header.agents), model_path, resuming=True) as agents:
+        preflight(agents)
 
         def factory(party: str, settings: AgentSettings, b: object) -> object:
             return make_agent(party, agents[party], bundle)
@@ -121,97 +117,6 @@ def _resume(run_dir: Path) -> RunRecord:
 
 def _header(record: RunRecord) -> RunHeader:
     return header_of(read_events(record.run_dir / EVENTS))
-
-
-# --------------------------------------------------------------------------- endpoints
-
-
-@contextlib.contextmanager
-def _embedded_server(
-    settings: Mapping[str, AgentSettings], model_path: Path | None, resuming: bool = False
-) -> Iterator[dict[str, AgentSettings]]:
-    """Serve the embedded (or given) GGUF model for every LLM agent without an endpoint."""
-    local = [p for p, s in settings.items()
-             if s.kind == "llm" and (s.local_model or (not s.model and not s.base_url))]
-    if not local:
-        yield dict(settings)
-        return
-    from detente.local_server import DEFAULT_ALIAS, LocalServer, default_model_path
-
-    gguf = model_path or default_model_path()
-    if not gguf.is_file():
-        raise InputError(gguf, [Problem("", "the local model file is missing")])
-    console.print(f"Starting the local model server for {', '.join(local)}: {gguf.name} "
-                  "(llama.cpp, 127.0.0.1)...", markup=False, highlight=False)
-    with LocalServer(gguf) as server:
-        _ON_INTERRUPT.append(server.stop)
-        console.print(f"Local model server ready at {server.base_url}", markup=False,
-                      highlight=False)
-        agents = dict(settings)
-        for party in local:
-            current = agents[party]
-            agents[party] = current.model_copy(update={
-                "model": current.model if resuming and current.model else DEFAULT_ALIAS,
-                "base_url": server.base_url,
-                "structured_mode": current.structured_mode or "json_object",
-                "prompt": current.prompt or "compact",
-                "local_model": str(gguf.resolve()),
-            })
-        yield agents
-
-
-def _preflight(agents: Mapping[str, AgentSettings]) -> None:
-    """Fail before round one on a missing key or an endpoint that does not answer."""
-    from detente.llm import LLMClient, is_local_url
-
-    checked: set[tuple[str | None, str | None]] = set()
-    for party, settings in agents.items():
-        if settings.kind != "llm":
-            continue
-        if not settings.model:
-            raise InputError("agents", [Problem(party, "no model configured: pass --model, "
-                             "--agent PARTY=MODEL or --base-url, or use scripted agents "
-                             "(--agent all=scripted:boulware)")])
-        key = (settings.base_url, settings.model)
-        if key in checked:
-            continue
-        checked.add(key)
-        base = settings.base_url or os.environ.get("OPENAI_BASE_URL")
-        if not is_local_url(base) and not os.environ.get("OPENAI_API_KEY"):
-            raise InputError("environment", [Problem("OPENAI_API_KEY", f"not set, and {party} "
-                             f"uses {base or 'the OpenAI API'}; export OPENAI_API_KEY or point "
-                             "--base-url at a local server")])
-        with LLMClient(endpoint_config(settings)) as client:
-            client.preflight()
-
-
-_ON_INTERRUPT: list[Callable[[], None]] = []
-"""Run first on SIGINT/SIGTERM: stopping the local server fails in-flight calls at once,
-instead of waiting minutes for a slow model to finish them."""
-
-
-class _Interrupted(DetenteError):
-    exit_code = 130
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGINT and SIGTERM unwind the run, so servers stop and the run folder is finalized."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        while _ON_INTERRUPT:
-            _ON_INTERRUPT.pop()()
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise _Interrupted("interrupted before the run started") from None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-        _ON_INTERRUPT.clear()
 
 
 # --------------------------------------------------------------------------- display
