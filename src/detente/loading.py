@@ -123,7 +123,9 @@ def load_bundle(path: Path) -> ScenarioBundle:
     if problems:
         raise InputError(path, problems)
     briefs = _load_party_briefs(path, scenario)
-    canonical = json.dumps(scenario.model_dump(mode="json", by_alias=True), sort_keys=True)
+    # Defaults left out: a new optional field must not change the hash of existing scenarios.
+    content = scenario.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    canonical = json.dumps(content, sort_keys=True)
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     return ScenarioBundle(path=path, scenario=scenario, briefs=briefs, content_hash=digest)
 
