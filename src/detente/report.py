@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from detente.analysis import analyze
 from detente.events import (
     ErrorEvent,
     Event,
@@ -37,6 +38,12 @@ class PartyTokens(BaseModel):
     invalid_responses: int
 
 
+class RedLineVote(BaseModel):
+    round: int
+    party: str
+    red_lines: list[str]
+
+
 class RunResult(BaseModel):
     format_version: int = RESULT_FORMAT_VERSION
     run_id: str
@@ -57,6 +64,8 @@ class RunResult(BaseModel):
     total_tokens: int
     wall_time_seconds: float
     """From the header to the last event."""
+    votes_against_own_red_lines: list[RedLineVote] = []
+    """Every accept vote, in any round, for a package that broke the voter's own red line."""
 
 
 def header_of(events: list[Event]) -> RunHeader:
@@ -78,7 +87,16 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
     rounds = max((t.round for t in tallies), default=0)
     package = outcome.package if outcome and outcome.status == "deal" else None
     votes = outcome.votes if outcome else (tallies[-1].votes if tallies else {})
-    scores = score(scenario, package, votes)
+    analysis = analyze(scenario, frontier=False)
+    scores = score(scenario, package, votes, analysis=analysis)
+    against: list[RedLineVote] = []
+    for tally in tallies:
+        tabled = score(scenario, tally.package, tally.votes, analysis=analysis)
+        against += [
+            RedLineVote(round=tally.round, party=party,
+                        red_lines=[b.id for b in s.red_lines_broken])
+            for party, s in tabled.parties.items() if s.voted_against_own_red_line
+        ]
 
     usage: dict[str, Usage] = defaultdict(Usage)
     calls: dict[str, int] = defaultdict(int)
@@ -116,6 +134,7 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
         tokens=tokens,
         total_tokens=sum(t.total_tokens for t in tokens.values()),
         wall_time_seconds=_seconds_between(events[0].time, events[-1].time),
+        votes_against_own_red_lines=against,
     )
 
 
@@ -218,6 +237,10 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
         broken = ", ".join(b.id for b in s.red_lines_broken) or "none"
         out.append(f"| {party} | {s.utility:.1f} | {s.reservation_utility:.1f} | "
                    f"{s.surplus:+.1f} | {broken} | {s.vote or ''} |")
+    if result.votes_against_own_red_lines:
+        out += ["", "Votes for a package that broke the voter's own red line: " + "; ".join(
+            f"round {v.round}, {v.party} ({', '.join(v.red_lines)})"
+            for v in result.votes_against_own_red_lines) + "."]
     deal = result.scores.deal
     out += ["", f"Pareto-optimal: {'yes' if deal.pareto_optimal else 'no'}; Nash product "
             f"{deal.nash_product:,.1f}; distance to the Nash package "
