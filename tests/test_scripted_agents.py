@@ -334,12 +334,17 @@ POSITIONS = {
 
 
 def brute_force_products(table: Package) -> dict[int, float]:
-    """The estimated Nash product of every tiny package (index into `all_tiny()`), by hand."""
+    """The estimated Nash product of every tiny package (index into `all_tiny()`), by hand.
+
+    Only the parties the decision rule needs count: tiny requires a and b, not c.
+    """
     index = {"x1": 0, "x2": 1, "x3": 2, "y1": 0, "y2": 1}
     out = {}
     for n, p in enumerate(all_tiny()):
         product = 1.0
-        for stances in POSITIONS.values():
+        for party, stances in POSITIONS.items():
+            if party not in ("a", "b"):
+                continue
             wanted = {d: s.wants if s.stance == "object" else
                       {**table.options, **table.terms}[d] for d, s in stances.items()}
             closeness = [

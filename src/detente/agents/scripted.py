@@ -482,6 +482,10 @@ class _Mediator:
         self.scenario = scenario
         self.settings = AgentSettings(kind="scripted", strategy=self.strategy)
         self.voters = scenario.voters
+        rule = scenario.decision
+        named = [*rule.required, *rule.veto, *(rule.quorum.including if rule.quorum else [])]
+        # The parties whose acceptance the decision rule needs; a quorum alone needs anyone.
+        self.deciders = [p for p in self.voters if p in named] or list(self.voters)
         self._grid = _Grid(scenario)
 
     def opening(self, ctx: Context) -> Turn[OpeningContent]:
@@ -572,8 +576,9 @@ class NashMediator(_Mediator):
         for start in range(0, self._grid.total, _CHUNK):
             flat = np.arange(start, min(start + _CHUNK, self._grid.total), dtype=np.int64)
             product = np.ones(flat.size)
-            for estimate in self.estimated_utilities(ctx, flat).values():
-                product *= estimate + NASH_EPSILON
+            for party, estimate in self.estimated_utilities(ctx, flat).items():
+                if party in self.deciders:
+                    product *= estimate + NASH_EPSILON
             products[flat] = product
         return products
 
