@@ -68,7 +68,7 @@ def report(events: list[Event], wall: float, source: str) -> None:
             rounds = max(rounds, e.round)
     every = sorted(x for xs in calls.values() for x in xs)
     print(f"{source}: {rounds} rounds, {len(every)} model calls, "
-          f"{tokens:,} tokens, wall time {wall:.0f} s (server start included)")
+          f"{tokens:,} tokens, wall time {wall:.0f} s")
     print(f"{'turn':<14}{'calls':>6}{'median s':>10}{'p90 s':>8}{'max s':>8}")
     for kind, xs in sorted(calls.items()):
         xs.sort()

@@ -1,0 +1,57 @@
+"""`detente plot PATH... --out DIR`: charts of runs as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import get_args
+
+import typer
+
+from detente.cli._app import app, console
+from detente.compare import GroupBy, find_run_dirs
+from detente.errors import InputError, Problem
+
+
+def check_group_by(by: str) -> GroupBy:
+    choices: tuple[str, ...] = get_args(GroupBy)
+    if by not in choices:
+        raise InputError("--by", [Problem("", f"expected one of {', '.join(choices)}; "
+                                          f"got '{by}'")])
+    return by  # type: ignore[return-value]
+
+
+@app.command()
+def plot(
+    paths: list[str] = typer.Argument(..., metavar="PATH...",
+                                      help="Run folders, sweep folders (every run below) or "
+                                           "glob patterns."),
+    out: Path = typer.Option(Path("plots"), "--out", metavar="DIR",
+                             help="Folder the PNG files go to (created if need be)."),
+    per_run: bool = typer.Option(False, "--per-run",
+                                 help="With several runs, also chart each run's utilities."),
+    against: str | None = typer.Option(None, "--against", metavar="VARIANT",
+                                       help="The reference variant (default: baseline, if "
+                                            "present, else the first)."),
+    by: str = typer.Option("scenario", "--by",
+                           help="Group runs by scenario, agents or scenario+agents."),
+    scenario: Path | None = typer.Option(None, "--scenario",
+                                         help="The runs' scenario, if it has moved."),
+) -> None:
+    """Chart runs: one run's utilities by round; for several, agreed options and rates."""
+    group_by = check_group_by(by)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, [Problem("--out", "expected a folder, got a file")])
+    run_dirs = find_run_dirs(paths)
+    # matplotlib loads only when charts are drawn, not with every command
+    from detente.plots import comparison_of, load_runs, write_charts
+    runs = load_runs(run_dirs, scenario)
+    comparison = comparison_of(runs, against, group_by) if len(runs) > 1 else None
+    try:
+        written = write_charts(runs, out, per_run=per_run, comparison=comparison)
+    except OSError as exc:
+        raise InputError(out, [Problem("--out", f"cannot write: {exc.strerror or exc}")]) \
+            from None
+    if len(runs) > 1 and comparison is None:
+        console.print("no run has finished: nothing to compare", markup=False, highlight=False)
+    for path in written:
+        console.print(str(path), markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,49 @@
+"""`detente report PATH... --out report.html`: one self-contained HTML page of runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from detente.cli._app import app, console
+from detente.cli.plot import check_group_by
+from detente.compare import find_run_dirs
+from detente.errors import InputError, Problem
+
+
+@app.command()
+def report(
+    paths: list[str] = typer.Argument(..., metavar="PATH...",
+                                      help="Run folders, sweep folders (every run below) or "
+                                           "glob patterns."),
+    out: Path = typer.Option(Path("report.html"), "--out", metavar="FILE",
+                             help="The HTML file to write."),
+    run_charts: bool = typer.Option(True, "--run-charts/--no-run-charts",
+                                    help="With several runs, chart each run's utilities too."),
+    against: str | None = typer.Option(None, "--against", metavar="VARIANT",
+                                       help="The reference variant (default: baseline, if "
+                                            "present, else the first)."),
+    by: str = typer.Option("scenario", "--by",
+                           help="Group runs by scenario, agents or scenario+agents."),
+    scenario: Path | None = typer.Option(None, "--scenario",
+                                         help="The runs' scenario, if it has moved."),
+    title: str | None = typer.Option(None, "--title", help="The page's title."),
+) -> None:
+    """Write one HTML page (no network needed) with comparison, charts and transcripts."""
+    group_by = check_group_by(by)
+    if out.is_dir():
+        raise InputError(out, [Problem("--out", "expected a file name, got a folder")])
+    run_dirs = find_run_dirs(paths)
+    # matplotlib loads only when charts are drawn, not with every command
+    from detente.html_report import write_report
+    from detente.plots import comparison_of, load_runs
+    runs = load_runs(run_dirs, scenario)
+    comparison = comparison_of(runs, against, group_by) if len(runs) > 1 else None
+    try:
+        written = write_report(runs, out, comparison=comparison, run_charts=run_charts,
+                               title=title)
+    except OSError as exc:
+        raise InputError(out, [Problem("--out", f"cannot write: {exc.strerror or exc}")]) \
+            from None
+    console.print(str(written), markup=False, highlight=False, soft_wrap=True)

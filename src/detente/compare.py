@@ -1,0 +1,565 @@
+"""Comparing many finished runs: per-variant outcome statistics with intervals, and tests.
+
+`load_runs` finds run folders (given directly, below a sweep folder, or by glob pattern) and reads
+each one's header and `result.json` into a `RunSummary`. `compare_runs` groups the summaries by
+scenario id (one group per variant) and computes, per group, the deal rate, rounds to agreement,
+each party's mean utility and red-line violation rate, the agreed options and the distance to the
+Nash package, with 95% intervals (Wilson for rates, percentile bootstrap for means); then it tests
+every other group against a reference group (Fisher's exact test for rates, Mann-Whitney U for
+utilities). P-values are not corrected for multiple comparisons.
+
+Conventions: utilities and distances are averaged over every finished run of a group (a run
+without a deal scores every party at its reservation utility); a run without a deal breaks no
+red line; rounds to agreement are over deals only. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from detente.errors import InputError, Problem
+from detente.events import EVENT_FORMAT_VERSION, LOG_NAME, AgentSettings, RunHeader
+from detente.report import RunResult
+
+RESULT_NAME = "result.json"
+SWEEP_MANIFEST = "sweep.json"
+FINISHED_STATUSES = ("deal", "no_deal", "deadlock")
+"""Statuses of runs that are compared; runs with any other status are skipped."""
+DEFAULT_REFERENCE = "baseline"
+BOOTSTRAP_RESAMPLES = 4000
+BOOTSTRAP_SEED = 20250218
+
+GroupBy = Literal["scenario", "agents", "scenario+agents"]
+"""What makes a group: the scenario id (the default), who played, or both."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class RunSummary(BaseModel):
+    """What a comparison needs from one finished run."""
+
+    run_dir: str
+    run_id: str
+    scenario_id: str
+    scenario_hash: str
+    seed: int
+    agents: str
+    """Who played, e.g. `all=scripted:boulware, un_mediator=scripted:nash`."""
+    status: str
+    deal: bool
+    rounds: int
+    package: dict[str, dict[str, str | float]] | None
+    """The agreed package as {"options": {...}, "terms": {...}}; None without a deal."""
+    utilities: dict[str, float]
+    red_lines_broken: dict[str, list[str]]
+    """Ids of the red lines the outcome breaks, per party (empty lists without a deal)."""
+    distance_to_nash: float | None
+
+
+class SkippedRun(BaseModel):
+    """A run folder that was found but not compared, and why."""
+
+    run_dir: str
+    status: str | None
+    """The result's status (running, interrupted, error), or None if it could not be read."""
+    reason: str
+
+
+class LoadedRuns(BaseModel):
+    runs: list[RunSummary]
+    """Finished runs (deal, no_deal, deadlock), in folder order."""
+    skipped: list[SkippedRun]
+    """Unfinished or unreadable run folders."""
+
+
+def agents_label(agents: Mapping[str, AgentSettings]) -> str:
+    """A short label of who played: the most common player as `all=...`, then the exceptions."""
+    labels = {party: settings.label() for party, settings in agents.items()}
+    if not labels:
+        return "-"
+    counts = Counter(labels.values())
+    common, times = counts.most_common(1)[0]
+    if len(labels) == 1 or times == 1:
+        return ", ".join(f"{p}={label}" for p, label in labels.items())
+    rest = [f"{p}={label}" for p, label in labels.items() if label != common]
+    return ", ".join([f"all={common}", *rest])
+
+
+def is_run_dir(path: Path) -> bool:
+    """A run folder holds both `result.json` and `events.jsonl`."""
+    return (path / RESULT_NAME).is_file() and (path / LOG_NAME).is_file()
+
+
+def read_header(run_dir: Path) -> RunHeader:
+    """The header (first line) of a run's event log."""
+    log = run_dir / LOG_NAME
+    try:
+        with log.open(encoding="utf-8") as handle:
+            first = next((line for line in handle if line.strip()), "")
+    except OSError as exc:
+        raise InputError(log, [Problem("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        raw = json.loads(first)
+    except json.JSONDecodeError:
+        raise InputError(log, [Problem("line 1", "not valid JSON")]) from None
+    if not isinstance(raw, dict) or raw.get("type") != "header":
+        raise InputError(log, [Problem("line 1", "the log does not start with a header")])
+    if raw.get("format_version", 0) > EVENT_FORMAT_VERSION:
+        raise InputError(log, [Problem("line 1", "written by a newer detente; upgrade")])
+    try:
+        return RunHeader.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(log, [Problem("line 1", _first_error(exc))]) from None
+
+
+def read_result(run_dir: Path) -> RunResult:
+    """A run's `result.json`."""
+    path = run_dir / RESULT_NAME
+    try:
+        return RunResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(path, [Problem("", f"cannot read: {exc.strerror}")]) from None
+    except ValidationError as exc:
+        raise InputError(path, [Problem("", _first_error(exc))]) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
+def summarize_run(run_dir: Path, header: RunHeader, result: RunResult) -> RunSummary:
+    """The `RunSummary` of a run from its header and result."""
+    deal = result.status == "deal" and result.package is not None
+    package: dict[str, dict[str, str | float]] | None = None
+    if deal and result.package is not None:
+        package = {"options": dict(result.package.options), "terms": dict(result.package.terms)}
+    broken = {party: (list(ids) if deal else [])
+              for party, ids in result.red_lines_broken.items()}
+    for party in result.scores.parties:
+        broken.setdefault(party, [])
+    return RunSummary(
+        run_dir=str(run_dir),
+        run_id=result.run_id,
+        scenario_id=result.scenario_id,
+        scenario_hash=result.scenario_hash,
+        seed=header.seed,
+        agents=agents_label(header.agents),
+        status=result.status,
+        deal=deal,
+        rounds=result.rounds,
+        package=package,
+        utilities={party: s.utility for party, s in result.scores.parties.items()},
+        red_lines_broken=broken,
+        distance_to_nash=result.scores.deal.distance_to_nash,
+    )
+
+
+def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Every run folder named by `paths` (run folders, folders holding runs, glob patterns).
+
+    Raises InputError for a path that does not exist, a pattern that matches nothing, or a path
+    under which there is no run folder.
+    """
+    if not paths:
+        raise InputError("detente compare", [Problem("PATH", "give at least one run folder, "
+                                                     "sweep folder or glob pattern")])
+    found: dict[Path, Path] = {}
+    for given in paths:
+        text = str(given)
+        explicit = not glob.has_magic(text)
+        if explicit:
+            target = Path(text)
+            if not target.exists():
+                raise InputError(target, [Problem("", "no such file or folder")])
+            targets = [target]
+        else:
+            targets = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            if not targets:
+                raise InputError(text, [Problem("", "no file or folder matches this pattern")])
+        run_dirs = [d for t in targets for d in _runs_under(t, explicit)]
+        if not run_dirs:
+            raise InputError(text, [Problem("", f"no run folders here (a run folder holds "
+                                            f"{RESULT_NAME} and {LOG_NAME})")])
+        for run_dir in run_dirs:
+            found.setdefault(run_dir.resolve(), run_dir)
+    return list(found.values())
+
+
+def _runs_under(target: Path, explicit: bool) -> list[Path]:
+    if target.is_file():
+        if target.name in (RESULT_NAME, LOG_NAME, SWEEP_MANIFEST):
+            target = target.parent
+        elif explicit:
+            raise InputError(target, [Problem("", "not a folder: give run folders, sweep "
+                                              "folders or glob patterns")])
+        else:
+            return []
+    if is_run_dir(target):
+        return [target]
+    out: list[Path] = []
+    for root, dirs, _files in os.walk(target):
+        dirs.sort()
+        here = Path(root)
+        if here != target and is_run_dir(here):
+            out.append(here)
+            dirs.clear()  # a run folder holds no other run
+    return out
+
+
+def load_runs_with_skipped(paths: Sequence[str | Path]) -> LoadedRuns:
+    """Finished runs under `paths`, and the run folders skipped (unfinished or unreadable).
+
+    Raises InputError when a path is missing or holds no run folder, or when none of the runs
+    found has finished.
+    """
+    runs: list[RunSummary] = []
+    skipped: list[SkippedRun] = []
+    for run_dir in find_run_dirs(paths):
+        try:
+            header = read_header(run_dir)
+            result = read_result(run_dir)
+        except InputError as exc:
+            skipped.append(SkippedRun(run_dir=str(run_dir), status=None,
+                                      reason=str(exc).splitlines()[0]))
+            continue
+        if result.status not in FINISHED_STATUSES:
+            skipped.append(SkippedRun(run_dir=str(run_dir), status=result.status,
+                                      reason=result.reason))
+            continue
+        runs.append(summarize_run(run_dir, header, result))
+    if not runs:
+        counts = Counter(s.status or "unreadable" for s in skipped)
+        what = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        raise InputError(", ".join(str(p) for p in paths),
+                         [Problem("", f"found {len(skipped)} run folders but none finished "
+                                  f"({what})")])
+    return LoadedRuns(runs=runs, skipped=skipped)
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[RunSummary]:
+    """Finished runs under `paths`: run folders, folders holding runs (e.g. sweep folders) and
+    glob patterns. Unfinished runs (running, interrupted, error) and unreadable run folders are
+    left out; `load_runs_with_skipped` also says which. Raises InputError when a path is missing
+    or holds no run folder, or when no run found has finished."""
+    return load_runs_with_skipped(paths).runs
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% for the default z); (0, 1) when n is 0."""
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    z2 = z * z
+    denominator = 1 + z2 / n
+    center = (p + z2 / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    lo = 0.0 if successes == 0 else max(0.0, center - half)
+    hi = 1.0 if successes == n else min(1.0, center + half)
+    return lo, hi
+
+
+def bootstrap_mean_ci(
+    values: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; deterministic for a given seed.
+
+    One value (or all equal) gives a zero-width interval; no values raise ValueError.
+    """
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        raise ValueError("no values to bootstrap")
+    if data.size == 1 or bool(np.all(data == data[0])):
+        mean = float(data.mean())
+        return mean, mean
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+class Proportion(BaseModel):
+    """A share of runs with its Wilson 95% interval."""
+
+    count: int
+    n: int
+    rate: float
+    lo: float
+    hi: float
+
+
+class MeanCI(BaseModel):
+    """A mean over runs with its percentile-bootstrap 95% interval."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+
+class RoundsStats(BaseModel):
+    mean: float
+    median: float
+    n: int
+
+
+def proportion(count: int, n: int) -> Proportion:
+    lo, hi = wilson_interval(count, n)
+    return Proportion(count=count, n=n, rate=count / n if n else 0.0, lo=lo, hi=hi)
+
+
+def mean_ci(values: Sequence[float]) -> MeanCI | None:
+    if not values:
+        return None
+    lo, hi = bootstrap_mean_ci(values)
+    return MeanCI(mean=float(np.mean(values)), lo=lo, hi=hi, n=len(values))
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+class PartyStats(BaseModel):
+    utility: MeanCI
+    """Mean utility over every run of the group (no deal: the reservation utility)."""
+    violation_rate: Proportion
+    """Share of runs whose outcome breaks at least one of the party's red lines."""
+    red_lines: dict[str, Proportion]
+    """Per red line id (every id broken in any compared run): share of runs breaking it."""
+
+
+class VariantStats(BaseModel):
+    variant: str
+    """The group's key: a scenario id (or an agents label, see `GroupBy`)."""
+    n: int
+    deals: int
+    deal_rate: Proportion
+    statuses: dict[str, int]
+    """Runs per status (deal, no_deal, deadlock)."""
+    rounds_to_agreement: RoundsStats | None
+    """Over deals only; None without any deal."""
+    parties: dict[str, PartyStats]
+    options: dict[str, dict[str, int]]
+    """Per issue: how many deals agreed on each option."""
+    terms: dict[str, dict[str, int]]
+    """Per numeric term: how many deals agreed on each value (formatted with `g`)."""
+    distance_to_nash: MeanCI | None
+    """Mean Euclidean distance of the outcome's utilities to the Nash package's (None: no run
+    has a Nash package)."""
+    seeds: list[int]
+    agents: list[str]
+    """Distinct agent labels in the group (more than one: the group mixes who played)."""
+    scenario_hashes: list[str]
+    """Distinct scenario contents in the group (more than one: the scenario changed)."""
+
+
+class PartyTest(BaseModel):
+    utility_diff: float
+    """Mean utility of `a` minus that of `b`."""
+    utility_p: float | None
+    """Two-sided Mann-Whitney U p-value; None when a group has fewer than 2 runs or every
+    value is the same."""
+    violation_diff: float
+    """Violation rate of `a` minus that of `b`."""
+    violation_p: float
+    """Fisher's exact test p-value on the violation rates."""
+
+
+class PairTest(BaseModel):
+    a: str
+    """The variant tested."""
+    b: str
+    """The reference it is tested against."""
+    deal_rate_diff: float
+    deal_rate_p: float
+    """Fisher's exact test p-value on the deal rates."""
+    distance_to_nash_p: float | None
+    """Two-sided Mann-Whitney U p-value on the distances to the Nash package."""
+    parties: dict[str, PartyTest]
+    """Parties scored in both groups."""
+
+
+class Comparison(BaseModel):
+    reference: str
+    group_by: GroupBy = "scenario"
+    groups: list[VariantStats]
+    """The reference first, then the others in order of their keys."""
+    tests: list[PairTest]
+    """Each other group against the reference."""
+    skipped: list[SkippedRun] = []
+    """Filled by callers that loaded the runs with `load_runs_with_skipped`."""
+
+
+def group_key(run: RunSummary, by: GroupBy = "scenario") -> str:
+    if by == "scenario":
+        return run.scenario_id
+    if by == "agents":
+        return run.agents
+    return f"{run.scenario_id} [{run.agents}]"
+
+
+def compare_runs(
+    runs: list[RunSummary], reference: str | None = None, *, by: GroupBy = "scenario"
+) -> Comparison:
+    """Statistics per group of runs (by scenario id unless `by` says otherwise) and tests of
+    every group against `reference` (default: "baseline" if there is such a group, else the
+    first group). Raises InputError for an unknown reference or no runs."""
+    if not runs:
+        raise InputError("detente compare", [Problem("", "no runs to compare")])
+    grouped: dict[str, list[RunSummary]] = {}
+    for run in runs:
+        grouped.setdefault(group_key(run, by), []).append(run)
+    if reference is None:
+        reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in grouped else next(iter(grouped))
+    elif reference not in grouped:
+        raise InputError("--against", [Problem("", f"no variant '{reference}' among the runs; "
+                                               f"there are: {', '.join(sorted(grouped))}")])
+    order = [reference, *sorted(k for k in grouped if k != reference)]
+    red_line_ids: dict[str, list[str]] = {}
+    for run in runs:
+        for party, ids in run.red_lines_broken.items():
+            known = red_line_ids.setdefault(party, [])
+            known.extend(i for i in ids if i not in known)
+    stats = {key: variant_stats(key, grouped[key], red_line_ids) for key in order}
+    tests = [pair_test(key, reference, grouped[key], grouped[reference], stats[key],
+                       stats[reference]) for key in order[1:]]
+    return Comparison(reference=reference, group_by=by, groups=[stats[k] for k in order],
+                      tests=tests)
+
+
+def _parties(runs: Iterable[RunSummary]) -> list[str]:
+    out: dict[str, None] = {}
+    for run in runs:
+        out.update(dict.fromkeys(run.utilities))
+    return list(out)
+
+
+def _format_term(value: str | float) -> str:
+    return f"{value:g}" if isinstance(value, float | int) else str(value)
+
+
+def variant_stats(
+    variant: str, runs: Sequence[RunSummary], red_line_ids: Mapping[str, Sequence[str]]
+) -> VariantStats:
+    """The statistics of one group of runs; `red_line_ids` are the ids reported per party."""
+    n = len(runs)
+    deals = [r for r in runs if r.deal]
+    rounds = [r.rounds for r in deals]
+    parties: dict[str, PartyStats] = {}
+    for party in _parties(runs):
+        scored = [r for r in runs if party in r.utilities]
+        utility = mean_ci([r.utilities[party] for r in scored])
+        assert utility is not None
+        broken = [r for r in scored if r.red_lines_broken.get(party)]
+        parties[party] = PartyStats(
+            utility=utility,
+            violation_rate=proportion(len(broken), len(scored)),
+            red_lines={
+                line: proportion(sum(line in r.red_lines_broken.get(party, []) for r in scored),
+                                 len(scored))
+                for line in red_line_ids.get(party, [])
+            },
+        )
+    options: dict[str, Counter[str]] = {}
+    terms: dict[str, Counter[str]] = {}
+    for run in deals:
+        if run.package is None:
+            continue
+        for issue, option in run.package.get("options", {}).items():
+            options.setdefault(issue, Counter())[str(option)] += 1
+        for term, value in run.package.get("terms", {}).items():
+            terms.setdefault(term, Counter())[_format_term(value)] += 1
+    distances = [r.distance_to_nash for r in runs if r.distance_to_nash is not None]
+    return VariantStats(
+        variant=variant,
+        n=n,
+        deals=len(deals),
+        deal_rate=proportion(len(deals), n),
+        statuses=dict(Counter(r.status for r in runs)),
+        rounds_to_agreement=RoundsStats(mean=float(np.mean(rounds)),
+                                        median=float(statistics.median(rounds)),
+                                        n=len(rounds)) if rounds else None,
+        parties=parties,
+        options={k: dict(c.most_common()) for k, c in options.items()},
+        terms={k: dict(sorted(c.items(), key=lambda kv: float(kv[0])))
+               for k, c in terms.items()},
+        distance_to_nash=mean_ci(distances),
+        seeds=sorted({r.seed for r in runs}),
+        agents=sorted({r.agents for r in runs}),
+        scenario_hashes=sorted({r.scenario_hash for r in runs}),
+    )
+
+
+def _scipy_stats() -> Any:
+    import scipy.stats  # type: ignore[import-untyped]  # slow to import: only when testing
+
+    return scipy.stats
+
+
+def fisher_p(count_a: int, n_a: int, count_b: int, n_b: int) -> float:
+    """Two-sided Fisher's exact test p-value of count_a/n_a against count_b/n_b."""
+    result = _scipy_stats().fisher_exact([[count_a, n_a - count_a], [count_b, n_b - count_b]])
+    return float(result.pvalue)
+
+
+def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided Mann-Whitney U p-value; None when a sample has fewer than 2 values or every
+    value (of both samples) is the same."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if len(set(a) | set(b)) == 1:
+        return None
+    result = _scipy_stats().mannwhitneyu(list(a), list(b), alternative="two-sided")
+    p = float(result.pvalue)
+    return None if math.isnan(p) else p
+
+
+def pair_test(
+    a: str, b: str, runs_a: Sequence[RunSummary], runs_b: Sequence[RunSummary],
+    stats_a: VariantStats, stats_b: VariantStats,
+) -> PairTest:
+    """Group `a` tested against group `b`."""
+    parties: dict[str, PartyTest] = {}
+    for party in stats_a.parties:
+        if party not in stats_b.parties:
+            continue
+        pa, pb = stats_a.parties[party], stats_b.parties[party]
+        parties[party] = PartyTest(
+            utility_diff=pa.utility.mean - pb.utility.mean,
+            utility_p=mann_whitney_p([r.utilities[party] for r in runs_a if party in r.utilities],
+                                     [r.utilities[party] for r in runs_b if party in r.utilities]),
+            violation_diff=pa.violation_rate.rate - pb.violation_rate.rate,
+            violation_p=fisher_p(pa.violation_rate.count, pa.violation_rate.n,
+                                 pb.violation_rate.count, pb.violation_rate.n),
+        )
+    return PairTest(
+        a=a,
+        b=b,
+        deal_rate_diff=stats_a.deal_rate.rate - stats_b.deal_rate.rate,
+        deal_rate_p=fisher_p(stats_a.deals, stats_a.n, stats_b.deals, stats_b.n),
+        distance_to_nash_p=mann_whitney_p(
+            [r.distance_to_nash for r in runs_a if r.distance_to_nash is not None],
+            [r.distance_to_nash for r in runs_b if r.distance_to_nash is not None]),
+        parties=parties,
+    )

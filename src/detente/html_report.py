@@ -1,0 +1,641 @@
+"""One self-contained HTML page for one or many runs: summary, comparison, charts, transcripts.
+
+The page needs no network: CSS and JavaScript are inline, charts are PNG data URIs, and a
+Content-Security-Policy forbids loading anything else. Every text from a run (statements come
+from models) is escaped. Transcripts are lists of `.message` elements whose data attributes
+(`data-run`, `data-party`, `data-round`, `data-issue` (space-separated dimension ids),
+`data-kind`, `data-visibility` (`public` or `private`)) drive the filters in `#filters`.
+
+Stable hooks: `#summary`, `#comparison` (tables `#comparison-variants`, `#comparison-parties`,
+`#comparison-tests`), `#charts`, `img.chart[data-chart]`, `#transcripts`, `#filters`,
+`article.run[data-run]`, `.message`, `table.package`, `#shown-count`. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from detente import __version__
+from detente.compare import Comparison, MeanCI, Proportion, agents_label
+from detente.events import (
+    ErrorEvent,
+    Outcome,
+    Proposal,
+    Response,
+    Statement,
+    Tally,
+)
+from detente.plots import (
+    AGREED_OPTIONS_PNG,
+    RATES_PNG,
+    RunData,
+    comparison_figures,
+    comparison_of,
+    figure_png,
+    run_utility_figure,
+)
+from detente.scenario import Package, Scenario
+
+RECORD = "record"
+"""The `data-party` of tallies, outcomes and errors: the negotiation's record, not a party."""
+
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+       "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
+
+
+def e(value: object) -> str:
+    """`value` as escaped HTML text (quotes too, so it is safe in attributes)."""
+    return html.escape(str(value), quote=True)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass
+class Message:
+    """One entry of a transcript, as rendered."""
+
+    run: str
+    party: str
+    round: int
+    kind: str
+    visibility: str
+    issues: list[str]
+    title: str
+    audience: str
+    """Who could see it, in words."""
+    body: str
+    """Already-escaped HTML."""
+
+    def render(self) -> str:
+        classes = f"message {self.visibility} kind-{self.kind}"
+        round_label = "opening" if self.round == 0 else f"round {self.round}"
+        return (
+            f'<li class="{e(classes)}" data-run="{e(self.run)}" data-party="{e(self.party)}" '
+            f'data-round="{self.round}" data-issue="{e(" ".join(self.issues))}" '
+            f'data-kind="{e(self.kind)}" data-visibility="{e(self.visibility)}">'
+            f'<div class="meta"><span class="speaker">{e(self.title)}</span>'
+            f'<span class="badge round">{e(round_label)}</span>'
+            + (f'<span class="badge kind">{e(self.kind.replace("_", " "))}</span>'
+               if self.kind != "opening" else "")
+            + f'<span class="badge audience {e(self.visibility)}">{e(self.audience)}</span></div>'
+            f"{self.body}</li>"
+        )
+
+
+class _Names:
+    """Display names of parties and labels of issues, terms and options of one scenario."""
+
+    def __init__(self, run: RunData) -> None:
+        self.scenario: Scenario = run.scenario
+        self.parties = {p: (b.display_name if (b := run.bundle.briefs.get(p)) else p)
+                        for p in run.scenario.parties}
+        self.dims: dict[str, str] = {i.id: i.label for i in run.scenario.issues}
+        self.dims.update({t.id: t.label for t in run.scenario.terms})
+        self._patterns = {dim: _mention_pattern(self.scenario, dim) for dim in self.dims}
+
+    def party(self, party: str) -> str:
+        name = self.parties.get(party, party)
+        return name if name == party else f"{name} ({party})"
+
+    def option(self, issue_id: str, value: str | float | None) -> str:
+        if value is None:
+            return ""
+        for issue in self.scenario.issues:
+            if issue.id == issue_id:
+                return next((o.label for o in issue.options if o.id == value), str(value))
+        for term in self.scenario.terms:
+            if term.id == issue_id:
+                number = value if isinstance(value, float | int) else None
+                shown = f"{number:g}" if number is not None else str(value)
+                return f"{shown} {term.unit}"
+        return str(value)
+
+    def mentioned(self, text: str) -> list[str]:
+        """Dimensions whose label, option labels or (long enough) id the text mentions."""
+        return [dim for dim, pattern in self._patterns.items() if pattern.search(text)]
+
+
+def _mention_pattern(scenario: Scenario, dim: str) -> re.Pattern[str]:
+    words: list[str] = []
+    for issue in scenario.issues:
+        if issue.id == dim:
+            words += [issue.label] + [o.label for o in issue.options if len(o.label) > 3]
+    for term in scenario.terms:
+        if term.id == dim:
+            words.append(term.label)
+    if len(dim) > 2:
+        words += [dim, dim.replace("_", " ")]
+    alternatives = "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True) if w)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)" if alternatives else r"(?!x)x",
+                      re.IGNORECASE)
+
+
+def package_table(names: _Names, package: Package) -> str:
+    """A package as a table of issue (and term) -> option label."""
+    rows = []
+    for issue in names.scenario.issues:
+        chosen = package.options.get(issue.id)
+        rows.append(f'<tr data-issue="{e(issue.id)}"><th scope="row">{e(issue.label)}</th>'
+                    f"<td>{e(names.option(issue.id, chosen))} "
+                    f'<code>{e(chosen if chosen is not None else "-")}</code></td></tr>')
+    for term in names.scenario.terms:
+        value = package.terms.get(term.id)
+        shown = names.option(term.id, value) if value is not None else "-"
+        rows.append(f'<tr data-issue="{e(term.id)}"><th scope="row">{e(term.label)}</th>'
+                    f"<td>{e(shown)}</td></tr>")
+    return ('<table class="package"><thead><tr><th>issue</th><th>option</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _text(text: str, empty: str = "(nothing said)") -> str:
+    shown = text.strip()
+    return f'<div class="text">{e(shown) if shown else f"<em>{e(empty)}</em>"}</div>'
+
+
+def messages_of(run: RunData) -> list[Message]:
+    """The transcript of a run as messages, in log order (a response's private rationale right
+    after its public statement)."""
+    names = _Names(run)
+    run_id = run.header.run_id
+    dims = list(names.dims)
+    last_round = max((getattr(ev, "round", 0) or 0 for ev in run.events), default=0)
+    out: list[Message] = []
+
+    def add(*, party: str, round: int, kind: str, visibility: str, issues: list[str],
+            title: str, audience: str, body: str) -> None:
+        out.append(Message(run=run_id, party=party, round=round, kind=kind,
+                           visibility=visibility, issues=issues, title=title, audience=audience,
+                           body=body))
+
+    for ev in run.events:
+        if isinstance(ev, Statement):
+            flag = ' <span class="badge invalid">invalid response</span>' if ev.invalid else ""
+            if ev.visible_to == "all":
+                visibility, audience = "public", "public: every party"
+            else:
+                visibility = "private"
+                audience = "private: seen by " + " and ".join(names.party(p)
+                                                               for p in ev.visible_to)
+            add(party=ev.speaker, round=ev.round, kind=ev.kind, visibility=visibility,
+                issues=names.mentioned(ev.text), title=names.party(ev.speaker),
+                audience=audience, body=_text(ev.text) + flag)
+        elif isinstance(ev, Proposal):
+            flag = ' <span class="badge invalid">invalid proposal</span>' if ev.invalid else ""
+            add(party=ev.speaker, round=ev.round, kind="proposal", visibility="public",
+                issues=dims, title=f"{names.party(ev.speaker)} tables a package",
+                audience="public: every party",
+                body=package_table(names, ev.package) + _text(ev.rationale) + flag)
+        elif isinstance(ev, Response):
+            objected = [d for d, s in ev.stances.items() if s.stance == "object"]
+            vote = "invalid response (counted as reject)" if ev.invalid else ev.vote
+            stances = "".join(
+                f'<li data-issue="{e(d)}">{e(names.dims.get(d, d))}: objects'
+                + (f", wants {e(names.option(d, s.wants))}" if s.wants is not None else "")
+                + "</li>"
+                for d, s in ev.stances.items() if s.stance == "object"
+            )
+            body = (f'<div class="vote {e(ev.vote)}">votes <strong>{e(vote)}</strong></div>'
+                    + (f'<ul class="stances">{stances}</ul>' if stances else "")
+                    + _text(ev.statement))
+            add(party=ev.speaker, round=ev.round, kind="response", visibility="public",
+                issues=_union(objected, names.mentioned(ev.statement)),
+                title=names.party(ev.speaker), audience="public: every party", body=body)
+            private = "; ".join(ev.errors) if ev.invalid else ev.private_rationale
+            add(party=ev.speaker, round=ev.round, kind="private_rationale",
+                visibility="private", issues=_union(objected, names.mentioned(private)),
+                title=names.party(ev.speaker),
+                audience=f"private: seen by {names.party(ev.speaker)} only (never shown to "
+                         "other agents)",
+                body=_text(private))
+        elif isinstance(ev, Tally):
+            accepts = sum(v == "accept" for v in ev.votes.values())
+            verdict = "passes" if ev.accepted else "fails"
+            votes = "".join(f'<li class="{e(v)}">{e(names.party(p))}: {e(v)}</li>'
+                            for p, v in ev.votes.items())
+            add(party=RECORD, round=ev.round, kind="tally", visibility="public",
+                issues=dims, title="Tally", audience="public: every party",
+                body=f'<div class="text">The package <strong>{verdict}</strong> the decision '
+                     f"rule ({accepts} of {len(ev.votes)} accept).</div>"
+                     f'<ul class="votes">{votes}</ul>')
+        elif isinstance(ev, Outcome):
+            body = f'<div class="text"><strong>{e(ev.status.replace("_", " "))}</strong>: ' \
+                   f"{e(ev.reason)}</div>"
+            if ev.package is not None:
+                body += package_table(names, ev.package)
+            add(party=RECORD, round=ev.rounds or last_round, kind="outcome",
+                visibility="public", issues=dims if ev.package is not None else [],
+                title="Outcome", audience="public: every party", body=body)
+        elif isinstance(ev, ErrorEvent):
+            add(party=ev.speaker or RECORD, round=ev.round or 0, kind="error",
+                visibility="public", issues=[], title=names.party(ev.speaker or "") or "Error",
+                audience="run record", body=_text(ev.message))
+    return out
+
+
+def _union(*lists: Iterable[str]) -> list[str]:
+    out: dict[str, None] = {}
+    for items in lists:
+        out.update(dict.fromkeys(items))
+    return list(out)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _chart(name: str, png: bytes, alt: str, caption: str) -> str:
+    return (f'<figure class="chart-figure"><img class="chart" data-chart="{e(name)}" '
+            f'src="{_data_uri(png)}" alt="{e(alt)}"><figcaption>{e(caption)}</figcaption>'
+            "</figure>")
+
+
+RUN_CHART_CAPTION = ("Each voting party's utility of the package on the table, by round; dashed "
+                     "lines are reservation utilities; a cross marks a package breaking that "
+                     "party's own red line.")
+
+
+def _summary(runs: Sequence[RunData], title: str) -> str:
+    scenarios: dict[str, RunData] = {}
+    for r in runs:
+        scenarios.setdefault(r.bundle.content_hash, r)
+    scenario_items = "".join(
+        f"<li><strong>{e(r.scenario.title)}</strong> <code>{e(r.scenario.id)}</code> "
+        f"({e(r.header.scenario_path)}, content hash <code>{e(r.bundle.content_hash[:12])}"
+        "</code>)</li>"
+        for r in scenarios.values()
+    )
+    outcomes = Counter(r.result.status for r in runs)
+    agents = Counter(agents_label(r.header.agents) for r in runs)
+    agent_items = "".join(
+        f"<li>{e(label)}" + (f" ({n} run{'s' if n > 1 else ''})" if len(runs) > 1 else "")
+        + "</li>" for label, n in agents.items())
+    outcome_text = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in outcomes.items())
+    return (
+        f'<header id="summary"><h1>{e(title)}</h1><dl>'
+        f"<dt>Scenario{'s' if len(scenarios) > 1 else ''}</dt><dd><ul>{scenario_items}</ul></dd>"
+        f'<dt>Runs</dt><dd><span id="run-count">{len(runs)}</span> ({e(outcome_text)})</dd>'
+        f"<dt>Agents</dt><dd><ul>{agent_items}</ul></dd>"
+        f"<dt>Made by</dt><dd>detente {e(__version__)}</dd></dl></header>"
+    )
+
+
+def _ci(stat: MeanCI | None, digits: int = 1) -> str:
+    if stat is None:
+        return '<span class="na">n/a</span>'
+    return (f"{stat.mean:.{digits}f} <span class=\"ci\">[{stat.lo:.{digits}f}, "
+            f"{stat.hi:.{digits}f}]</span>")
+
+
+def _rate(p: Proportion) -> str:
+    return (f"{p.rate:.0%} <span class=\"ci\">[{p.lo:.0%}, {p.hi:.0%}]</span> "
+            f"<span class=\"count\">({p.count}/{p.n})</span>")
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return '<span class="na">n/a</span>'
+    cls = ' class="significant"' if value < 0.05 else ""
+    return f"<span{cls}>{value:.3g}</span>"
+
+
+def _comparison(comparison: Comparison) -> str:
+    variant_rows = []
+    for g in comparison.groups:
+        ref = ' <span class="badge">reference</span>' if g.variant == comparison.reference \
+            else ""
+        rounds = f"{g.rounds_to_agreement.mean:.1f}" if g.rounds_to_agreement else "n/a"
+        statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in g.statuses.items())
+        variant_rows.append(
+            f'<tr data-variant="{e(g.variant)}"><th scope="row">{e(g.variant)}{ref}</th>'
+            f"<td>{g.n}</td><td>{e(statuses)}</td><td>{_rate(g.deal_rate)}</td>"
+            f"<td>{rounds}</td><td>{_ci(g.distance_to_nash)}</td>"
+            f"<td>{e(', '.join(g.agents))}</td></tr>")
+    party_rows = []
+    for g in comparison.groups:
+        for party, stats in g.parties.items():
+            broken = ", ".join(f"{line} {p.rate:.0%}" for line, p in stats.red_lines.items()
+                               if p.count)
+            party_rows.append(
+                f'<tr data-variant="{e(g.variant)}" data-party="{e(party)}">'
+                f"<td>{e(g.variant)}</td><th scope=\"row\">{e(party)}</th>"
+                f"<td>{_ci(stats.utility)}</td><td>{_rate(stats.violation_rate)}</td>"
+                f"<td>{e(broken) or 'none'}</td></tr>")
+    tests = ""
+    if comparison.tests:
+        test_rows = []
+        for t in comparison.tests:
+            parties = "; ".join(
+                f"{party}: utility {pt.utility_diff:+.1f} (p={_p(pt.utility_p)}), violations "
+                f"{pt.violation_diff:+.0%} (p={_p(pt.violation_p)})"
+                for party, pt in t.parties.items()
+            )
+            test_rows.append(
+                f'<tr data-variant="{e(t.a)}"><th scope="row">{e(t.a)} vs {e(t.b)}</th>'
+                f"<td>{t.deal_rate_diff:+.0%} (p={_p(t.deal_rate_p)})</td>"
+                f"<td>{_p(t.distance_to_nash_p)}</td><td>{parties}</td></tr>")
+        tests = (
+            "<h3>Tests against the reference</h3>"
+            '<p class="note">Fisher\'s exact test for rates, Mann-Whitney U for utilities and '
+            "distances; two-sided, not corrected for multiple comparisons.</p>"
+            '<table id="comparison-tests"><thead><tr><th>variant</th><th>deal rate '
+            "difference</th><th>distance to Nash p</th><th>per party</th></tr></thead>"
+            f"<tbody>{''.join(test_rows)}</tbody></table>")
+    skipped = ""
+    if comparison.skipped:
+        skipped = ("<p class=\"note\">Not compared (unfinished or unreadable): "
+                   + ", ".join(e(s.run_dir) for s in comparison.skipped) + "</p>")
+    return (
+        '<section id="comparison"><h2>Comparison</h2>'
+        '<p class="note">Finished runs grouped by variant; 95% intervals (Wilson for rates, '
+        "bootstrap for means). A run without a deal scores every party at its reservation "
+        "utility and breaks no red line.</p>"
+        '<table id="comparison-variants"><thead><tr><th>variant</th><th>runs</th>'
+        "<th>outcomes</th><th>deal rate</th><th>mean rounds to agreement</th>"
+        "<th>distance to Nash</th><th>agents</th></tr></thead>"
+        f"<tbody>{''.join(variant_rows)}</tbody></table>"
+        '<table id="comparison-parties"><thead><tr><th>variant</th><th>party</th>'
+        "<th>mean utility</th><th>red-line violation rate</th><th>red lines broken</th></tr>"
+        f"</thead><tbody>{''.join(party_rows)}</tbody></table>{tests}{skipped}</section>"
+    )
+
+
+def _filters(runs: Sequence[RunData], messages: Sequence[Message]) -> str:
+    parties: dict[str, str] = {}
+    dims: dict[str, str] = {}
+    for r in runs:
+        names = _Names(r)
+        for p in r.scenario.parties:
+            parties.setdefault(p, names.party(p))
+        for d, label in names.dims.items():
+            dims.setdefault(d, label)
+    for m in messages:
+        parties.setdefault(m.party, m.party)
+    if any(m.party == RECORD for m in messages):
+        parties[RECORD] = "record (tallies, outcome)"
+    rounds = sorted({m.round for m in messages})
+    party_boxes = "".join(
+        f'<label><input type="checkbox" name="party" value="{e(p)}" checked> {e(label)}</label>'
+        for p, label in parties.items())
+    round_options = "".join(
+        f'<option value="{r}">{"opening" if r == 0 else f"round {r}"}</option>' for r in rounds)
+    issue_options = "".join(f'<option value="{e(d)}">{e(label)}</option>'
+                            for d, label in dims.items())
+    run_select = ""
+    if len(runs) > 1:
+        run_options = "".join(f'<option value="{e(r.header.run_id)}">{e(r.label)}</option>'
+                              for r in runs)
+        run_select = ('<label>Run <select id="filter-run"><option value="">all runs</option>'
+                      f"{run_options}</select></label>")
+    return (
+        '<div id="filters" role="search">'
+        '<fieldset class="parties"><legend>Party</legend>'
+        f"{party_boxes}"
+        '<button type="button" id="party-all">all</button>'
+        '<button type="button" id="party-none">none</button></fieldset>'
+        '<fieldset><legend>Round and issue</legend>'
+        '<label>Round <select id="filter-round"><option value="">all rounds</option>'
+        f"{round_options}</select></label>"
+        '<label>Issue <select id="filter-issue"><option value="">all issues</option>'
+        f"{issue_options}</select></label>{run_select}</fieldset>"
+        '<fieldset><legend>Visibility</legend>'
+        '<label><input type="checkbox" name="visibility" value="public" checked> public</label>'
+        '<label><input type="checkbox" name="visibility" value="private" checked> private '
+        "(caucus, private rationales)</label></fieldset>"
+        f'<output id="shown-count">{len(messages)} of {len(messages)} messages shown</output>'
+        "</div>"
+    )
+
+
+def _scores(run: RunData, names: _Names) -> str:
+    rows = []
+    for party, s in run.result.scores.parties.items():
+        broken = ", ".join(b.id for b in s.red_lines_broken) or "none"
+        rows.append(f'<tr data-party="{e(party)}"><th scope="row">{e(names.party(party))}</th>'
+                    f"<td>{s.utility:.1f}</td><td>{s.reservation_utility:.1f}</td>"
+                    f"<td>{s.surplus:+.1f}</td><td>{e(broken)}</td><td>{e(s.vote or '')}</td>"
+                    "</tr>")
+    deal = run.result.scores.deal
+    distance = "n/a" if deal.distance_to_nash is None else f"{deal.distance_to_nash:.1f}"
+    return (
+        '<table class="scores"><thead><tr><th>party</th><th>utility</th><th>reservation</th>'
+        "<th>surplus</th><th>red lines broken</th><th>vote</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<p class="note">Pareto-optimal: {"yes" if deal.pareto_optimal else "no"}; distance '
+        f"to the Nash package {distance}; Gini {deal.gini:.3f}; tokens "
+        f"{run.result.total_tokens:,}.</p>"
+    )
+
+
+def _run_article(run: RunData, messages: Sequence[Message], chart: bytes | None) -> str:
+    names = _Names(run)
+    h = run.header
+    agents = "".join(f"<li>{e(names.party(p))}: {e(a.label())}</li>" for p, a in h.agents.items())
+    chart_html = _chart(f"utilities-{h.run_id}", chart, f"Utilities by round, run {h.run_id}",
+                        RUN_CHART_CAPTION) if chart is not None else ""
+    status = run.result.status.replace("_", " ")
+    return (
+        f'<article class="run" id="run-{e(h.run_id)}" data-run="{e(h.run_id)}" '
+        f'data-scenario="{e(h.scenario_id)}" data-status="{e(run.result.status)}">'
+        f"<details open><summary><h3>{e(run.scenario.title)}: <code>{e(h.scenario_id)}</code> "
+        f"seed {h.seed}, run <code>{e(h.run_id)}</code>: {e(status)}</h3></summary>"
+        f'<p class="note">{e(run.result.reason)}. Started {e(h.time)}; at most {h.max_rounds} '
+        f"rounds; folder <code>{e(run.run_dir)}</code>.</p>"
+        f'<ul class="agents">{agents}</ul>{_scores(run, names)}{chart_html}'
+        f'<ol class="messages">{"".join(m.render() for m in messages)}</ol>'
+        "</details></article>"
+    )
+
+
+# --------------------------------------------------------------------------- page
+
+
+def render_report(
+    runs: Sequence[RunData],
+    *,
+    comparison: Comparison | None = None,
+    run_charts: bool = True,
+    title: str | None = None,
+) -> str:
+    """The report page of `runs` as one HTML string.
+
+    With several runs, the comparison (from `comparison`, else computed from the finished runs)
+    and charts (b) and (c) come first; each run's chart (a) goes with its transcript when
+    `run_charts`. With one run, its chart (a) is the page's chart.
+    """
+    if not runs:
+        raise ValueError("no runs to report")
+    several = len(runs) > 1
+    if title is None:
+        ids = list(dict.fromkeys(r.scenario.id for r in runs))
+        title = (f"detente: {runs[0].label}" if not several
+                 else f"detente: {len(runs)} runs of {', '.join(ids)}")
+    parts = [_summary(runs, title)]
+    charts: list[str] = []
+    if several:
+        comparison = comparison if comparison is not None else comparison_of(runs)
+        if comparison is not None:
+            parts.append(_comparison(comparison))
+            captions = {
+                AGREED_OPTIONS_PNG: ("agreed-options", "What the deals settled each issue on, "
+                                     "per variant (runs without a deal hatched)."),
+                RATES_PNG: ("rates", "Deal rate and each party's red-line violation rate per "
+                            "variant, with 95% Wilson intervals."),
+            }
+            for name, fig in comparison_figures(runs, comparison).items():
+                key, caption = captions[name]
+                charts.append(_chart(key, figure_png(fig), caption, caption))
+    else:
+        charts.append(_chart("utilities", figure_png(run_utility_figure(runs[0])),
+                             f"Utilities by round, run {runs[0].header.run_id}",
+                             RUN_CHART_CAPTION))
+    if charts:
+        parts.append(f'<section id="charts"><h2>Charts</h2>{"".join(charts)}</section>')
+    per_run = {r.header.run_id: messages_of(r) for r in runs}
+    everything = [m for ms in per_run.values() for m in ms]
+    articles = [
+        _run_article(r, per_run[r.header.run_id],
+                     figure_png(run_utility_figure(r)) if several and run_charts else None)
+        for r in runs
+    ]
+    parts.append(
+        f'<section id="transcripts"><h2>Transcript{"s" if several else ""}</h2>'
+        f"{_filters(runs, everything)}{''.join(articles)}</section>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{e(CSP)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="detente {e(__version__)}">'
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
+        f"{''.join(parts)}<script>{_JS}</script></body></html>\n"
+    )
+
+
+def write_report(
+    runs: Sequence[RunData],
+    out: Path,
+    *,
+    comparison: Comparison | None = None,
+    run_charts: bool = True,
+    title: str | None = None,
+) -> Path:
+    """Write the report page of `runs` to `out` (folders created); the path written."""
+    page = render_report(runs, comparison=comparison, run_charts=run_charts, title=title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+_CSS = """
+:root { --public: #2b6cb0; --private: #b7791f; --record: #4a5568; --line: #d9dde3; }
+* { box-sizing: border-box; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
+  max-width: 1200px; padding: 1rem 1.5rem 4rem; color: #1a202c; background: #fff; }
+h1 { font-size: 1.5rem; } h2 { border-bottom: 2px solid var(--line); padding-bottom: .2rem; }
+h3 { display: inline; font-size: 1.1rem; }
+code { font-size: .85em; background: #f1f3f5; padding: 0 .25em; border-radius: 3px; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
+dt { font-weight: 600; } dd { margin: 0; } dd ul { margin: 0; padding-left: 1.1rem; }
+table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
+th, td { border: 1px solid var(--line); padding: .25rem .5rem; text-align: left;
+  vertical-align: top; }
+thead th { background: #f5f7fa; }
+.ci, .count, .note, .na { color: #5a6472; } .note { font-size: .88rem; }
+.significant { font-weight: 700; color: #c53030; }
+figure { margin: 1rem 0; } img.chart { max-width: 100%; height: auto;
+  border: 1px solid var(--line); }
+figcaption { font-size: .85rem; color: #5a6472; }
+#filters { position: sticky; top: 0; z-index: 2; background: #fbfcfd;
+  border: 1px solid var(--line); padding: .5rem .75rem; display: flex; flex-wrap: wrap;
+  gap: .5rem 1rem; align-items: center; }
+#filters fieldset { border: 0; padding: 0; margin: 0; display: flex; flex-wrap: wrap;
+  gap: .25rem .75rem; align-items: center; }
+#filters legend { font-weight: 600; float: left; margin-right: .5rem; }
+#filters button { font: inherit; font-size: .8rem; }
+#shown-count { font-size: .85rem; color: #5a6472; }
+article.run { margin: 1.2rem 0; } article.run summary { cursor: pointer; }
+ol.messages { list-style: none; padding: 0; }
+.message { border-left: 4px solid var(--public); background: #f7fafc; margin: .5rem 0;
+  padding: .45rem .75rem; border-radius: 0 4px 4px 0; }
+.message.private { border-left-color: var(--private); background: #fffaf0;
+  border-style: dashed dashed dashed solid; border-width: 1px 1px 1px 4px;
+  border-color: #ecc94b #ecc94b #ecc94b var(--private); }
+.message[data-party="record"] { border-left-color: var(--record); background: #f4f5f7; }
+.message .meta { display: flex; flex-wrap: wrap; gap: .4rem; align-items: baseline;
+  margin-bottom: .25rem; }
+.speaker { font-weight: 700; }
+.badge { font-size: .75rem; border-radius: 9px; padding: 0 .45rem; background: #e2e8f0; }
+.badge.audience.public { background: #ebf4ff; color: var(--public); }
+.badge.audience.private { background: #fefcbf; color: #744210; font-weight: 600; }
+.badge.invalid { background: #fed7d7; color: #9b2c2c; }
+.message .text { white-space: pre-wrap; overflow-wrap: anywhere; }
+.vote.accept strong { color: #276749; } .vote.reject strong { color: #9b2c2c; }
+ul.stances, ul.votes { margin: .2rem 0; padding-left: 1.2rem; font-size: .9rem; }
+table.package { font-size: .85rem; }
+[hidden] { display: none !important; }
+"""
+
+_JS = """
+(function () {
+  'use strict';
+  var panel = document.getElementById('filters');
+  if (!panel) { return; }
+  var messages = Array.prototype.slice.call(document.querySelectorAll('.message'));
+  var count = document.getElementById('shown-count');
+  function values(name) {
+    var boxes = panel.querySelectorAll('input[name="' + name + '"]');
+    var out = {};
+    Array.prototype.forEach.call(boxes, function (box) { out[box.value] = box.checked; });
+    return out;
+  }
+  function selected(id) {
+    var el = document.getElementById(id);
+    return el ? el.value : '';
+  }
+  function apply() {
+    var parties = values('party');
+    var visibility = values('visibility');
+    var round = selected('filter-round');
+    var issue = selected('filter-issue');
+    var run = selected('filter-run');
+    var shown = 0;
+    messages.forEach(function (m) {
+      var d = m.dataset;
+      var issues = d.issue ? d.issue.split(' ') : [];
+      var ok = parties[d.party] !== false && visibility[d.visibility] !== false &&
+        (round === '' || d.round === round) &&
+        (issue === '' || issues.indexOf(issue) >= 0) &&
+        (run === '' || d.run === run);
+      m.hidden = !ok;
+      if (ok) { shown += 1; }
+    });
+    Array.prototype.forEach.call(document.querySelectorAll('article.run'), function (a) {
+      a.hidden = run !== '' && a.dataset.run !== run;
+    });
+    if (count) { count.textContent = shown + ' of ' + messages.length + ' messages shown'; }
+  }
+  function setParties(on) {
+    Array.prototype.forEach.call(panel.querySelectorAll('input[name="party"]'),
+      function (box) { box.checked = on; });
+    apply();
+  }
+  panel.addEventListener('change', apply);
+  document.getElementById('party-all').addEventListener('click', function () {
+    setParties(true);
+  });
+  document.getElementById('party-none').addEventListener('click', function () {
+    setParties(false);
+  });
+  apply();
+}());
+"""

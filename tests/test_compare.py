@@ -1,0 +1,457 @@
+"""`detente.compare` and `detente compare`: loading runs, statistics checked by hand, the CLI.
+
+Runs here are crafted run folders (a header line in `events.jsonl` and a `result.json` built from
+the real models), so every count, rate and p-value can be computed by hand: a baseline of four
+runs (two deals) against a bilateral variant of four deals, three of which break a Ukrainian red
+line. The CLI is driven in-process through `detente.cli.main` (as in test_cli_inputs.py), plus one
+real process for the exit status of a bad path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detente.cli import main
+from detente.cli._app import console
+from detente.compare import (
+    Comparison,
+    RunSummary,
+    agents_label,
+    bootstrap_mean_ci,
+    compare_runs,
+    load_runs,
+    load_runs_with_skipped,
+    wilson_interval,
+)
+from detente.errors import InputError
+from detente.events import AgentSettings, RunHeader
+from detente.report import PartyTokens, RunResult
+from detente.scenario import Package
+from detente.scoring import DealScore, PartyScore, RedLineBreach, Score
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTIES = ("us", "russia", "ukraine", "eu")
+
+# --------------------------------------------------------------------------- crafted runs
+
+
+def write_run(
+    run_dir: Path,
+    scenario_id: str,
+    seed: int,
+    *,
+    status: str = "deal",
+    rounds: int = 4,
+    utilities: dict[str, float] | None = None,
+    broken: dict[str, list[str]] | None = None,
+    options: dict[str, str] | None = None,
+    ceiling: float = 200.0,
+    distance: float | None = 10.0,
+    strategy: str = "conceder",
+) -> Path:
+    """A run folder with a header line and a result.json saying exactly what is given."""
+    run_dir.mkdir(parents=True)
+    utilities = utilities or dict.fromkeys(PARTIES, 50.0)
+    broken = broken or {}
+    deal = status == "deal"
+    package = Package(options=options or {"territory": "frozen_line"},
+                      terms={"army_ceiling": ceiling}) if deal else None
+    agents = {p: AgentSettings(kind="scripted", strategy=strategy) for p in PARTIES}
+    agents["un_mediator"] = AgentSettings(kind="scripted", strategy="nash")
+    header = RunHeader(id="header", run_id=f"{scenario_id}-{seed}", scenario_id=scenario_id,
+                       scenario_path="x.yaml", scenario_hash="h" * 64, package_version="0",
+                       seed=seed, max_rounds=8, agents=agents, bounded_context=6)
+    (run_dir / "events.jsonl").write_text(header.model_dump_json() + "\n", encoding="utf-8")
+    parties = {
+        p: PartyScore(utility=u, reservation_utility=40.0, surplus=u - 40.0,
+                      red_lines_broken=[RedLineBreach(id=i, description=i, why="")
+                                        for i in broken.get(p, [])],
+                      accepting_rational=True)
+        for p, u in utilities.items()
+    }
+    result = RunResult(
+        run_id=f"{scenario_id}-{seed}", scenario_id=scenario_id, scenario_hash="h" * 64,
+        status=status,
+        reason="crafted", rounds=rounds, package=package, last_table=package, votes={},
+        scores=Score(parties=parties, deal=DealScore(
+            deal=deal, required_red_lines_hold=True, pareto_optimal=False, nash_product=0.0,
+            nash_package=None, distance_to_nash=distance, min_utility=0.0, gini=0.0)),
+        red_lines_broken={p: broken.get(p, []) for p in utilities},
+        tokens={p: PartyTokens(prompt_tokens=0, completion_tokens=0, total_tokens=0, calls=0,
+                               invalid_responses=0) for p in utilities},
+        total_tokens=0, wall_time_seconds=0.0,
+    )
+    (run_dir / "result.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    return run_dir
+
+
+def util(ukraine: float, eu: float = 40.0) -> dict[str, float]:
+    return {"us": 60.0, "russia": 62.0, "ukraine": ukraine, "eu": eu}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sweep-shaped folder: baseline (2 deals in 4) and bilateral (4 deals, 3 break a
+    Ukrainian red line), plus one unfinished run and a sweep.json."""
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "sweep.json").write_text("{}", encoding="utf-8")
+    base = root / "baseline"
+    write_run(base / "seed-0", "baseline", 0, rounds=3, utilities=util(50.0),
+              options={"territory": "frozen_line"}, ceiling=200.0, distance=4.0)
+    write_run(base / "seed-1", "baseline", 1, rounds=5, utilities=util(30.0),
+              options={"territory": "donbass_only"}, ceiling=250.0, distance=8.0)
+    write_run(base / "seed-2", "baseline", 2, status="no_deal", rounds=8,
+              utilities=util(36.0), distance=12.0)
+    write_run(base / "seed-3", "baseline", 3, status="deadlock", rounds=6,
+              utilities=util(36.0), distance=None)
+    bil = root / "bilateral_us_russia"
+    for seed, (ukraine, eu, broken) in enumerate([
+        (10.0, 20.0, {"ukraine": ["no_cession", "army_floor"], "eu": ["no_veto"]}),
+        (20.0, 30.0, {"ukraine": ["no_cession"]}),
+        (30.0, 25.0, {"ukraine": ["no_cession"]}),
+        (40.0, 35.0, {}),
+    ]):
+        write_run(bil / f"seed-{seed}", "bilateral_us_russia", seed, rounds=2 + seed,
+                  utilities=util(ukraine, eu), broken=broken,
+                  options={"territory": "donbass_only"}, distance=20.0 + seed)
+    write_run(bil / "seed-9", "bilateral_us_russia", 9, status="error")
+    return root
+
+
+@pytest.fixture(scope="module")
+def comparison(sweep: Path) -> Comparison:
+    return compare_runs(load_runs([sweep]))
+
+
+# --------------------------------------------------------------------------- pure statistics
+
+
+@pytest.mark.parametrize(("successes", "n", "lo", "hi"), [
+    # Wilson score interval, z = 1.96, computed by hand from
+    # (p + z^2/2n) / (1 + z^2/n) -/+ z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2);
+    # statsmodels' proportion_confint(method="wilson") gives the same values.
+    (0, 10, 0.0, 0.277540),
+    (5, 10, 0.236590, 0.763410),
+    (10, 10, 0.722460, 1.0),
+    (1, 3, 0.061492, 0.792340),
+    (3, 4, 0.300636, 0.954413),
+])
+def test_wilson_interval_matches_hand_computed_values(
+    successes: int, n: int, lo: float, hi: float
+) -> None:
+    got = wilson_interval(successes, n)
+    assert got == pytest.approx((lo, hi), abs=1e-5)
+
+
+def test_wilson_interval_edge_cases() -> None:
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(0, 1)[0] == 0.0 and wilson_interval(1, 1)[1] == 1.0
+    lo, hi = wilson_interval(2, 10, z=2.576)  # 99%: wider than 95%
+    lo95, hi95 = wilson_interval(2, 10)
+    assert lo < lo95 and hi > hi95
+    for bad in ((-1, 3), (4, 3)):
+        with pytest.raises(ValueError):
+            wilson_interval(*bad)
+
+
+def test_bootstrap_mean_ci_is_deterministic_and_close_to_the_normal_interval() -> None:
+    values = np.random.default_rng(7).normal(10.0, 2.0, 400)
+    lo, hi = bootstrap_mean_ci(values)
+    assert (lo, hi) == bootstrap_mean_ci(values)  # fixed seed
+    half = 1.96 * values.std(ddof=0) / math.sqrt(values.size)
+    assert lo == pytest.approx(values.mean() - half, abs=0.1 * half)
+    assert hi == pytest.approx(values.mean() + half, abs=0.1 * half)
+    # Five values: the bootstrap distribution of the mean has sd sqrt(2 / 5).
+    lo5, hi5 = bootstrap_mean_ci([1, 2, 3, 4, 5], resamples=20000)
+    assert lo5 == pytest.approx(3 - 1.96 * math.sqrt(0.4), abs=0.25)
+    assert hi5 == pytest.approx(3 + 1.96 * math.sqrt(0.4), abs=0.25)
+    assert bootstrap_mean_ci([4.0]) == (4.0, 4.0)
+    assert bootstrap_mean_ci([4.0, 4.0, 4.0]) == (4.0, 4.0)
+    with pytest.raises(ValueError):
+        bootstrap_mean_ci([])
+
+
+def test_agents_label_names_the_common_player_and_the_exceptions() -> None:
+    s = AgentSettings(kind="scripted", strategy="boulware")
+    m = AgentSettings(kind="scripted", strategy="nash")
+    assert agents_label({"a": s, "b": s, "m": m}) == "all=scripted:boulware, m=scripted:nash"
+    assert agents_label({"a": s, "m": m}) == "a=scripted:boulware, m=scripted:nash"
+    assert agents_label({"a": s, "b": s}) == "all=scripted:boulware"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_load_runs_finds_every_finished_run_below_a_sweep_folder(sweep: Path) -> None:
+    loaded = load_runs_with_skipped([sweep])
+    assert len(loaded.runs) == 8
+    assert [s.run_dir for s in loaded.skipped] == [str(sweep / "bilateral_us_russia/seed-9")]
+    assert loaded.skipped[0].status == "error"
+    run = next(r for r in loaded.runs if r.run_dir.endswith("baseline/seed-1"))
+    assert run == RunSummary(
+        run_dir=str(sweep / "baseline" / "seed-1"), run_id="baseline-1", scenario_id="baseline",
+        scenario_hash="h" * 64, seed=1, agents="all=scripted:conceder, un_mediator=scripted:nash",
+        status="deal", deal=True, rounds=5,
+        package={"options": {"territory": "donbass_only"}, "terms": {"army_ceiling": 250.0}},
+        utilities=util(30.0), red_lines_broken={p: [] for p in PARTIES},
+        distance_to_nash=8.0)
+
+
+def test_load_runs_accepts_run_folders_globs_and_files_and_dedupes(sweep: Path) -> None:
+    runs = load_runs([sweep / "baseline" / "seed-0", f"{sweep}/*/seed-[01]",
+                      sweep / "baseline" / "seed-1" / "result.json"])
+    assert sorted((r.scenario_id, r.seed) for r in runs) == [
+        ("baseline", 0), ("baseline", 1), ("bilateral_us_russia", 0),
+        ("bilateral_us_russia", 1)]
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda root: [root / "missing"], "no such file or folder"),
+    (lambda root: [f"{root}/nothing-*"], "no file or folder matches this pattern"),
+    (lambda root: [root / "empty"], "no run folders here"),
+    (lambda root: [root / "notes.txt"], "not a folder"),
+    (lambda root: [root / "unfinished"], "none finished (1 running)"),
+    (lambda root: [], "give at least one"),
+])
+def test_load_runs_rejects_bad_paths_with_one_clear_message(
+    tmp_path: Path, make: Callable[[Path], Sequence[str | Path]], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hi", encoding="utf-8")
+    write_run(tmp_path / "unfinished" / "r", "baseline", 0, status="running")
+    with pytest.raises(InputError) as exc:
+        load_runs(make(tmp_path))
+    assert message in str(exc.value)
+    assert len(str(exc.value).splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_groups_are_scenarios_with_the_baseline_as_reference(comparison: Comparison) -> None:
+    assert comparison.reference == "baseline"
+    assert [g.variant for g in comparison.groups] == ["baseline", "bilateral_us_russia"]
+    assert [(t.a, t.b) for t in comparison.tests] == [("bilateral_us_russia", "baseline")]
+
+
+def test_variant_statistics_match_hand_computed_values(comparison: Comparison) -> None:
+    base, bil = comparison.groups
+    assert (base.n, base.deals, bil.n, bil.deals) == (4, 2, 4, 4)
+    assert base.statuses == {"deal": 2, "no_deal": 1, "deadlock": 1}
+    assert base.deal_rate.rate == 0.5
+    assert (base.deal_rate.lo, base.deal_rate.hi) == wilson_interval(2, 4)
+    assert (bil.deal_rate.lo, bil.deal_rate.hi) == wilson_interval(4, 4)
+    assert base.rounds_to_agreement is not None and bil.rounds_to_agreement is not None
+    assert (base.rounds_to_agreement.mean, base.rounds_to_agreement.median) == (4.0, 4.0)
+    assert (bil.rounds_to_agreement.mean, bil.rounds_to_agreement.median) == (3.5, 3.5)
+
+    # Utilities are over every run; a run without a deal scores the reservation utility.
+    assert base.parties["ukraine"].utility.mean == pytest.approx((50 + 30 + 36 + 36) / 4)
+    assert bil.parties["ukraine"].utility.mean == pytest.approx(25.0)
+    assert bil.parties["eu"].utility.mean == pytest.approx(27.5)
+    u = bil.parties["ukraine"].utility
+    assert (u.lo, u.hi) == bootstrap_mean_ci([10.0, 20.0, 30.0, 40.0])
+    assert u.lo < 25.0 < u.hi
+    assert base.parties["us"].utility.model_dump() == {"mean": 60.0, "lo": 60.0, "hi": 60.0,
+                                                       "n": 4}
+
+    v = bil.parties["ukraine"].violation_rate
+    assert (v.count, v.n, v.rate) == (3, 4, 0.75)
+    assert (v.lo, v.hi) == pytest.approx((0.300636, 0.954413), abs=1e-5)
+    assert bil.parties["eu"].violation_rate.count == 1
+    assert base.parties["ukraine"].violation_rate.count == 0
+    # Per red line, with the ids seen in any group (zero where never broken).
+    assert {k: p.count for k, p in bil.parties["ukraine"].red_lines.items()} == {
+        "no_cession": 3, "army_floor": 1}
+    assert {k: p.count for k, p in base.parties["ukraine"].red_lines.items()} == {
+        "no_cession": 0, "army_floor": 0}
+    assert base.parties["us"].red_lines == {}
+
+    assert base.options == {"territory": {"frozen_line": 1, "donbass_only": 1}}
+    assert base.terms == {"army_ceiling": {"200": 1, "250": 1}}
+    assert bil.options == {"territory": {"donbass_only": 4}}
+    assert base.distance_to_nash is not None and bil.distance_to_nash is not None
+    assert base.distance_to_nash.mean == pytest.approx(8.0)  # the deadlock has none
+    assert base.distance_to_nash.n == 3
+    assert bil.distance_to_nash.mean == pytest.approx(21.5)
+    assert base.seeds == [0, 1, 2, 3]
+    assert base.agents == ["all=scripted:conceder, un_mediator=scripted:nash"]
+
+
+def test_pair_tests_match_hand_computed_p_values(comparison: Comparison) -> None:
+    (test,) = comparison.tests
+    # Fisher, deals 4/4 vs 2/4: tables as or less likely than the observed one are X = 4 and
+    # X = 2 of the hypergeometric (8 runs, 6 deals, 4 drawn): (15 + 15) / 70.
+    assert test.deal_rate_p == pytest.approx(30 / 70)
+    assert test.deal_rate_diff == pytest.approx(0.5)
+    ukraine = test.parties["ukraine"]
+    # Ukraine's violations 3/4 vs 0/4: X = 3 and X = 0 (8 runs, 3 violations): (5 + 5) / 70.
+    assert ukraine.violation_p == pytest.approx(10 / 70)
+    assert ukraine.violation_diff == pytest.approx(0.75)
+    assert test.parties["eu"].violation_p == pytest.approx(1.0)
+    # Mann-Whitney on Ukraine's utilities {10,20,30,40} vs {50,30,36,36}: U = 3.5 (one tie at
+    # 30, 40 beats three), ties at 30 and 36, so the normal approximation with tie and
+    # continuity corrections: var = 16/12 * (9 - 12/56), z = (8 - 3.5 - 0.5) / sqrt(var).
+    z = 4 / math.sqrt(16 / 12 * (9 - 12 / 56))
+    assert ukraine.utility_p == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-9)
+    assert ukraine.utility_diff == pytest.approx(25.0 - 38.0)
+    # Every US utility is 60 in both groups: no test.
+    assert test.parties["us"].utility_p is None
+    # Distances {20,21,22,23} vs {4,8,12}: fully separated; exact two-sided p = 2 / C(7, 3).
+    assert test.distance_to_nash_p == pytest.approx(2 / 35)
+
+
+def test_mann_whitney_needs_two_runs_per_group(sweep: Path) -> None:
+    runs = load_runs([sweep / "baseline", sweep / "bilateral_us_russia" / "seed-0"])
+    (test,) = compare_runs(runs).tests
+    assert all(p.utility_p is None for p in test.parties.values())
+    assert test.deal_rate_p == pytest.approx(1.0)
+
+
+def test_reference_defaults_to_the_first_group_without_a_baseline_and_can_be_chosen(
+    sweep: Path,
+) -> None:
+    runs = [r for r in load_runs([sweep]) if r.scenario_id != "baseline"]
+    runs += [r.model_copy(update={"scenario_id": "zeta"}) for r in runs]
+    assert compare_runs(runs).reference == "bilateral_us_russia"
+    chosen = compare_runs(runs, "zeta")
+    assert [g.variant for g in chosen.groups] == ["zeta", "bilateral_us_russia"]
+    with pytest.raises(InputError, match="no variant 'nope'"):
+        compare_runs(runs, "nope")
+
+
+def test_grouping_by_agents(sweep: Path) -> None:
+    runs = load_runs([sweep])
+    runs = [r.model_copy(update={"agents": "x"}) if r.seed % 2 else r for r in runs]
+    by = compare_runs(runs, by="agents")
+    assert sorted(g.variant for g in by.groups) == sorted({r.agents for r in runs})
+    assert sum(g.n for g in by.groups) == 8
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> Callable[..., Result]:
+    """`detente ARGS` through `detente.cli.main`, in this process, 200 columns wide."""
+    monkeypatch.setattr(console, "width", 200)
+
+    def invoke(*args: str | Path) -> Result:
+        monkeypatch.setattr(sys, "argv", ["detente", *map(str, args)])
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return invoke
+
+
+def test_compare_shows_the_variants_side_by_side(cli: Callable[..., Result], sweep: Path) -> None:
+    result = cli("compare", sweep)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "8 finished runs in 2 variants" in out
+    assert "skipped 1 unfinished" in out
+    header = next(line for line in out.splitlines() if "baseline (reference)" in line)
+    assert header.index("baseline (reference)") < header.index("bilateral_us_russia")
+    ukraine = [line for line in out.splitlines() if line.startswith("│ ukraine ")]
+    utility_row, violation_row = ukraine[0], ukraine[1]
+    assert "38.0 [" in utility_row and "25.0 [" in utility_row
+    assert violation_row.index("0% [0%, 49%] (0/4)") < violation_row.index("75% [30%, 95%] (3/4)")
+    assert "no_cession" in out and "army_floor" in out
+    assert "Tests against baseline" in out
+    assert "ukraine red-line violations" in out and "0.143" in out
+    assert "territory: donbass_only" in out and "army_ceiling: 250" in out
+
+
+def test_compare_json_and_csv_round_trip(cli: Callable[..., Result], sweep: Path,
+                                         tmp_path: Path, comparison: Comparison) -> None:
+    path = tmp_path / "out.csv"
+    result = cli("compare", sweep, "--json", "--csv", path)
+    assert result.returncode == 0, result.stderr
+    parsed = Comparison.model_validate_json(result.stdout)
+    assert parsed.model_copy(update={"skipped": []}) == comparison
+    assert len(parsed.skipped) == 1 and "skipped" in result.stderr
+
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert set(rows[0]) == {"variant", "metric", "party", "detail", "value", "lo", "hi", "n"}
+
+    def row(variant: str, metric: str, party: str = "", detail: str = "") -> dict[str, str]:
+        (found,) = [r for r in rows if (r["variant"], r["metric"], r["party"], r["detail"])
+                    == (variant, metric, party, detail)]
+        return found
+
+    bil = parsed.groups[1]
+    v = row("bilateral_us_russia", "violation_rate", "ukraine")
+    assert (float(v["value"]), float(v["lo"]), float(v["hi"]), int(v["n"])) == (
+        0.75, bil.parties["ukraine"].violation_rate.lo, bil.parties["ukraine"].violation_rate.hi,
+        4)
+    assert float(row("baseline", "deal_rate")["value"]) == 0.5
+    assert float(row("bilateral_us_russia", "red_line_violation_rate", "ukraine",
+                     "army_floor")["value"]) == 0.25
+    assert float(row("baseline", "agreed_option", detail="territory=frozen_line")["value"]) == 1
+    p = row("bilateral_us_russia", "p_violation_rate", "ukraine", "vs baseline")
+    assert float(p["value"]) == pytest.approx(10 / 70)
+    assert row("bilateral_us_russia", "p_utility", "us", "vs baseline")["value"] == ""
+
+
+def test_compare_against_and_by_options(cli: Callable[..., Result], sweep: Path) -> None:
+    result = cli("compare", sweep, "--against", "bilateral_us_russia")
+    assert result.returncode == 0, result.stderr
+    assert "bilateral_us_russia (reference)" in result.stdout
+    assert "Tests against bilateral_us_russia" in result.stdout
+    bad = cli("compare", sweep, "--against", "nope")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("error: --against: no variant 'nope'")
+    by = cli("compare", sweep, "--by", "seeds")
+    assert by.returncode == 2 and "expected one of scenario, agents" in by.stderr
+
+
+@pytest.mark.parametrize("args", [("missing-folder",), ("{tmp}/*.nothing",), ("{tmp}",)])
+def test_compare_bad_paths_exit_2_with_one_message(
+    cli: Callable[..., Result], tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    result = cli("compare", *(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode == 2
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: ")
+
+
+def test_compare_in_a_real_process_exits_2_on_a_missing_folder(tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    done = subprocess.run([sys.executable, "-m", "detente", "compare", str(tmp_path / "nope")],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+                          check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {tmp_path / 'nope'}: no such file or folder"
+    assert done.stdout == ""
+
+
+def test_json_output_is_plain_json(cli: Callable[..., Result], sweep: Path) -> None:
+    result = cli("compare", sweep / "baseline", "--json")
+    data = json.loads(result.stdout)
+    assert data["reference"] == "baseline" and data["tests"] == []
