@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from helpers import Cli, CliResult
 
 SECRET_HEADERS = [
     "authorization",
@@ -59,3 +63,25 @@ def vcr_config() -> dict[str, Any]:
         # there, and a replay that misses its cassette fails on a closed port, never online.
         "allowed_hosts": ["127.0.0.1", "localhost", "::1"],
     }
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """`detente ARGS` through `detente.cli.main`, in this process, 200 columns wide."""
+    from detente.cli import main
+    from detente.cli._app import console
+
+    monkeypatch.setattr(console, "width", 200)
+
+    def invoke(*args: str | Path) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["detente", *map(str, args)])
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return invoke

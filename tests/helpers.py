@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,3 +294,15 @@ def serve(responder: Any, calls: int = 5000, **kwargs: Any) -> FakeOpenAI:
 
 def load(path: Path) -> ScenarioBundle:
     return load_bundle(path)
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What `detente ARGS` did when run in-process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Cli = Callable[..., CliResult]

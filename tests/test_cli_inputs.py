@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,13 @@ import pytest
 import yaml
 
 from detente.analysis import analyze
-from detente.cli import main
 from detente.loading import load_scenario
+from helpers import Cli
+from helpers import CliResult as Result
 
 ROOT = Path(__file__).parents[1]
 TINY = Path(__file__).parent / "data" / "tiny"
 BASELINE = ROOT / "scenarios" / "baseline.yaml"
-
-
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-Cli = Callable[..., Result]
 
 
 def run(*args: str | Path) -> Result:
@@ -55,24 +45,6 @@ def run(*args: str | Path) -> Result:
         check=False,
     )
     return Result(done.returncode, done.stdout, done.stderr)
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """`detente ARGS` through `detente.cli.main`, in this process."""
-
-    def invoke(*args: str | Path) -> Result:
-        monkeypatch.setattr(sys, "argv", ["detente", *map(str, args)])
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-
-    return invoke
 
 
 def assert_one_error(result: Result, file: Path, *expected: str) -> str:

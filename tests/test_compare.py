@@ -16,14 +16,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from detente.cli import main
-from detente.cli._app import console
 from detente.compare import (
     Comparison,
     RunSummary,
@@ -39,6 +36,7 @@ from detente.events import AgentSettings, RunHeader
 from detente.report import PartyTokens, RunResult
 from detente.scenario import Package
 from detente.scoring import DealScore, PartyScore, RedLineBreach, Score
+from helpers import CliResult as Result
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTIES = ("us", "russia", "ukraine", "eu")
@@ -340,33 +338,6 @@ def test_grouping_by_agents(sweep: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the command
-
-
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-        ) -> Callable[..., Result]:
-    """`detente ARGS` through `detente.cli.main`, in this process, 200 columns wide."""
-    monkeypatch.setattr(console, "width", 200)
-
-    def invoke(*args: str | Path) -> Result:
-        monkeypatch.setattr(sys, "argv", ["detente", *map(str, args)])
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-
-    return invoke
 
 
 def test_compare_shows_the_variants_side_by_side(cli: Callable[..., Result], sweep: Path) -> None:

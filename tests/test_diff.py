@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ from detente.agents.base import (
     ResponseContent,
     Turn,
 )
-from detente.cli import main
-from detente.cli._app import console
 from detente.diff import RunDiff, diff_runs
 from detente.errors import InputError
 from detente.events import AgentSettings, IssueStance
@@ -35,6 +32,7 @@ from detente.loading import ScenarioBundle, load_bundle
 from detente.runner import RunPlan, start_run
 from detente.scenario import Package
 from helpers import TINY, events_of
+from helpers import CliResult as Result
 
 # Tiny scenario packages (x, y, t): the mediator tables P1, P2, then P3 in run A (where b gives
 # in and the deal breaks b's red line t <= 5) and P3b, P4 in run B (where b never gives in).
@@ -282,32 +280,6 @@ def test_bad_run_folders_are_input_errors(runs: Runs, tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the command
-
-
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-        ) -> Callable[..., Result]:
-    monkeypatch.setattr(console, "width", 200)
-
-    def invoke(*args: str | Path) -> Result:
-        monkeypatch.setattr(sys, "argv", ["detente", *map(str, args)])
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-
-    return invoke
 
 
 def test_diff_command_shows_rounds_divergence_and_outcomes(

@@ -9,8 +9,6 @@ premise took effect in the outcome space, computed with the same `PackageSpace` 
 from __future__ import annotations
 
 import shutil
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,11 +19,11 @@ import pytest
 import yaml
 
 from detente.analysis import Analysis, analyze
-from detente.cli import main
 from detente.errors import InputError
 from detente.loading import load_bundle, load_scenario
 from detente.scenario import Scenario
 from detente.space import PackageSpace
+from helpers import Cli
 
 ROOT = Path(__file__).parents[1]
 BASELINE = ROOT / "scenarios" / "baseline.yaml"
@@ -95,35 +93,6 @@ def nash_options(name: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- command line
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """`detente ARGS` through `detente.cli.main`, in this process."""
-
-    def invoke(*args: str | Path) -> Result:
-        monkeypatch.setattr(sys, "argv", ["detente", *map(str, args)])
-        monkeypatch.setenv("COLUMNS", "250")
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-
-    return invoke
-
-
 # --------------------------------------------------------------------------- shipped files
 
 
@@ -146,8 +115,8 @@ def test_shipped_variant_validates_and_explains_itself(path: Path) -> None:
 
 def test_validate_command_accepts_the_variants_folder(cli: Cli) -> None:
     result = cli("validate", VARIANTS_DIR)
-    assert result.code == 0, result.err
-    assert result.out.count("✓ ") == len(VARIANTS)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("✓ ") == len(VARIANTS)
 
 
 # --------------------------------------------------------------------------- merge semantics
@@ -303,11 +272,11 @@ def test_validate_reports_problems_found_after_merging(
         },
     })
     result = cli("validate", path)
-    assert result.code == 2
-    assert "Traceback" not in result.err
-    assert str(path) in result.err
-    assert "preferences.c.red_lines[0].then.issue: unknown issue 'y'" in result.err
-    assert "1 of 1 files invalid" in result.err
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(path) in result.stderr
+    assert "preferences.c.red_lines[0].then.issue: unknown issue 'y'" in result.stderr
+    assert "1 of 1 files invalid" in result.stderr
 
 
 # --------------------------------------------------------------------------- premises
