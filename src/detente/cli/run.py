@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from detente.agents import make_agent
+from detente.agents import Agent, make_agent
 from detente.cli._app import app, console
 from detente.cli._endpoints import embedded_server, preflight, terminate_as_interrupt
 from detente.config import env_layer, file_layer, flag_layer, resolve_agents
@@ -28,7 +28,7 @@ from detente.events import (
     Tally,
     read_events,
 )
-from detente.loading import load_bundle
+from detente.loading import ScenarioBundle, load_bundle
 from detente.report import RunResult, describe_package, header_of
 from detente.scenario import Scenario
 
@@ -69,7 +69,7 @@ def run(
     from detente.runner import RunPlan, start_run  # langgraph loads only when needed
     with terminate_as_interrupt():
         if resume is not None:
-            record = _resume(resume)
+            bundle, record = _resume(resume)
         else:
             if scenario_path is None:
                 raise InputError("detente run", [Problem("SCENARIO", "give a scenario file, "
@@ -88,35 +88,34 @@ def run(
             if model_path is not None:
                 settings = {p: s.model_copy(update={"model": None, "base_url": None})
                             if s.kind == "llm" else s for p, s in settings.items()}
-            plan = RunPlan(bundle=bundle, agents=settings, seed=seed, max_rounds=rounds,
-                           out_root=out)
             with embedded_server(settings, model_path) as agents:
                 preflight(agents)
                 plan = RunPlan(bundle=bundle, agents=agents, seed=seed, max_rounds=rounds,
                                out_root=out)
                 with LiveDisplay(bundle.scenario) as display:
                     record = start_run(plan, make_agent, display)
-    summarize(load_bundle(Path(_header(record).scenario_path)).scenario, record)
+    summarize(bundle.scenario, record)
 
 
-def _resume(run_dir: Path) -> RunRecord:
+def _resume(run_dir: Path) -> tuple[ScenarioBundle, RunRecord]:
     from detente.runner import resume_run
-    header = header_of(read_events(run_dir / EVENTS))
+
+    try:
+        header = header_of(read_events(run_dir / EVENTS))
+    except ValueError:
+        raise InputError(run_dir / EVENTS, [Problem("", "the log has no header")]) from None
     bundle = load_bundle(Path(header.scenario_path))
     local = {s.local_model for s in header.agents.values() if s.local_model}
     model_path = Path(next(iter(local))) if local else None
     with embedded_server(dict(header.agents), model_path, resuming=True) as agents:
         preflight(agents)
 
-        def factory(party: str, settings: AgentSettings, b: object) -> object:
-            return make_agent(party, agents[party], bundle)
+        def factory(party: str, _: AgentSettings, current: ScenarioBundle) -> Agent:
+            # Today's endpoints: an embedded server listens on a new port every time.
+            return make_agent(party, agents[party], current)
 
         with LiveDisplay(bundle.scenario) as display:
-            return resume_run(run_dir, factory, display)  # type: ignore[arg-type]
-
-
-def _header(record: RunRecord) -> RunHeader:
-    return header_of(read_events(record.run_dir / EVENTS))
+            return bundle, resume_run(run_dir, factory, display)
 
 
 # --------------------------------------------------------------------------- display
