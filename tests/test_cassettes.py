@@ -80,7 +80,7 @@ def _run(name: str, base_url: str, out: Path) -> Path:
 
 
 def _normalized(run_dir: Path) -> list[dict[str, Any]]:
-    """Events without what legitimately changes between runs: times, latencies, endpoints."""
+    """Events without what legitimately changes between runs: times, latencies, paths, endpoints."""
     events = []
     for line in (run_dir / EVENTS).read_text().splitlines():
         event = json.loads(line)
@@ -88,6 +88,7 @@ def _normalized(run_dir: Path) -> list[dict[str, Any]]:
         event.pop("latency", None)
         if event["type"] == "header":
             event.pop("run_id")
+            event.pop("scenario_path")  # absolute, so it depends on where the checkout is
             for agent in event["agents"].values():
                 agent.pop("base_url", None)
         events.append(event)
