@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
 import openai
@@ -39,8 +39,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from detente.errors import DetenteError, format_path
-
-StructuredMode = Literal["json_schema", "json_object", "prompt"]
+from detente.events import StructuredMode
 
 T = TypeVar("T", bound=BaseModel)
 
