@@ -28,7 +28,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -86,7 +86,8 @@ def _count_tokens(text: str) -> int:
     return len(text.split())
 
 
-def _prompt_text(body: dict[str, Any]) -> str:
+def prompt_text(body: Mapping[str, Any]) -> str:
+    """Every text part of a chat request's messages, joined."""
     parts: list[str] = []
     for message in body.get("messages", []):
         content = message.get("content")
@@ -234,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         prompt_tokens = (
             reply.prompt_tokens
             if reply.prompt_tokens is not None
-            else _count_tokens(_prompt_text(body))
+            else _count_tokens(prompt_text(body))
         )
         completion_tokens = (
             reply.completion_tokens

@@ -25,7 +25,7 @@ import yaml
 
 from detente.events import AgentSettings, read_events
 from detente.loading import ScenarioBundle, load_bundle
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, prompt_text
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "tiny" / "scenario.yaml"
@@ -108,15 +108,7 @@ class Req:
     """The request carries a correction of an invalid answer."""
 
 
-def message_text(body: Mapping[str, Any]) -> str:
-    parts: list[str] = []
-    for message in body.get("messages", []):
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "\n".join(parts)
+message_text = prompt_text
 
 
 def requested_schema(body: Mapping[str, Any]) -> dict[str, Any]:
