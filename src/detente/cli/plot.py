@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import get_args
+from typing import Annotated, get_args
 
 import typer
 
 from detente.cli._app import app, console
 from detente.compare import GroupBy, find_run_dirs
 from detente.errors import InputError, Problem
+
+# Options `plot` and `report` share.
+RunPaths = Annotated[list[str], typer.Argument(
+    metavar="PATH...", help="Run folders, sweep folders (every run below) or glob patterns.")]
+Against = Annotated[str | None, typer.Option(
+    "--against", metavar="VARIANT",
+    help="The reference variant (default: baseline, if present, else the first).")]
+By = Annotated[str, typer.Option(
+    "--by", help="Group runs by scenario, agents or scenario+agents.")]
+MovedScenario = Annotated[Path | None, typer.Option(
+    "--scenario", help="The runs' scenario, if it has moved.")]
 
 
 def check_group_by(by: str) -> GroupBy:
@@ -22,20 +33,14 @@ def check_group_by(by: str) -> GroupBy:
 
 @app.command()
 def plot(
-    paths: list[str] = typer.Argument(..., metavar="PATH...",
-                                      help="Run folders, sweep folders (every run below) or "
-                                           "glob patterns."),
+    paths: RunPaths,
     out: Path = typer.Option(Path("plots"), "--out", metavar="DIR",
                              help="Folder the PNG files go to (created if need be)."),
     per_run: bool = typer.Option(False, "--per-run",
                                  help="With several runs, also chart each run's utilities."),
-    against: str | None = typer.Option(None, "--against", metavar="VARIANT",
-                                       help="The reference variant (default: baseline, if "
-                                            "present, else the first)."),
-    by: str = typer.Option("scenario", "--by",
-                           help="Group runs by scenario, agents or scenario+agents."),
-    scenario: Path | None = typer.Option(None, "--scenario",
-                                         help="The runs' scenario, if it has moved."),
+    against: Against = None,
+    by: By = "scenario",
+    scenario: MovedScenario = None,
 ) -> None:
     """Chart runs: one run's utilities by round; for several, agreed options and rates."""
     group_by = check_group_by(by)

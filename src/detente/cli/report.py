@@ -7,27 +7,21 @@ from pathlib import Path
 import typer
 
 from detente.cli._app import app, console
-from detente.cli.plot import check_group_by
+from detente.cli.plot import Against, By, MovedScenario, RunPaths, check_group_by
 from detente.compare import find_run_dirs
 from detente.errors import InputError, Problem
 
 
 @app.command()
 def report(
-    paths: list[str] = typer.Argument(..., metavar="PATH...",
-                                      help="Run folders, sweep folders (every run below) or "
-                                           "glob patterns."),
+    paths: RunPaths,
     out: Path = typer.Option(Path("report.html"), "--out", metavar="FILE",
                              help="The HTML file to write."),
     run_charts: bool = typer.Option(True, "--run-charts/--no-run-charts",
                                     help="With several runs, chart each run's utilities too."),
-    against: str | None = typer.Option(None, "--against", metavar="VARIANT",
-                                       help="The reference variant (default: baseline, if "
-                                            "present, else the first)."),
-    by: str = typer.Option("scenario", "--by",
-                           help="Group runs by scenario, agents or scenario+agents."),
-    scenario: Path | None = typer.Option(None, "--scenario",
-                                         help="The runs' scenario, if it has moved."),
+    against: Against = None,
+    by: By = "scenario",
+    scenario: MovedScenario = None,
     title: str | None = typer.Option(None, "--title", help="The page's title."),
 ) -> None:
     """Write one HTML page (no network needed) with comparison, charts and transcripts."""
