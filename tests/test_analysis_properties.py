@@ -2,7 +2,7 @@
 
 The oracle below is written from the definitions in `detente.analysis`, not from its code: it
 enumerates packages with itertools, computes utilities in exact rational arithmetic straight from
-the preferences and evaluates red lines one by one. Scenarios are small and random: 2-3 voters,
+the preferences and evaluates red lines one by one. Scenarios are small and random: 2-4 voters,
 1-3 issues of 2-4 options, at most one numeric term of 2-4 grid values (on grids such as 0.1
 steps that floats cannot represent exactly), random red lines of all three kinds, and sometimes
 veto and quorum rules.
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detente.analysis import Analysis, analyze
+from detente.analysis import Analysis, analyze, zone_of_agreement
 from detente.scenario import Package, Scenario, check_scenario
 from detente.scoring import score
 from detente.space import PackageSpace
@@ -110,7 +110,7 @@ def red_line(
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Spec:
-    n_voters = draw(st.integers(2, 3))
+    n_voters = draw(st.integers(2, 4))
     voters = [f"p{k}" for k in range(n_voters)]
     mediator = draw(st.sampled_from([None, "med"]))
     n_issues = draw(st.integers(1, 3))
@@ -306,16 +306,16 @@ def rational(spec: Spec, j: Judged, party: str) -> bool:
     return j.utility[party] >= spec.reservation[party] and not j.broken[party]
 
 
+def needed(spec: Spec) -> set[str]:
+    """Parties whose acceptance the rule always needs."""
+    return {*spec.required, *spec.veto, *(spec.quorum[1] if spec.quorum else [])}
+
+
 def admissible(spec: Spec, j: Judged) -> bool:
-    return not any(j.broken[p] for p in spec.required)
+    return not any(j.broken[p] for p in needed(spec))
 
 
-def in_zopa(spec: Spec, j: Judged) -> bool:
-    return admissible(spec, j) and all(rational(spec, j, p) for p in spec.required)
-
-
-def passes(spec: Spec, j: Judged) -> bool:
-    accepts = {p for p in spec.voters if rational(spec, j, p)}
+def rule_passes(spec: Spec, accepts: set[str]) -> bool:
     if not set(spec.required) <= accepts or not set(spec.veto) <= accepts:
         return False
     if spec.quorum is not None:
@@ -324,11 +324,44 @@ def passes(spec: Spec, j: Judged) -> bool:
     return True
 
 
+def passes(spec: Spec, j: Judged) -> bool:
+    return rule_passes(spec, {p for p in spec.voters if rational(spec, j, p)})
+
+
+def in_zopa(spec: Spec, j: Judged) -> bool:
+    """The zone of agreement: the rule passes the package when every party votes rationally."""
+    return passes(spec, j)
+
+
+def coalitions(spec: Spec, j: Judged) -> list[tuple[str, ...]]:
+    """Every smallest set of rational accepters that alone would pass the rule."""
+    accepting = [p for p in spec.voters if rational(spec, j, p)]
+    for size in range(len(accepting) + 1):
+        found = [c for c in itertools.combinations(accepting, size) if rule_passes(spec, set(c))]
+        if found:
+            return found
+    return []
+
+
 def nash_product(spec: Spec, j: Judged) -> Fraction:
-    surplus = [j.utility[p] - spec.reservation[p] for p in spec.required]
-    if any(s < 0 for s in surplus):
+    """The best product of surpluses over the package's minimal winning coalitions."""
+    found = coalitions(spec, j)
+    if not found:
         return Fraction(0)
-    return math.prod(surplus, start=Fraction(1))
+    return max(
+        math.prod((j.utility[p] - spec.reservation[p] for p in c), start=Fraction(1))
+        for c in found
+    )
+
+
+def ks_share(spec: Spec, j: Judged, best: dict[str, Fraction]) -> Fraction:
+    """The best, over minimal winning coalitions, of the smallest share of a member's best gain."""
+    def share(p: str) -> Fraction:
+        gain = best[p] - spec.reservation[p]
+        span = gain if gain > 0 else Fraction(1)
+        return (j.utility[p] - spec.reservation[p]) / span
+
+    return max(min(share(p) for p in c) for c in coalitions(spec, j))
 
 
 def dominates(a: Judged, b: Judged, voters: list[str]) -> bool:
@@ -374,8 +407,10 @@ def test_counts_match_brute_force(spec: Spec) -> None:
     assert report.packages == len(packages)
     assert report.admissible == sum(admissible(spec, j) for j in packages)
     assert report.zopa == sum(in_zopa(spec, j) for j in packages)
-    assert report.counts.required == report.zopa
-    assert report.counts.decision_rule == sum(passes(spec, j) for j in packages)
+    assert report.counts.decision_rule == report.zopa
+    assert report.counts.required == sum(
+        all(rational(spec, j, p) for p in spec.required) for j in packages
+    )
     assert report.counts.unanimous == sum(
         all(rational(spec, j, p) for p in spec.voters) for j in packages
     )
@@ -401,17 +436,23 @@ def test_nash_package_is_in_the_zopa_pareto_optimal_and_maximal(spec: Spec) -> N
         return
     assert report.nash is not None
     nash = find(spec, packages, report.nash.package)
-    assert in_zopa(spec, nash)
-    pool = [j for j in packages if admissible(spec, j)]
-    assert not any(dominates(o, nash, spec.voters) for o in pool)
-    best = max(nash_product(spec, j) for j in zopa)
-    assert close(report.nash.nash_product, best)
+    assert in_zopa(spec, nash) and passes(spec, nash)
+    if spec.quorum is None:  # unanimity of the needed parties: the Nash package is Pareto-optimal
+        pool = [j for j in packages if admissible(spec, j)]
+        assert not any(dominates(o, nash, spec.voters) for o in pool)
+    top = max(nash_product(spec, j) for j in zopa)
+    assert close(report.nash.nash_product, top)
     assert close(report.nash.nash_product, nash_product(spec, nash))
+    best: dict[str, Fraction] = {}
     for party in spec.voters:
         assert close(report.nash.utilities[party], nash.utility[party])
-        assert close(report.best_for[party], max(j.utility[party] for j in zopa))
+        accepting = [j.utility[party] for j in zopa if rational(spec, j, party)]
+        best[party] = max(accepting) if accepting else max(j.utility[party] for j in zopa)
+        assert close(report.best_for[party], best[party])
     assert report.kalai_smorodinsky is not None
-    assert in_zopa(spec, find(spec, packages, report.kalai_smorodinsky.package))
+    ks = find(spec, packages, report.kalai_smorodinsky.package)
+    assert in_zopa(spec, ks) and passes(spec, ks)
+    assert close(float(ks_share(spec, ks, best)), max(ks_share(spec, j, best) for j in zopa))
 
 
 @SETTINGS
@@ -421,12 +462,11 @@ def test_zopa_never_breaks_a_required_red_line(spec: Spec) -> None:
     packages = all_packages(spec)
     space = PackageSpace(spec.scenario)
     ev = space.evaluate(space.columns_for_flat(np.arange(space.total)))
-    required = space.required_mask
-    zopa = ev.rational[:, required].all(axis=1) & ev.admissible
+    zopa = zone_of_agreement(space, ev.rational)
     assert len(zopa) == len(packages)
     for in_code_zopa, j in zip(zopa, packages, strict=True):
         if in_code_zopa:
-            assert not any(j.broken[p] for p in spec.required)
+            assert not any(j.broken[p] for p in needed(spec))
         assert bool(in_code_zopa) == in_zopa(spec, j)
 
 
@@ -472,8 +512,8 @@ def test_no_deal_scores_the_reservations(spec: Spec) -> None:
         for o in pool
     )
     assert result.deal.pareto_optimal == (not beaten)
-    expected = Fraction(0) if spec.required else Fraction(1)  # an empty product is 1
-    assert close(result.deal.nash_product, expected)
+    # Everyone at the walk-away: every surplus, and so every coalition product, is 0.
+    assert close(result.deal.nash_product, Fraction(0))
 
 
 # --------------------------------------------------------------------------- regressions
@@ -586,3 +626,30 @@ def test_frontier_decomposition_matches_brute_force_on_ten_thousand_packages() -
         strictly = (points[None, :, :] > block[:, None, :] + 1e-9).any(axis=2)
         dominated[start : start + 256] = (weakly & strictly).any(axis=1)
     assert analyze(scenario).pareto_frontier == int((~dominated).sum())
+
+
+# --------------------------------------------------------------------------- decision rules
+
+QUORUM = Path(__file__).parent / "data" / "quorum" / "scenario.yaml"
+
+
+def test_on_a_quorum_with_vetoes_nash_and_kalai_smorodinsky_pass_the_rule() -> None:
+    """At least 5 of 6 must accept, p1 and p5 holding vetoes, nobody `required`: the package
+    with the highest total, (x1, y1) or (x1, y5), is accepted by four parties only."""
+    from detente.analysis import passes_rule
+    from detente.loading import load_scenario
+
+    scenario = load_scenario(QUORUM)
+    report = analyze(scenario)
+    space = PackageSpace(scenario)
+    assert report.zopa == 5
+    assert report.nash is not None and report.kalai_smorodinsky is not None
+    for found in (report.nash, report.kalai_smorodinsky):
+        ev = space.evaluate(space.columns_for_packages([found.package]))
+        assert passes_rule(space, ev.rational)[0], found.package
+        assert int(ev.rational[0].sum()) >= 5
+    # p6 falls below its walk-away there: the coalition that passes it is p1-p5.
+    assert report.nash.package.options == {"x": "x2", "y": "y5"}
+    assert report.nash.coalition == ["p1", "p2", "p3", "p4", "p5"]
+    assert report.nash.nash_product == pytest.approx(25**4 * 2.5)
+    assert "at least 5 of the 6 voting parties" in report.rule

@@ -3,15 +3,23 @@
 Reports the zone of possible agreement (ZOPA), the Pareto frontier, the Nash bargaining and
 Kalai-Smorodinsky packages, and how many packages each decision rule would pass.
 
-Definitions (also in the README):
-- a package is *admissible* when it breaks no red line of a required party;
-- the *ZOPA* is the admissible packages at or above every required party's reservation utility;
-- the *Pareto frontier* is the admissible packages that no admissible package dominates in the
-  utilities of all voting parties;
-- the *Nash package* maximizes the product of the required parties' surpluses over the ZOPA
-  (ties: the larger sum of all voting parties' utilities), so it is always Pareto-optimal;
-- the *Kalai-Smorodinsky package* maximizes the smallest share of each required party's best
-  ZOPA surplus (ties: the larger sum of utilities).
+Definitions (also in the README). A party *accepts rationally* when the package is worth at least
+its walk-away (reservation) utility and breaks none of its red lines. The parties the rule
+*needs* are the required ones, the veto holders and those a quorum must include.
+- the *ZOPA* (zone of agreement) is the packages the scenario's decision rule would pass if every
+  voting party accepted exactly when it accepts rationally;
+- a *winning coalition* of a ZOPA package is the needed parties plus, under a quorum, the fewest
+  further rational accepters the quorum asks for; the package's *coalition product* is the
+  product of that coalition's surpluses over their walk-away utilities, taking the further
+  accepters with the largest surpluses (under unanimity of the required parties it is the usual
+  Nash product of the required parties);
+- the *Nash package* maximizes the coalition product over the ZOPA (ties: the larger sum of every
+  voting party's utility); the *Kalai-Smorodinsky package* maximizes the smallest share of each
+  coalition member's best surplus over the ZOPA, in the package's most favourable winning
+  coalition (ties: the larger sum). Both lie in the ZOPA, so both pass the rule;
+- a package is *admissible* when it breaks no red line of a party the rule needs; the *Pareto
+  frontier* is the admissible packages that no admissible package dominates in the utilities of
+  all voting parties. Under unanimity of the required parties the Nash package is on it.
 """
 
 from __future__ import annotations
@@ -31,13 +39,17 @@ class PackageReport(BaseModel):
     utilities: dict[str, float]
     """Utility of the package for every voting party."""
     nash_product: float
+    """The coalition product (see the module's definitions)."""
+    coalition: list[str] = []
+    """The winning coalition whose surpluses make the product."""
 
 
 class DecisionCounts(BaseModel):
     required: int
-    """Packages every required party would rationally accept (= the ZOPA)."""
+    """Packages every required party would rationally accept with none of their red lines
+    broken (the rule's `required` list alone)."""
     decision_rule: int
-    """Packages the scenario's full rule passes: required, vetoes and quorum."""
+    """Packages the scenario's full rule passes with rational votes (= the ZOPA)."""
     unanimous: int
     """Packages every voting party would rationally accept."""
 
@@ -46,6 +58,10 @@ class Analysis(BaseModel):
     scenario: str
     voters: list[str]
     required: list[str]
+    needed: list[str] = []
+    """Parties the rule always needs: required, veto holders, quorum's named members."""
+    rule: str = ""
+    """The decision rule in words."""
     reservation_utilities: dict[str, float]
     packages: int
     admissible: int
@@ -57,7 +73,8 @@ class Analysis(BaseModel):
     nash: PackageReport | None
     kalai_smorodinsky: PackageReport | None
     best_for: dict[str, float]
-    """Each voting party's highest utility over the ZOPA (its ideal point), if the ZOPA is set."""
+    """Each voting party's highest utility over the ZOPA packages it accepts rationally, if the
+    ZOPA is set."""
 
 
 class _Best:
@@ -80,10 +97,91 @@ class _Best:
             self.key, self.flat = key, int(flat[pick])
 
 
-def nash_products(space: PackageSpace, utilities: np.ndarray) -> np.ndarray:
-    """Product of required parties' surpluses (0 where any is negative)."""
-    surplus = utilities[:, space.required_mask] - space.reservation[space.required_mask]
-    return np.where((surplus >= -_EPS).all(axis=1), np.clip(surplus, 0, None).prod(axis=1), 0.0)
+def describe_rule(scenario: Scenario) -> str:
+    """The decision rule in one sentence, for prompts and reports."""
+    rule = scenario.decision
+    voters = scenario.voters
+    parts: list[str] = []
+    if rule.required:
+        if set(rule.required) == set(voters):
+            parts.append(f"every voting party accepts ({_join(voters)})")
+        else:
+            parts.append(f"{_join(rule.required)} all accept")
+    if rule.quorum is not None:
+        quorum = f"at least {rule.quorum.min} of the {len(voters)} voting parties accept"
+        if rule.quorum.including:
+            quorum += f", including {_join(rule.quorum.including)}"
+        parts.append(quorum)
+    text = "A package passes when " + " and ".join(parts) + "."
+    vetoes = [p for p in rule.veto if p not in rule.required]
+    if vetoes:
+        each = "each " if len(vetoes) > 1 else ""
+        text += f" {_join(vetoes)} can {each}sink a package alone by rejecting it (veto)."
+    return text
+
+
+def _join(items: list[str]) -> str:
+    if len(items) <= 2:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def passes_rule(space: PackageSpace, accepts: np.ndarray) -> np.ndarray:
+    """Which rows of an (n, voters) acceptance matrix pass the scenario's decision rule."""
+    rule = space.scenario.decision
+    ok: np.ndarray = np.asarray(accepts[:, space.needed_mask].all(axis=1))
+    if rule.quorum is not None:
+        ok &= accepts.sum(axis=1) >= rule.quorum.min
+    return ok
+
+
+def coalition_values(
+    space: PackageSpace, values: np.ndarray, rational: np.ndarray
+) -> np.ndarray:
+    """(n, m): per package, the values of its winning coalition's m members.
+
+    The coalition is the needed parties plus the `quorum_extra` rational others with the largest
+    values. A package outside the ZOPA gets -inf where a member is missing.
+    """
+    needed = values[:, space.needed_mask]
+    extra = space.quorum_extra
+    if extra == 0:
+        return needed
+    others = np.where(rational[:, ~space.needed_mask], values[:, ~space.needed_mask], -np.inf)
+    top = -np.sort(-others, axis=1)[:, :extra]
+    return np.concatenate([needed, top], axis=1)
+
+
+def coalition_members(space: PackageSpace, values: np.ndarray, rational: np.ndarray) -> list[str]:
+    """The winning coalition of one package (values and rational are (voters,) rows)."""
+    members = [p for p, needed in zip(space.voters, space.needed_mask, strict=True) if needed]
+    others = [(float(values[v]), -v) for v in range(len(space.voters))
+              if not space.needed_mask[v] and rational[v]]
+    for _, neg in sorted(others, reverse=True)[: space.quorum_extra]:
+        members.append(space.voters[-neg])
+    return [p for p in space.voters if p in members]
+
+
+def nash_products(
+    space: PackageSpace, utilities: np.ndarray, rational: np.ndarray | None = None
+) -> np.ndarray:
+    """The coalition product of each package (0 outside the ZOPA).
+
+    `rational` is the (n, voters) rational-acceptance matrix; it defaults to "at or above the
+    walk-away" (red lines then count as held).
+    """
+    surplus = utilities - space.reservation
+    if rational is None:
+        rational = surplus >= -_EPS
+    zone = passes_rule(space, rational)
+    members = coalition_values(space, surplus, rational)
+    product = np.clip(members, 0, None).prod(axis=1)
+    return np.where(zone, product, 0.0)
+
+
+def zone_of_agreement(space: PackageSpace, rational: np.ndarray) -> np.ndarray:
+    """(n,) whether each package lies in the ZOPA: the rule passes it with rational votes."""
+    return passes_rule(space, rational)
 
 
 def analyze(
@@ -91,79 +189,75 @@ def analyze(
 ) -> Analysis:
     space = PackageSpace(scenario)
     required = space.required_mask
-    counts = {"admissible": 0, "zopa": 0, "rule": 0, "unanimous": 0}
+    counts = {"admissible": 0, "zopa": 0, "required": 0, "unanimous": 0}
     nash = _Best()
+    best = np.full(len(space.voters), -np.inf)
     ideal = np.full(len(space.voters), -np.inf)
+    """Best utility of each party over the ZOPA packages it accepts rationally."""
 
     for flat, columns in space.chunks(chunk_size):
         ev = space.evaluate(columns)
-        zopa = ev.rational[:, required].all(axis=1) & ev.admissible
+        zone = zone_of_agreement(space, ev.rational)
         counts["admissible"] += int(ev.admissible.sum())
-        counts["zopa"] += int(zopa.sum())
-        counts["rule"] += int(passes_rule(space, ev.rational).sum())
+        counts["zopa"] += int(zone.sum())
+        counts["required"] += int(ev.rational[:, required].all(axis=1).sum())
         counts["unanimous"] += int(ev.rational.all(axis=1).sum())
-        if zopa.any():
-            u = ev.utilities[zopa]
-            nash.offer(nash_products(space, u), u.sum(axis=1), flat[zopa])
+        if zone.any():
+            u = ev.utilities[zone]
+            rational = ev.rational[zone]
+            nash.offer(nash_products(space, u, rational), u.sum(axis=1), flat[zone])
+            best = np.maximum(best, np.where(rational, u, -np.inf).max(axis=0))
             ideal = np.maximum(ideal, u.max(axis=0))
 
     ks = _Best()
     if counts["zopa"]:
-        span = np.where(ideal - space.reservation > _EPS, ideal - space.reservation, 1.0)
+        gain = best - space.reservation
+        span = np.where(gain > _EPS, gain, 1.0)
         for flat, columns in space.chunks(chunk_size):
             ev = space.evaluate(columns)
-            zopa = ev.rational[:, required].all(axis=1) & ev.admissible
-            if zopa.any():
-                u = ev.utilities[zopa]
-                # With no required party (a quorum-only rule) every share ties: sum decides.
-                shares = ((u - space.reservation) / span)[:, required].min(
-                    axis=1, initial=np.inf) if required.any() else np.zeros(len(u))
-                ks.offer(shares, u.sum(axis=1), flat[zopa])
+            zone = zone_of_agreement(space, ev.rational)
+            if zone.any():
+                u = ev.utilities[zone]
+                shares = (u - space.reservation) / span
+                members = coalition_values(space, shares, ev.rational[zone])
+                ks.offer(members.min(axis=1), u.sum(axis=1), flat[zone])
 
+    rule = scenario.decision
     return Analysis(
         scenario=scenario.id,
         voters=space.voters,
-        required=list(scenario.decision.required),
+        required=list(rule.required),
+        needed=[p for p, n in zip(space.voters, space.needed_mask, strict=True) if n],
+        rule=describe_rule(scenario),
         reservation_utilities=dict(zip(space.voters, space.reservation.tolist(), strict=True)),
         packages=space.total,
         admissible=counts["admissible"],
         zopa=counts["zopa"],
         zopa_share=counts["zopa"] / space.total,
         counts=DecisionCounts(
-            required=counts["zopa"], decision_rule=counts["rule"], unanimous=counts["unanimous"]
+            required=counts["required"], decision_rule=counts["zopa"],
+            unanimous=counts["unanimous"],
         ),
         pareto_frontier=len(pareto_frontier(space)[1]) if frontier else None,
         nash=_report(space, nash.flat),
         kalai_smorodinsky=_report(space, ks.flat),
         best_for=(
-            dict(zip(space.voters, ideal.tolist(), strict=True)) if counts["zopa"] else {}
+            dict(zip(space.voters, np.where(np.isfinite(best), best, ideal).tolist(),
+                     strict=True)) if counts["zopa"] else {}
         ),
     )
-
-
-def passes_rule(space: PackageSpace, accepts: np.ndarray) -> np.ndarray:
-    """Which rows of an (n, voters) acceptance matrix pass the scenario's decision rule."""
-    rule = space.scenario.decision
-    ok: np.ndarray = np.asarray(accepts[:, space.required_mask].all(axis=1))
-    veto = np.array([p in rule.veto for p in space.voters])
-    if veto.any():
-        ok &= accepts[:, veto].all(axis=1)
-    if rule.quorum is not None:
-        ok &= accepts.sum(axis=1) >= rule.quorum.min
-        including = np.array([p in rule.quorum.including for p in space.voters])
-        if including.any():
-            ok &= accepts[:, including].all(axis=1)
-    return ok
 
 
 def _report(space: PackageSpace, flat: int) -> PackageReport | None:
     if flat < 0:
         return None
     ev = space.evaluate(space.columns_for_flat(np.array([flat])))
+    surplus = ev.utilities[0] - space.reservation
     return PackageReport(
         package=space.package_at(flat),
         utilities=dict(zip(space.voters, ev.utilities[0].tolist(), strict=True)),
-        nash_product=float(nash_products(space, ev.utilities)[0]),
+        nash_product=float(nash_products(space, ev.utilities, ev.rational)[0]),
+        coalition=coalition_members(space, surplus, ev.rational[0]),
     )
 
 
@@ -184,8 +278,8 @@ def pareto_frontier(space: PackageSpace) -> tuple[np.ndarray, np.ndarray]:
             d = parent[d]
         return d
 
-    required = set(space.scenario.decision.required)
-    lines = [line for line in space.red_lines if line.party in required]
+    needed = {p for p, n in zip(space.voters, space.needed_mask, strict=True) if n}
+    lines = [line for line in space.red_lines if line.party in needed]
     for line in lines:
         dims = sorted(line.dimensions)
         for d in dims[1:]:

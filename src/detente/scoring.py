@@ -49,6 +49,7 @@ class PartyScore(BaseModel):
 class DealScore(BaseModel):
     deal: bool
     required_red_lines_hold: bool
+    """No red line broken of a party the rule always needs (required, veto, quorum members)."""
     pareto_optimal: bool
     """No admissible package is at least as good for every voting party and better for one."""
     nash_product: float
@@ -115,16 +116,15 @@ def score(
     if analysis.nash is not None:
         nash_vec = np.array([analysis.nash.utilities[p] for p in space.voters])
         distance = float(np.linalg.norm(utilities - nash_vec))
-    required_hold = not any(
-        b.party in scenario.decision.required for b in broken_lines
-    )
+    needed = {p for p, n in zip(space.voters, space.needed_mask, strict=True) if n}
+    required_hold = not any(b.party in needed for b in broken_lines)
     return Score(
         parties=parties,
         deal=DealScore(
             deal=outcome is not None,
             required_red_lines_hold=required_hold,
             pareto_optimal=is_pareto_optimal(space, utilities),
-            nash_product=float(nash_products(space, utilities[None, :])[0]),
+            nash_product=float(nash_products(space, utilities[None, :], rational[None, :])[0]),
             nash_package=nash_package,
             distance_to_nash=distance,
             min_utility=float(utilities.min()) if utilities.size else 0.0,

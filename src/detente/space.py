@@ -78,7 +78,7 @@ class Evaluation:
     rational: np.ndarray
     """(n, voters) whether accepting is rational: at/above reservation, no own red line broken."""
     admissible: np.ndarray
-    """(n,) no red line of a required party broken."""
+    """(n,) no red line broken of a party whose acceptance the rule always needs."""
 
 
 class PackageSpace:
@@ -99,7 +99,17 @@ class PackageSpace:
         self.reservation = np.array(
             [scenario.preferences[p].reservation_utility for p in self.voters]
         )
-        self.required_mask = np.array([p in scenario.decision.required for p in self.voters])
+        rule = scenario.decision
+        self.required_mask = np.array([p in rule.required for p in self.voters])
+        """Parties the rule names in `required`."""
+        needed = {*rule.required, *rule.veto, *(rule.quorum.including if rule.quorum else [])}
+        self.needed_mask = np.array([p in needed for p in self.voters])
+        """Parties whose acceptance the rule always needs: required, veto holders and the
+        parties a quorum must include."""
+        self.quorum_extra = (
+            max(0, rule.quorum.min - int(self.needed_mask.sum())) if rule.quorum else 0
+        )
+        """How many more parties, beyond the needed ones, must accept for a quorum."""
         self._issue_tables: list[np.ndarray] = []  # per issue: (options, voters) weighted
         for k, issue_id in enumerate(self.issue_ids):
             table = np.array(
@@ -241,7 +251,7 @@ class PackageSpace:
         # Utilities are sums of floats; a hair below the reservation is still at it.
         at_least_reservation = utilities >= self.reservation - 1e-9
         rational = at_least_reservation & ~broken_by_party
-        admissible = np.asarray(~broken_by_party[:, self.required_mask].any(axis=1))
+        admissible = np.asarray(~broken_by_party[:, self.needed_mask].any(axis=1))
         return Evaluation(utilities, broken, rational, admissible)
 
 

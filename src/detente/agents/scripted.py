@@ -483,9 +483,11 @@ class _Mediator:
         self.settings = AgentSettings(kind="scripted", strategy=self.strategy)
         self.voters = scenario.voters
         rule = scenario.decision
-        named = [*rule.required, *rule.veto, *(rule.quorum.including if rule.quorum else [])]
-        # The parties whose acceptance the decision rule needs; a quorum alone needs anyone.
-        self.deciders = [p for p in self.voters if p in named] or list(self.voters)
+        named = {*rule.required, *rule.veto, *(rule.quorum.including if rule.quorum else [])}
+        # As in the analysis: a package needs the named parties plus, under a quorum, the fewest
+        # further accepters the quorum asks for.
+        self.needed = [p for p in self.voters if p in named]
+        self.quorum_extra = max(0, rule.quorum.min - len(self.needed)) if rule.quorum else 0
         self._grid = _Grid(scenario)
 
     def opening(self, ctx: Context) -> Turn[OpeningContent]:
@@ -571,14 +573,25 @@ class NashMediator(_Mediator):
         return out
 
     def estimated_products(self, ctx: Context) -> np.ndarray:
-        """The estimated Nash product of every package of the grid (flat order)."""
+        """The estimated coalition product of every package of the grid (flat order).
+
+        The same definition as the analysis's Nash product: the needed parties' estimates times
+        the largest `quorum_extra` estimates of the others, over the parties that stated a
+        position.
+        """
         products = np.empty(self._grid.total)
         for start in range(0, self._grid.total, _CHUNK):
             flat = np.arange(start, min(start + _CHUNK, self._grid.total), dtype=np.int64)
             product = np.ones(flat.size)
+            others: list[np.ndarray] = []
             for party, estimate in self.estimated_utilities(ctx, flat).items():
-                if party in self.deciders:
+                if party in self.needed:
                     product *= estimate + NASH_EPSILON
+                else:
+                    others.append(estimate + NASH_EPSILON)
+            if self.quorum_extra and others:
+                top = -np.sort(-np.stack(others, axis=1), axis=1)[:, : self.quorum_extra]
+                product *= top.prod(axis=1)
             products[flat] = product
         return products
 
