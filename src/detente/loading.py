@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,11 +124,24 @@ def load_bundle(path: Path) -> ScenarioBundle:
     if problems:
         raise InputError(path, problems)
     briefs = _load_party_briefs(path, scenario)
-    # Defaults left out: a new optional field must not change the hash of existing scenarios.
-    content = scenario.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-    canonical = json.dumps(content, sort_keys=True)
-    digest = hashlib.sha256(canonical.encode()).hexdigest()
-    return ScenarioBundle(path=path, scenario=scenario, briefs=briefs, content_hash=digest)
+    return ScenarioBundle(path=path, scenario=scenario, briefs=briefs,
+                          content_hash=content_hash(scenario, briefs))
+
+
+def content_hash(scenario: Scenario, briefs: Mapping[str, Brief]) -> str:
+    """SHA-256 of the resolved scenario and every party brief, as canonical JSON.
+
+    Briefs are covered because they are half of every prompt: two runs whose briefs differ are
+    not samples of the same experiment. Defaults are left out, so a new optional field does not
+    change the hash of existing files.
+    """
+    content = {
+        "scenario": scenario.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        "briefs": {party: brief.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+                   for party, brief in sorted(briefs.items())},
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _load_party_briefs(path: Path, scenario: Scenario) -> dict[str, Brief]:
