@@ -168,7 +168,7 @@ def test_mappings_merge_key_by_key(tmp_path: Path, tiny_copy: Path) -> None:
 
 def test_lists_replace_lists(tmp_path: Path, tiny_copy: Path) -> None:
     new_line = {"id": "only_x1", "kind": "forbid", "issue": "x", "options": ["x2", "x3"],
-                "description": "x1 or nothing", "source": "variant"}
+                "description": "x1 or nothing", "source": "assumption"}
     path = write_variant(tmp_path, {
         "decision": {"required": ["b"]},
         "preferences": {"a": {"red_lines": [new_line]}},
@@ -191,9 +191,10 @@ def test_drop_removes_a_key(tmp_path: Path, tiny_copy: Path) -> None:
 
 
 def test_id_keyed_list_operations(tmp_path: Path, tiny_copy: Path) -> None:
-    x4 = {"id": "x4", "label": "X4", "description": "a fourth way"}
+    x4 = {"id": "x4", "label": "X4", "description": "a fourth way", "source": "assumption"}
     added = {"id": "y2_needs_small_t", "kind": "conditional", "description": "if y2, t <= 5",
-             "if": {"issue": "y", "options": ["y2"]}, "then": {"term": "t", "max": 5}}
+             "if": {"issue": "y", "options": ["y2"]}, "then": {"term": "t", "max": 5},
+             "source": "assumption"}
     x_utilities = {"x": {"x2": "$drop", "x4": 10}}
     path = write_variant(tmp_path, {
         "issues": {"$merge": {"x": {"label": "New X",

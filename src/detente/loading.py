@@ -13,8 +13,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from detente.briefs import Brief
+from detente.consistency import link_problems
 from detente.errors import InputError, Problem, format_path
 from detente.scenario import ID_PATTERN, SOURCE_PATTERN, Scenario, check_scenario
+from detente.sources import brief_problems, bundle_problems, raise_located, scenario_problems
 from detente.variants import resolve_extends
 
 M = TypeVar("M", bound=BaseModel)
@@ -53,7 +55,9 @@ def validate_model(model: type[M], data: Any, file: Path | str) -> M:
 
 _PATTERNS = {
     ID_PATTERN: "a lower snake case id (a lowercase letter, then lowercase letters, digits or _)",
-    SOURCE_PATTERN: "'background', 'variant' or 'article/<section>' (lowercase, digits, -)",
+    SOURCE_PATTERN: ("a source tag: 'article/<section>' (lowercase, digits, -), 'inference' "
+                     "(with a `basis`), 'background' or 'assumption' (a variant's premises are "
+                     "'assumption' or 'inference')"),
 }
 _RED_LINE_KINDS = ("forbid", "bound", "conditional")
 
@@ -99,6 +103,9 @@ def load_brief(path: Path) -> Brief:
     if brief.id != path.stem:
         raise InputError(path, [Problem("id", f"expected '{path.stem}' (the file's name), "
                                         f"got '{brief.id}'")])
+    problems = brief_problems(brief)
+    if problems:
+        raise InputError(path, problems)
     return brief
 
 
@@ -120,10 +127,11 @@ def load_bundle(path: Path) -> ScenarioBundle:
     """A validated scenario (variants merged onto what they extend) with its party briefs."""
     data = resolve_extends(path, load_yaml(path), load_yaml)
     scenario = validate_model(Scenario, data, path)
-    problems = check_scenario(scenario)
+    problems = check_scenario(scenario) + scenario_problems(scenario, path)
     if problems:
         raise InputError(path, problems)
     briefs = _load_party_briefs(path, scenario)
+    _check_briefs_against(path, scenario, briefs)
     return ScenarioBundle(path=path, scenario=scenario, briefs=briefs,
                           content_hash=content_hash(scenario, briefs))
 
@@ -142,6 +150,16 @@ def content_hash(scenario: Scenario, briefs: Mapping[str, Brief]) -> str:
     }
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_briefs_against(path: Path, scenario: Scenario, briefs: dict[str, Brief]) -> None:
+    """Brief claims against the scenario: cited sections, and option ids the positions name."""
+    agents_dir = (path.parent / scenario.agents_dir).resolve()
+    located = {party: (agents_dir / f"{party}.yaml", brief) for party, brief in briefs.items()}
+    problems = bundle_problems(scenario, located)
+    for brief_path, brief in located.values():
+        problems += [(str(brief_path), p) for p in link_problems(scenario, brief)]
+    raise_located(problems)
 
 
 def _load_party_briefs(path: Path, scenario: Scenario) -> dict[str, Brief]:

@@ -17,13 +17,28 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from detente.errors import Problem
 
 ID_PATTERN = r"^[a-z][a-z0-9_]*$"
-SOURCE_PATTERN = r"^(article/[a-z0-9][a-z0-9-]*|background|variant)$"
+SECTION_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+SOURCE_PATTERN = r"^(article/[a-z0-9][a-z0-9-]*|inference|background|assumption)$"
 
 Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
 """Identifiers are lower snake case so they are safe as JSON keys, enum values and file names."""
 
+Section = Annotated[str, Field(pattern=SECTION_PATTERN, max_length=64)]
+"""A section of the cited text, as a slug: `territorial-parameters`."""
+
 Source = Annotated[str, Field(pattern=SOURCE_PATTERN)]
-"""Where a position or rule comes from: an article section, background knowledge, or a variant."""
+"""Where a claim comes from (see `detente.sources`):
+- `article/<section>`: stated in that section of the cited text (hedges kept in the prose);
+- `inference`: drawn from the cited text but not stated there; `basis` names the sentence;
+- `background`: public knowledge about the parties at the scenario's date;
+- `assumption`: chosen by the modeller (utilities, weights, walk-away values, options the text
+  does not name, personas, a variant's premises).
+The field is optional in the models, so scenarios built in code validate; `load_bundle` and
+`load_brief` refuse a file in which a claim has no tag."""
+
+Basis = Annotated[str, Field(min_length=1)]
+"""For an `inference`, the sentence of the cited text it is drawn from, in paraphrase; for any
+other tag, an optional note on why the claim is tagged so."""
 
 WEIGHT_TOLERANCE = 1e-6
 
@@ -38,6 +53,8 @@ class SourceRef(_Strict):
     title: str
     author: str
     date: str
+    sections: list[Section] = []
+    """The sections that `article/<section>` tags may name, in the text's order."""
 
 
 class Option(_Strict):
@@ -46,6 +63,8 @@ class Option(_Strict):
     id: Id
     label: str
     description: str
+    source: Source | None = None
+    basis: Basis | None = None
 
 
 class Issue(_Strict):
@@ -54,7 +73,8 @@ class Issue(_Strict):
     id: Id
     label: str
     description: str
-    source: Source = "background"
+    source: Source | None = None
+    basis: Basis | None = None
     options: list[Option] = Field(min_length=2)
 
     def option_ids(self) -> list[str]:
@@ -73,7 +93,8 @@ class NumericTerm(_Strict):
     min: float
     max: float
     step: float = Field(gt=0)
-    source: Source = "background"
+    source: Source | None = None
+    basis: Basis | None = None
 
     def values(self) -> np.ndarray:
         count = round((self.max - self.min) / self.step) + 1
@@ -122,7 +143,8 @@ class Condition(_Strict):
 class _RedLineBase(_Strict):
     id: Id
     description: str
-    source: Source = "background"
+    source: Source | None = None
+    basis: Basis | None = None
 
 
 class ForbidRedLine(_RedLineBase):
@@ -170,6 +192,10 @@ class Preferences(_Strict):
     """Piecewise-linear utility of each numeric term: (value, utility) points, values increasing."""
     reservation_utility: float
     """What no deal is worth to the party, 0-100."""
+    reservation_source: Source | None = None
+    """Where the walk-away value comes from (a number the text gives, or `assumption`)."""
+    reservation_basis: Basis | None = None
+    """The basis of an inferred walk-away value, or a note on how it was chosen."""
     red_lines: list[RedLine] = []
 
 

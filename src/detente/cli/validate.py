@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from detente.cli._app import app, console, err_console
+from detente.consistency import contradictions
 from detente.errors import DetenteError, InputError, Problem
 from detente.loading import classify, load_brief, load_bundle, load_yaml
+from detente.sources import raise_located
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -28,7 +30,13 @@ def _expand(paths: list[Path]) -> list[Path]:
 def validate(
     paths: list[Path] = typer.Argument(..., help="Scenario or brief files, or folders of them."),
 ) -> None:
-    """Check scenario and agent brief files; exit 2 if any is invalid."""
+    """Check scenario and agent brief files; exit 2 if any is invalid.
+
+    Besides the structure and cross-references, every claim needs a source tag, and a brief
+    whose option links contradict the party's utilities in the scenario (a rejected option that
+    scores at or above a preferred one, or that the party would accept in the zone of agreement)
+    fails its scenario.
+    """
     failed = 0
     files = _expand(paths)
     for file in files:
@@ -36,6 +44,7 @@ def validate(
             data = load_yaml(file)
             if classify(data) == "scenario":
                 bundle = load_bundle(file)
+                raise_located(contradictions(bundle))
                 s = bundle.scenario
                 summary = (f"scenario '{s.id}': {len(s.parties)} parties, {len(s.issues)} "
                            f"issues, {len(s.terms)} numeric terms")
