@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -11,6 +12,7 @@ from detente.analysis import Analysis, PackageReport, analyze
 from detente.cli._app import app, console
 from detente.loading import load_scenario
 from detente.scenario import Scenario
+from detente.sensitivity import OFFSETS, Sensitivity, sensitivity
 
 
 @app.command("analyze")
@@ -20,14 +22,25 @@ def analyze_command(
     frontier: bool = typer.Option(
         True, "--frontier/--no-frontier", help="Compute the Pareto frontier (the slow part)."
     ),
+    with_sensitivity: bool = typer.Option(
+        False, "--sensitivity",
+        help="Also show how the ZOPA moves with each party's walk-away utility and weights.",
+    ),
 ) -> None:
     """Enumerate every package: ZOPA, Pareto frontier, Nash and Kalai-Smorodinsky packages."""
     scenario = load_scenario(scenario_path)
     report = analyze(scenario, frontier=frontier)
+    moves = sensitivity(scenario) if with_sensitivity else None
     if as_json:
-        console.print_json(report.model_dump_json())
+        if moves is None:
+            console.print_json(report.model_dump_json())
+        else:
+            data = report.model_dump(mode="json") | {"sensitivity": moves.model_dump(mode="json")}
+            console.print_json(json.dumps(data))
         return
     render(scenario, report)
+    if moves is not None:
+        render_sensitivity(moves)
 
 
 def render(scenario: Scenario, report: Analysis) -> None:
@@ -70,3 +83,60 @@ def _package_table(scenario: Scenario, title: str, pkg: PackageReport, report: A
         parties.add_row(party + marker, f"{utility:.1f}", f"{reservation:.1f}",
                         f"{utility - reservation:+.1f}", f"{report.best_for.get(party, 0):.1f}")
     console.print(parties)
+
+
+# --------------------------------------------------------------------------- sensitivity
+
+
+def render_sensitivity(moves: Sensitivity) -> None:
+    """Two tables: the ZOPA against each walk-away value, and against each weight."""
+    console.print(
+        "\n[bold]Sensitivity[/]: the ZOPA as one assumed number moves, every other number fixed. "
+        "Walk-away values, weights and utilities are the modeller's assumptions."
+    )
+    table = Table(title="Walk-away (reservation) utility of one party")
+    for col in ("party", "walk-away", "ZOPA", "ZOPA non-empty while walk-away",
+                "largest ZOPA"):
+        table.add_column(col, justify="left" if col == "party" else "right")
+    for offset in OFFSETS:
+        table.add_column(f"at {offset:+g}", justify="right")
+    for r in moves.reservation:
+        if r.always:
+            nonempty = "at any value"
+        elif r.nonempty_up_to is None:
+            nonempty = "at no value"
+        else:
+            nonempty = f"<= {r.nonempty_up_to:.2f}"
+        largest = (f"{r.largest:,} (<= {r.largest_below:.2f})" if r.largest_below is not None
+                   else f"{r.largest:,}")
+        around = {round(p.value - r.current, 9): p.zopa for p in r.around}
+        table.add_row(r.party, f"{r.current:g}", f"{r.zopa:,}", nonempty, largest,
+                      *[f"{around[o]:,}" if o in around else "" for o in OFFSETS])
+    console.print(table)
+    console.print("[dim]'at +2': the ZOPA if that party's walk-away value were 2 points higher. "
+                  "Largest ZOPA: the most packages it can hold, reached at or below the value "
+                  "shown.[/]")
+
+    grid = [p.value for p in moves.weights[0].sizes if round(p.value * 10, 9) % 1 == 0] \
+        if moves.weights else []
+    weights = Table(title="One weight of one party (its other weights rescaled to sum to 1)")
+    for col in ("party", "weight of", "now", "ZOPA non-empty for weights"):
+        weights.add_column(col, justify="right" if col == "now" else "left")
+    for w in grid:
+        weights.add_column(f"{w:g}", justify="right")
+    previous = ""
+    for row in moves.weights:
+        sizes = {p.value: p.zopa for p in row.sizes}
+        weights.add_row(row.party if row.party != previous else "", row.dimension,
+                        f"{row.current:g}", _intervals(row.nonempty),
+                        *[f"{sizes[w]:,}" for w in grid])
+        previous = row.party
+    console.print(weights)
+
+
+def _intervals(pieces: list[tuple[float, float]]) -> str:
+    if not pieces:
+        return "none"
+    if pieces == [(0.0, 1.0)]:
+        return "all (0-1)"
+    return ", ".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in pieces)
