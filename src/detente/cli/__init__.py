@@ -12,6 +12,7 @@ from detente.cli import replay as _replay  # noqa: F401
 from detente.cli import report as _report  # noqa: F401
 from detente.cli import run as _run  # noqa: F401
 from detente.cli import schema as _schema  # noqa: F401
+from detente.cli import sources as _sources  # noqa: F401
 from detente.cli import sweep as _sweep  # noqa: F401
 from detente.cli import validate as _validate  # noqa: F401
 from detente.cli._app import app, err_console
