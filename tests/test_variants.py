@@ -8,6 +8,7 @@ premise took effect in the outcome space, computed with the same `PackageSpace` 
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from functools import cache
@@ -35,6 +36,8 @@ SHIPPED = {
     "bilateral_us_russia",
     "eu_peacekeepers_no_article5",
     "eu_peacekeepers_with_article5",
+    "kyiv_stated_positions",
+    "leadership_transition",
     "no_mediator",
     "phased_energy_tranche",
     "russia_full_lifting",
@@ -91,6 +94,29 @@ def nash_options(name: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize("name", ["kyiv_stated_positions", "leadership_transition"])
+def test_new_variant_validates_analyzes_and_runs(cli: Cli, tmp_path: Path, name: str) -> None:
+    path = VARIANTS_DIR / f"{name}.yaml"
+    checked = cli("validate", path)
+    assert checked.returncode == 0, checked.stderr
+    assert f"scenario '{name}'" in checked.stdout
+    analyzed = cli("analyze", path, "--json", "--no-frontier", "--sensitivity")
+    assert analyzed.returncode == 0, analyzed.stderr
+    data = json.loads(analyzed.stdout)
+    assert data["zopa"] == analysis_of(name).zopa
+    assert data["sensitivity"]["zopa"] == data["zopa"]
+    ran = cli("run", path, "--agent", "all=scripted:boulware", "--rounds", "2",
+              "--out", tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    (run_dir,) = (tmp_path / name).iterdir()
+    result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    assert result["scenario_id"] == name
+    assert result["status"] in {"deal", "no_deal", "deadlock"}
+    if analysis_of(name).zopa == 0:
+        assert result["status"] != "deal"
+    assert (run_dir / "events.jsonl").is_file() and (run_dir / "transcript.md").is_file()
 
 
 # --------------------------------------------------------------------------- shipped files
@@ -356,3 +382,36 @@ def test_no_mediator_lets_the_parties_table() -> None:
     a, base = analysis_of("no_mediator"), analysis_of("baseline")
     assert a.zopa == base.zopa
     assert nash_options("no_mediator") == nash_options("baseline")
+
+
+def test_kyiv_stated_positions_leave_no_zone_of_agreement() -> None:
+    s, base = scenario_of("kyiv_stated_positions"), scenario_of("baseline")
+    # Only Ukraine's red lines change, and every added one is Kyiv's public line.
+    assert {p: s.preferences[p] for p in ("us", "russia", "eu")} == {
+        p: base.preferences[p] for p in ("us", "russia", "eu")}
+    ukraine, before = s.preferences["ukraine"], base.preferences["ukraine"]
+    assert ukraine.utilities == before.utilities and ukraine.weights == before.weights
+    assert ukraine.reservation_utility == before.reservation_utility
+    added = [line for line in ukraine.red_lines if line not in before.red_lines]
+    assert len(added) == 6 and all(line.source == "background" for line in added)
+    # Kyiv keeps the land it holds; Russia's inferred floor wants Donbass: nothing is left.
+    rational = space_of("kyiv_stated_positions").rational
+    no_concession = {"freeze_current_line", "return_to_2022_lines"}
+    assert rational["ukraine"]["territory"] <= no_concession
+    assert not rational["russia"]["territory"] & no_concession
+    assert analysis_of("kyiv_stated_positions").zopa == 0
+
+
+def test_leadership_transition_adds_an_issue_and_keeps_a_zone() -> None:
+    s, base = scenario_of("leadership_transition"), scenario_of("baseline")
+    assert [i.id for i in s.issues] == [*(i.id for i in base.issues), "leadership_transition"]
+    for party in s.voters:
+        new, old = s.preferences[party].weights, base.preferences[party].weights
+        share = 1 - new["leadership_transition"]
+        # The baseline's weights are scaled down together, so their ratios are unchanged.
+        assert all(new[d] == pytest.approx(old[d] * share) for d in old)
+    zopa = space_of("leadership_transition").zopa["leadership_transition"]
+    # Ukraine's red line bars a vote before the treaty; Russia's bars a deal silent on it.
+    assert set(zopa) == {"elections_within_a_year", "elections_after_treaty"}
+    assert analysis_of("leadership_transition").zopa > 0
+    assert nash_options("leadership_transition")["leadership_transition"] in zopa

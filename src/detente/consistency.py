@@ -80,6 +80,10 @@ def _links(brief: Brief, issue_id: str, known: list[str]) -> list[_Link]:
 
 _VERB = {"prefers": "prefers", "accepts": "accepts", "rejects": "rejects"}
 _RANK = {"prefers": 0, "accepts": 1, "rejects": 2}
+_RULE = {
+    "accepts": "an option the brief accepts must not score above one it prefers",
+    "rejects": "an option the brief rejects must score below every one it prefers or accepts",
+}
 
 
 def contradictions(
@@ -113,9 +117,8 @@ def contradictions(
                             f"preferences.{party}.utilities.{issue.id}",
                             f"contradicts {brief_file} {low.where}: the brief {low.field} "
                             f"'{low.option}' ({lo:g} here) but {_VERB[high.field]} "
-                            f"'{high.option}' ({high.where}, {hi:g} here); an option the brief "
-                            f"{low.field} must score below one it {high.field}: change the "
-                            "utilities or the prose")))
+                            f"'{high.option}' ({high.where}, {hi:g} here); {_RULE[low.field]}: "
+                            "change the utilities or the prose")))
             rejected += [(party, k, issue.id, link, brief_file)
                          for link in links if link.field == "rejects"]
     if rejected:
