@@ -126,7 +126,7 @@ def _replay_or_record(name: str, endpoint: str, tmp_path: Path, config: pytest.C
     recorded = json.loads((expected / RESULT).read_text())
     assert _normalized(run_dir) == _normalized(expected)
     assert result["scores"] == recorded["scores"]
-    for key in ("status", "rounds", "package", "votes", "red_lines_broken", "total_tokens"):
+    for key in ("status", "rounds_played", "package", "votes", "red_lines_broken", "total_tokens"):
         assert result[key] == recorded[key], key
 
 

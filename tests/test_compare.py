@@ -203,7 +203,10 @@ def test_load_runs_finds_every_finished_run_below_a_sweep_folder(sweep: Path) ->
         status="deal", deal=True, rounds=5,
         package={"options": {"territory": "donbass_only"}, "terms": {"army_ceiling": 250.0}},
         utilities=util(30.0), red_lines_broken={p: [] for p in PARTIES},
-        distance_to_nash=8.0)
+        distance_to_nash=8.0,
+        settings={"agents": {**{p: {"kind": "scripted", "strategy": "conceder"} for p in PARTIES},
+                             "un_mediator": {"kind": "scripted", "strategy": "nash"}},
+                  "max_rounds": 8, "bounded_context": 6})
 
 
 def test_load_runs_accepts_run_folders_globs_and_files_and_dedupes(sweep: Path) -> None:

@@ -181,7 +181,7 @@ def check_run(
     assert outcome["votes"] == last_tally["votes"]
 
     assert result["status"] == status
-    assert result["rounds"] == rounds
+    assert result["rounds_played"] == rounds
     assert result["package"] == outcome["package"]
     assert result["last_table"] == last_tally["package"]
     package = Package.model_validate(outcome["package"]) if outcome["package"] else None
@@ -217,7 +217,7 @@ def test_baseline_round_override(baseline: ScenarioBundle, tmp_path: Path) -> No
     scenario = baseline.scenario
     record = run_scripted(baseline, strategies_for(scenario, "boulware"), tmp_path, max_rounds=2)
     _, result = check_run(record, scenario, 2)
-    assert result["rounds"] <= 2
+    assert result["rounds_played"] <= 2
 
 
 @pytest.mark.parametrize("negotiator", ["boulware", "linear", "conceder"])
@@ -234,7 +234,7 @@ def test_same_scripted_run_twice_is_identical(tiny: ScenarioBundle, tmp_path: Pa
     second = run_scripted(tiny, strategies, tmp_path / "2")
 
     def strip(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        volatile = {"time", "latency", "run_id"}
+        volatile = {"time", "latency", "run_id", "quote_key"}  # the key is random per run
         return sorted(
             (
                 json.dumps({k: v for k, v in e.items() if k not in volatile}, sort_keys=True)
@@ -265,7 +265,7 @@ def test_same_package_rejected_ends_in_deadlock(tmp_path: Path, deadlock_after: 
     record = run_with(bundle, voters_voting(scenario, {}), tmp_path / "runs")
     events, result = check_run(record, scenario, 10)
     assert result["status"] == "deadlock"
-    assert result["rounds"] == deadlock_after
+    assert result["rounds_played"] == deadlock_after
     tallies = [e for e in events if e["type"] == "tally"]
     assert [t["rejections_of_package"] for t in tallies] == list(range(1, deadlock_after + 1))
     assert all(t["package"] == TINY_PACKAGE.model_dump(mode="json") for t in tallies)
@@ -301,7 +301,7 @@ def test_round_limit_override_caps_rounds(tiny: ScenarioBundle, tmp_path: Path) 
     )
     record = run_with(tiny, agents, tmp_path, max_rounds=2)
     _, result = check_run(record, scenario, 2)
-    assert (result["status"], result["rounds"]) == ("no_deal", 2)
+    assert (result["status"], result["rounds_played"]) == ("no_deal", 2)
 
 
 def test_deal_ends_the_run(tiny: ScenarioBundle, tmp_path: Path) -> None:
@@ -309,7 +309,7 @@ def test_deal_ends_the_run(tiny: ScenarioBundle, tmp_path: Path) -> None:
     agents = voters_voting(scenario, {"a": "accept", "b": "accept", "c": "reject"})
     record = run_with(tiny, agents, tmp_path)
     _, result = check_run(record, scenario, scenario.decision.max_rounds)
-    assert (result["status"], result["rounds"]) == ("deal", 1)
+    assert (result["status"], result["rounds_played"]) == ("deal", 1)
     assert result["package"] == TINY_PACKAGE.model_dump(mode="json")
     assert result["votes"] == {"a": "accept", "b": "accept", "c": "reject"}
     # The mediator tabled once; nobody was asked anything after the deal.

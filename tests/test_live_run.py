@@ -59,7 +59,7 @@ def test_one_round_on_the_embedded_model(tmp_path: Path) -> None:
     (run_dir,) = tmp_path.glob("tiny/*/")
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] in ("deal", "no_deal", "deadlock")
-    assert result["rounds"] == 1
+    assert result["rounds_played"] == 1
     assert result["total_tokens"] > 0
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert {e["id"] for e in events} >= {"header", "r1/proposal", "r1/tally", "outcome"}

@@ -44,13 +44,14 @@ class SampleRuns:
 
 
 def make_runs(root: Path) -> SampleRuns:
-    """Four finished scripted runs of two variants, one with a private caucus added."""
+    """Four finished scripted runs of two variants, one with a private caucus added. A variant's
+    runs share their players (compare refuses to pool different ones)."""
     variant = tiny_variant(root, "tiny_unanimous", required=["a", "b", "c"])
     sweep = root / "sweep"
-    for path in (TINY, variant):
+    for path, strategy in ((TINY, "linear"), (variant, "boulware")):
         bundle = load_bundle(path)
         scenario = bundle.scenario
-        for seed, strategy in ((0, "linear"), (1, "boulware")):
+        for seed in (0, 1):
             agents = {p: scripted(strategy) for p in scenario.voters}
             assert scenario.mediator is not None
             agents[scenario.mediator] = scripted("nash")

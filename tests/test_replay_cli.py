@@ -62,7 +62,7 @@ def test_replay_applies_the_current_scorer_to_an_old_run(run_dir: Path, tmp_path
 def test_show_prints_every_round_and_the_scores(run_dir: Path) -> None:
     done = _detente("show", str(run_dir))
     assert done.returncode == 0, done.stderr
-    rounds = json.loads((run_dir / "result.json").read_text())["rounds"]
+    rounds = json.loads((run_dir / "result.json").read_text())["rounds_played"]
     for r in range(1, rounds + 1):
         assert f"Round {r}" in done.stdout
     assert "Scores" in done.stdout

@@ -165,7 +165,6 @@ def reference(bundle: ScenarioBundle, tmp_path_factory: pytest.TempPathFactory) 
         settings = resolve_agents(
             bundle.scenario,
             [flag_layer(model="fake-model", agents=[], base_url=fake.base_url)],
-            seed=0,
         )
         plan = RunPlan(
             bundle=bundle,
@@ -270,7 +269,7 @@ def flows(
 
 def test_reference_run(reference: Reference) -> None:
     assert reference.result["status"] == "no_deal"
-    assert reference.result["rounds"] == ROUNDS
+    assert reference.result["rounds_played"] == ROUNDS
     assert len(reference.ids) == len(set(reference.ids))
 
 

@@ -478,7 +478,7 @@ def test_single_text_never_retables_a_rejected_text(tiny: Scenario) -> None:
 
 
 def test_factory_checks_roles_and_records_settings(tiny: Scenario) -> None:
-    assert set(SCRIPTED_STRATEGIES) == {"boulware", "linear", "conceder", "nash", "snt"}
+    assert set(SCRIPTED_STRATEGIES) == {"boulware", "linear", "conceder", "nash", "snt", "oracle"}
     for strategy in NEGOTIATORS:
         agent = make_scripted(strategy, "b", private_view(tiny, "b"))
         assert isinstance(agent, TimeDependentNegotiator)

@@ -8,6 +8,11 @@ Nash package, with 95% intervals (Wilson for rates, percentile bootstrap for mea
 every other group against a reference group (Fisher's exact test for rates, Mann-Whitney U for
 utilities). P-values are not corrected for multiple comparisons.
 
+A group never pools runs made from different inputs: runs whose scenario hash (the scenario and
+every brief) or whose settings (who played each party with which model, temperature, prompt,
+structured mode, assist; the round limit and context size) differ are refused, naming what
+differs. Seeds and endpoint addresses may differ: they are what makes runs distinct samples.
+
 Conventions: utilities and distances are averaged over every finished run of a group (a run
 without a deal scores every party at its reservation utility); a run without a deal breaks no
 red line; rounds to agreement are over deals only. Nothing here prints.
@@ -66,6 +71,20 @@ class RunSummary(BaseModel):
     red_lines_broken: dict[str, list[str]]
     """Ids of the red lines the outcome breaks, per party (empty lists without a deal)."""
     distance_to_nash: float | None
+    settings: dict[str, Any] = {}
+    """What must match for two runs to be pooled: each party's `AgentSettings.identity()`,
+    the round limit and the context size."""
+    upper_bound: bool = False
+    """The mediator was the oracle: a reference run."""
+    deal_any_round: bool | None = None
+    """Some table lay in the zone of agreement (None: a result from before this measure)."""
+    deal_final_round: bool | None = None
+    red_line_proposals: tuple[int, int] | None = None
+    """(proposals breaking a needed party's red line, proposals)."""
+    invalid_answers: dict[str, tuple[int, int]] = {}
+    """Per party: (turns without a valid answer, turns)."""
+    estimation_error: dict[str, float] = {}
+    """Per party: mean absolute error of its value estimates, where it gave any."""
 
 
 class SkippedRun(BaseModel):
@@ -151,6 +170,7 @@ def summarize_run(run_dir: Path, header: RunHeader, result: RunResult) -> RunSum
               for party, ids in result.red_lines_broken.items()}
     for party in result.scores.parties:
         broken.setdefault(party, [])
+    metrics = result.metrics
     return RunSummary(
         run_dir=str(run_dir),
         run_id=result.run_id,
@@ -160,12 +180,70 @@ def summarize_run(run_dir: Path, header: RunHeader, result: RunResult) -> RunSum
         agents=agents_label(header.agents),
         status=result.status,
         deal=deal,
-        rounds=result.rounds,
+        rounds=result.rounds_played,
         package=package,
         utilities={party: s.utility for party, s in result.scores.parties.items()},
         red_lines_broken=broken,
         distance_to_nash=result.scores.deal.distance_to_nash,
+        settings=run_settings(header),
+        upper_bound=result.upper_bound,
+        deal_any_round=metrics.deal_any_round if metrics else None,
+        deal_final_round=metrics.deal_final_round if metrics else None,
+        red_line_proposals=(metrics.red_line_proposals.count, metrics.red_line_proposals.n)
+        if metrics else None,
+        invalid_answers={p: (r.count, r.n) for p, r in metrics.invalid_answers.items()}
+        if metrics else {},
+        estimation_error={p: e for p, e in metrics.estimation_error.items() if e is not None}
+        if metrics else {},
     )
+
+
+def run_settings(header: RunHeader) -> dict[str, Any]:
+    """The settings that must match for runs to be pooled (see `RunSummary.settings`)."""
+    return {
+        "agents": {p: a.identity() for p, a in header.agents.items()},
+        "max_rounds": header.max_rounds,
+        "bounded_context": header.bounded_context,
+    }
+
+
+def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def pooling_problems(key: str, runs: Sequence[RunSummary]) -> list[Problem]:
+    """Why the runs of one group cannot be pooled (empty when they can)."""
+    problems: list[Problem] = []
+    hashes = Counter(r.scenario_hash for r in runs)
+    if len(hashes) > 1:
+        parts = "; ".join(f"{h[:12]} in {n} run{'s' if n > 1 else ''} (e.g. "
+                          f"{next(r.run_dir for r in runs if r.scenario_hash == h)})"
+                          for h, n in hashes.most_common())
+        problems.append(Problem(key, "runs made from different scenario or brief contents "
+                                f"cannot be pooled; content hashes: {parts}"))
+    flat = [_flatten(r.settings) for r in runs if r.settings]
+    if len(flat) == len(runs) and flat:
+        names = sorted({name for f in flat for name in f})
+        differ: list[str] = []
+        for name in names:
+            values = Counter(json.dumps(f.get(name)) for f in flat)
+            if len(values) > 1:
+                shown = ", ".join(f"{v} in {n} run{'s' if n > 1 else ''}"
+                                  for v, n in values.most_common())
+                differ.append(f"{name.removeprefix('agents.')}: {shown}")
+        if differ:
+            more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
+            problems.append(Problem(key, "runs made with different settings cannot be pooled; "
+                                    f"they differ in {'; '.join(differ[:6])}{more}. Compare "
+                                    "them separately"))
+    return problems
 
 
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
@@ -347,6 +425,10 @@ class PartyStats(BaseModel):
     """Share of runs whose outcome breaks at least one of the party's red lines."""
     red_lines: dict[str, Proportion]
     """Per red line id (every id broken in any compared run): share of runs breaking it."""
+    invalid_rate: Proportion | None = None
+    """Turns without a valid answer (format failures), pooled over the group's runs."""
+    estimation_error: MeanCI | None = None
+    """Mean over runs of the party's mean absolute value-estimate error (LLM parties)."""
 
 
 class VariantStats(BaseModel):
@@ -371,7 +453,16 @@ class VariantStats(BaseModel):
     agents: list[str]
     """Distinct agent labels in the group (more than one: the group mixes who played)."""
     scenario_hashes: list[str]
-    """Distinct scenario contents in the group (more than one: the scenario changed)."""
+    """Distinct scenario contents in the group (always one: groups never pool different
+    contents)."""
+    deal_any_round: Proportion | None = None
+    """Runs in which some table lay in the zone of agreement."""
+    deal_final_round: Proportion | None = None
+    """Runs whose last table lay in the zone of agreement."""
+    red_line_proposals: Proportion | None = None
+    """Proposals breaking a needed party's red line, pooled over the group's runs."""
+    upper_bound: bool = False
+    """The group's runs had the oracle mediator: reference runs, an upper bound."""
 
 
 class PartyTest(BaseModel):
@@ -430,6 +521,11 @@ def compare_runs(
     grouped: dict[str, list[RunSummary]] = {}
     for run in runs:
         grouped.setdefault(group_key(run, by), []).append(run)
+    refused = [p for key, members in grouped.items() for p in pooling_problems(key, members)]
+    if refused:
+        hint = ("group by scenario+agents to separate who played" if by != "scenario+agents"
+                else "compare such runs in separate commands")
+        raise InputError("detente compare", [*refused, Problem("", f"hint: {hint}")])
     if reference is None:
         reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in grouped else next(iter(grouped))
     elif reference not in grouped:
@@ -472,7 +568,12 @@ def variant_stats(
         utility = mean_ci([r.utilities[party] for r in scored])
         assert utility is not None
         broken = [r for r in scored if r.red_lines_broken.get(party)]
+        answered = [r.invalid_answers[party] for r in runs if party in r.invalid_answers]
         parties[party] = PartyStats(
+            invalid_rate=proportion(sum(c for c, _ in answered), sum(n for _, n in answered))
+            if answered and sum(n for _, n in answered) else None,
+            estimation_error=mean_ci([r.estimation_error[party] for r in runs
+                                      if party in r.estimation_error]),
             utility=utility,
             violation_rate=proportion(len(broken), len(scored)),
             red_lines={
@@ -491,7 +592,16 @@ def variant_stats(
         for term, value in run.package.get("terms", {}).items():
             terms.setdefault(term, Counter())[_format_term(value)] += 1
     distances = [r.distance_to_nash for r in runs if r.distance_to_nash is not None]
+    measured = [r for r in runs if r.deal_any_round is not None]
+    proposals = [r.red_line_proposals for r in runs if r.red_line_proposals is not None]
+    tabled = sum(n for _, n in proposals)
     return VariantStats(
+        deal_any_round=proportion(sum(bool(r.deal_any_round) for r in measured), len(measured))
+        if measured else None,
+        deal_final_round=proportion(sum(bool(r.deal_final_round) for r in measured),
+                                    len(measured)) if measured else None,
+        red_line_proposals=proportion(sum(c for c, _ in proposals), tabled) if tabled else None,
+        upper_bound=any(r.upper_bound for r in runs),
         variant=variant,
         n=n,
         deals=len(deals),

@@ -11,13 +11,21 @@ Config file (TOML, `--config FILE`, or `detente.toml` in the working folder):
     temperature = 0.7
     max_tokens = 800
     structured_mode = "json_schema"   # or json_object (llama.cpp server), prompt
+    assist = "none"                   # or table, tool
 
     [agents.russia]       # one party
     spec = "scripted:boulware"
 
+    [agents.ukraine]
+    seed = 7              # pins this party's seed; otherwise every LLM agent gets the run's seed
+
 Environment: OPENAI_API_KEY, OPENAI_BASE_URL, DETENTE_MODEL, DETENTE_AGENTS ("us=...,all=..."),
 DETENTE_TEMPERATURE, DETENTE_MAX_TOKENS, DETENTE_MAX_RETRIES, DETENTE_STRUCTURED_MODE,
-DETENTE_CONFIG.
+DETENTE_ASSIST ("table" or "us=tool,all=table"), DETENTE_CONFIG.
+
+The run's seed (`--seed`, or each seed of a sweep) reaches every LLM agent as the request's
+`seed`, unless the party's own settings pin one; it is not a default setting, so a sweep's seeds
+are always distinct samples.
 """
 
 from __future__ import annotations
@@ -30,17 +38,18 @@ from pathlib import Path
 from typing import Any, get_args
 
 from detente.errors import InputError, Problem
-from detente.events import AgentSettings, StructuredMode
+from detente.events import ASSIST_MODES, ORACLE_STRATEGY, AgentSettings, StructuredMode
 from detente.scenario import Scenario
 
 SCRIPTED_PREFIX = "scripted:"
 NEGOTIATOR_STRATEGIES = ("boulware", "linear", "conceder")
-MEDIATOR_STRATEGIES = ("nash", "snt")
+MEDIATOR_STRATEGIES = ("nash", "snt", ORACLE_STRATEGY)
 DEFAULT_MEDIATOR_STRATEGY = "nash"
 CONFIG_NAME = "detente.toml"
 
 _ENDPOINT_KEYS = ("model", "base_url", "temperature", "max_tokens", "max_retries",
-                  "structured_mode", "seed", "prompt")
+                  "structured_mode", "prompt", "assist")
+_PARTY_KEYS = (*_ENDPOINT_KEYS, "seed", "spec")
 
 
 @dataclass
@@ -69,6 +78,7 @@ def flag_layer(
     *, model: str | None, agents: Sequence[str], base_url: str | None = None,
     temperature: float | None = None, max_tokens: int | None = None,
     max_retries: int | None = None, structured_mode: str | None = None,
+    assist: Sequence[str] = (),
 ) -> Layer:
     defaults = {
         k: v for k, v in {
@@ -77,7 +87,23 @@ def flag_layer(
             "structured_mode": structured_mode,
         }.items() if v is not None
     }
-    return Layer("flags", defaults=defaults, specs=parse_agent_flags(agents))
+    layer = Layer("flags", defaults=defaults, specs=parse_agent_flags(agents))
+    _add_assist(layer, assist, "--assist")
+    return layer
+
+
+def _add_assist(layer: Layer, values: Sequence[str], source: str) -> None:
+    """`MODE` or `all=MODE` for every LLM agent, `PARTY=MODE` for one."""
+    for value in values:
+        party, sep, mode = value.rpartition("=")
+        party, mode = party.strip(), mode.strip()
+        if mode not in ASSIST_MODES or (sep and not party):
+            raise InputError(source, [Problem(value, "expected MODE or PARTY=MODE with MODE one "
+                                              f"of: {', '.join(ASSIST_MODES)}")])
+        if not sep or party == "all":
+            layer.defaults["assist"] = mode
+        else:
+            layer.per_party.setdefault(party, {})["assist"] = mode
 
 
 def env_layer(env: Mapping[str, str] | None = None) -> Layer:
@@ -101,7 +127,10 @@ def env_layer(env: Mapping[str, str] | None = None) -> Layer:
     specs = parse_agent_flags(
         [s for s in env.get("DETENTE_AGENTS", "").split(",") if s.strip()], "DETENTE_AGENTS"
     )
-    return Layer("environment", defaults=defaults, specs=specs)
+    layer = Layer("environment", defaults=defaults, specs=specs)
+    _add_assist(layer, [s for s in env.get("DETENTE_ASSIST", "").split(",") if s.strip()],
+                "DETENTE_ASSIST")
+    return layer
 
 
 def file_layer(path: Path | None) -> Layer:
@@ -121,12 +150,17 @@ def file_layer(path: Path | None) -> Layer:
         raise InputError(path, [Problem(k, "unknown section; expected [defaults] or "
                                         "[agents.PARTY]") for k in sorted(unknown)])
     defaults = dict(data.get("defaults", {}))
+    if "seed" in defaults:
+        raise InputError(path, [Problem("defaults.seed", "a seed for every agent would make "
+                                        "every run of a sweep the same sample; give the run's "
+                                        "seed with --seed, or pin one party's in "
+                                        "[agents.PARTY]")])
     _check_keys(path, "defaults", defaults, _ENDPOINT_KEYS)
     specs: dict[str, str] = {}
     per_party: dict[str, dict[str, Any]] = {}
     for party, table in data.get("agents", {}).items():
         table = dict(table)
-        _check_keys(path, f"agents.{party}", table, (*_ENDPOINT_KEYS, "spec"))
+        _check_keys(path, f"agents.{party}", table, _PARTY_KEYS)
         if "spec" in table:
             specs[party] = str(table.pop("spec"))
         per_party[party] = table
@@ -140,13 +174,12 @@ def _check_keys(path: Path, where: str, table: Mapping[str, Any], allowed: Seque
                                         f"{', '.join(allowed)}") for k in bad])
 
 
-def resolve_agents(
-    scenario: Scenario, layers: Sequence[Layer], *, seed: int,
-) -> dict[str, AgentSettings]:
+def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, AgentSettings]:
     """Settings for every party. `layers` go from highest precedence to lowest.
 
     A party with no spec anywhere gets the default model; without one, `local` (the embedded
-    model, decided by the caller) is signalled by `model=None`.
+    model, decided by the caller) is signalled by `model=None`. `seed` stays None unless a
+    party pins one: the run fills in its own seed (`RunPlan.seed`) when it starts.
     """
     parties = scenario.parties
     for layer in layers:
@@ -188,6 +221,10 @@ def resolve_agents(
         if mode is not None and mode not in get_args(StructuredMode):
             raise InputError("agents", [Problem(f"{party}.structured_mode", f"expected one of: "
                              f"{', '.join(get_args(StructuredMode))}, got {mode!r}")])
+        assist = lookup(party, "assist")
+        if assist is not None and assist not in ASSIST_MODES:
+            raise InputError("agents", [Problem(f"{party}.assist", f"expected one of: "
+                             f"{', '.join(ASSIST_MODES)}, got {assist!r}")])
         temperature = lookup(party, "temperature")
         max_tokens = lookup(party, "max_tokens")
         max_retries = lookup(party, "max_retries")
@@ -197,10 +234,11 @@ def resolve_agents(
             model=model,
             base_url=lookup(party, "base_url"),
             temperature=0.7 if temperature is None else float(temperature),
-            seed=seed if party_seed is None else int(party_seed),
+            seed=None if party_seed is None else int(party_seed),
             max_tokens=800 if max_tokens is None else int(max_tokens),
             max_retries=None if max_retries is None else int(max_retries),
             structured_mode=mode,
             prompt=lookup(party, "prompt"),
+            assist=assist,
         )
     return settings

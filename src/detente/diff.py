@@ -172,7 +172,7 @@ class _Run:
         return RunRef(run_dir=str(self.dir), run_id=self.header.run_id,
                       scenario_id=self.header.scenario_id, seed=self.header.seed,
                       agents=agents_label(self.header.agents), status=self.result.status,
-                      reason=self.result.reason, rounds=self.result.rounds)
+                      reason=self.result.reason, rounds=self.result.rounds_played)
 
 
 def _ordered(items: Iterable[str]) -> list[str]:
@@ -295,7 +295,7 @@ def _outcome(issues: Sequence[str], a: RunResult, b: RunResult,
         ))
     return OutcomeDiff(
         status_a=a.status, status_b=b.status, reason_a=a.reason, reason_b=b.reason,
-        rounds_a=a.rounds, rounds_b=b.rounds,
+        rounds_a=a.rounds_played, rounds_b=b.rounds_played,
         package=_cells(issues, a.package, b.package),
         parties=parties,
         distance_to_nash_a=a.scores.deal.distance_to_nash,

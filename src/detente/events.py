@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from detente.errors import InputError, Problem
 from detente.scenario import Package
 
-EVENT_FORMAT_VERSION = 1
+EVENT_FORMAT_VERSION = 2
+"""2: per-turn request hashes and settings (`llm`), value estimates, refused proposals, tool
+calls, the assist setting and the quote key. Logs of format 1 still read."""
 
 EVERYONE: Literal["all"] = "all"
 
@@ -27,6 +29,12 @@ LOG_NAME = "events.jsonl"
 
 RunStatus = Literal["deal", "no_deal", "deadlock", "error", "interrupted"]
 StructuredMode = Literal["json_schema", "json_object", "prompt"]
+Assist = Literal["none", "table", "tool"]
+"""What an LLM party is told of a package's worth to it: nothing (`none`), the exact value of
+the package on the table and the red lines it breaks (`table`), or an `evaluate_package` tool it
+may call a few times a turn (`tool`)."""
+ASSIST_MODES: tuple[str, ...] = ("none", "table", "tool")
+ORACLE_STRATEGY = "oracle"
 
 
 def utc_now() -> str:
@@ -64,11 +72,14 @@ class AgentSettings(BaseModel):
 
     kind: Literal["scripted", "llm"]
     strategy: str | None = None
-    """Scripted strategy name (`boulware`, `linear`, `conceder`, `nash`, `snt`)."""
+    """Scripted strategy name (`boulware`, `linear`, `conceder`, `nash`, `snt`, `oracle`)."""
     model: str | None = None
     base_url: str | None = None
     temperature: float | None = None
     seed: int | None = None
+    """Sent as the request's `seed`. In a run's header: the seed actually used (the run's seed
+    unless the party's settings pinned one). In a sweep's manifest: None unless pinned, so every
+    seed of the sweep reaches the model."""
     max_tokens: int | None = None
     max_retries: int | None = None
     """HTTP retries the openai client makes on connection errors, 429 and 5xx."""
@@ -77,11 +88,53 @@ class AgentSettings(BaseModel):
     """`compact` drops option descriptions and long positions, for small local models."""
     local_model: str | None = None
     """GGUF file served by the embedded llama.cpp server (its URL changes from run to run)."""
+    assist: Assist | None = None
+    """See `Assist`; None means the default: `table` on the embedded model, else `none`."""
 
     def label(self) -> str:
         if self.kind == "scripted":
-            return f"scripted:{self.strategy}"
+            upper = " (upper bound)" if self.strategy == ORACLE_STRATEGY else ""
+            return f"scripted:{self.strategy}{upper}"
         return f"{self.model} (embedded)" if self.local_model else str(self.model)
+
+    @property
+    def upper_bound(self) -> bool:
+        """An oracle mediator: it knows every party's utilities, so its run is a reference."""
+        return self.kind == "scripted" and self.strategy == ORACLE_STRATEGY
+
+    def effective_assist(self) -> Assist:
+        if self.assist is not None:
+            return self.assist
+        return "table" if self.local_model else "none"
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs' players the same for pooling: every setting that shapes the
+        model's answers, without the seed (it differs between samples by design), the endpoint
+        address (the embedded server's port changes every run) or HTTP retries."""
+        if self.kind == "scripted":
+            return {"kind": "scripted", "strategy": self.strategy}
+        return {
+            "kind": "llm",
+            "model": self.model,
+            "local_model": Path(self.local_model).name if self.local_model else None,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "structured_mode": self.structured_mode,
+            "prompt": self.prompt,
+            "assist": self.effective_assist(),
+        }
+
+    def call_settings(self) -> dict[str, Any]:
+        """The settings an LLM turn records beside its request hash."""
+        return {
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "structured_mode": self.structured_mode,
+            "prompt": self.prompt,
+            "assist": self.effective_assist(),
+        }
 
 
 class RunHeader(_Event):
@@ -100,6 +153,22 @@ class RunHeader(_Event):
     agents: dict[str, AgentSettings]
     bounded_context: int
     """How many recent public statements each agent sees."""
+    quote_key: str = ""
+    """The run's secret for quote delimiters: each prompt's delimiter is derived from it, so no
+    party can know (and forge) the delimiter of another party's prompt."""
+    log_prompts: bool = False
+    """Whether `prompts.jsonl` keeps every request and raw response."""
+
+
+class LLMCall(BaseModel):
+    """Provenance of one LLM turn: the exact requests it sent and the settings used."""
+
+    request_hashes: list[str]
+    """SHA-256 of each request body as sent (canonical JSON), in order: the first is the turn's
+    prompt; corrections of invalid answers and tool follow-ups come after. The bodies are in the
+    run's `prompts.jsonl` under the same hashes."""
+    settings: dict[str, Any]
+    """Model, temperature, max_tokens, seed, structured mode, prompt mode and assist."""
 
 
 class Statement(_Event):
@@ -115,6 +184,7 @@ class Statement(_Event):
     latency: float = 0.0
     invalid: bool = False
     """The agent gave no valid answer; `text` holds what went wrong."""
+    llm: LLMCall | None = None
 
 
 class Proposal(_Event):
@@ -129,6 +199,37 @@ class Proposal(_Event):
     usage: Usage = Usage()
     latency: float = 0.0
     invalid: bool = False
+    llm: LLMCall | None = None
+    repeats_rejected: bool = False
+    """The proposer tabled an already rejected package again after every refusal: it stands, and
+    counts toward deadlock."""
+
+
+class RefusedProposal(_Event):
+    """A package tabled again after it was rejected: refused, and the proposer asked again."""
+
+    type: Literal["refused"] = "refused"
+    round: int
+    speaker: str
+    package: Package
+    rationale: str
+    reason: str
+    usage: Usage = Usage()
+    latency: float = 0.0
+    llm: LLMCall | None = None
+
+
+class ToolCall(_Event):
+    """A call of the `evaluate_package` tool by an LLM party (assist `tool`): private."""
+
+    type: Literal["tool_call"] = "tool_call"
+    round: int
+    speaker: str
+    visible_to: list[str]
+    name: str
+    arguments: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 class IssueStance(BaseModel):
@@ -149,11 +250,15 @@ class Response(_Event):
     """Public: every agent sees it."""
     private_rationale: str
     """Private: no other agent ever sees it."""
+    value_estimate: float | None = None
+    """The party's own estimate (0-100) of the package's worth to it; the scorer compares it
+    with the true value. None for scripted parties (they compute it) and invalid answers."""
     usage: Usage = Usage()
     latency: float = 0.0
     invalid: bool = False
     """True for `invalid_response`: no valid answer after retries, counted as a rejection."""
     errors: list[str] = []
+    llm: LLMCall | None = None
 
 
 class Tally(_Event):
@@ -191,7 +296,8 @@ class Outcome(_Event):
 
 
 Event = Annotated[
-    RunHeader | Statement | Proposal | Response | Tally | ErrorEvent | Resumed | Outcome,
+    RunHeader | Statement | Proposal | RefusedProposal | ToolCall | Response | Tally
+    | ErrorEvent | Resumed | Outcome,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

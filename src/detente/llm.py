@@ -2,18 +2,22 @@
 
 Every model call of the harness goes through `LLMClient.complete`, which asks for one JSON object
 matching a pydantic model, validates it, and on an invalid answer feeds the validation error back
-to the model and asks again (up to `EndpointConfig.validation_retries` times).
+to the model and asks again (up to `EndpointConfig.validation_retries` times). Every request body
+is built here (`request_body`), sent exactly as built, hashed (`request_hash`), and returned with
+its raw response as an `Exchange`, so a run can keep the full record of what a model was asked.
 
 Three ways of asking for structure, chosen per endpoint by `EndpointConfig.structured_mode`:
 
-- `json_schema`: OpenAI strict structured outputs, sent by `client.chat.completions.parse`
-  (openai's helper turns the pydantic model into a strict schema). If openai's helper cannot make
-  the model's schema strict, the plain schema is sent with `create()` as
-  `{"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}`.
+- `json_schema`: OpenAI strict structured outputs, `{"type": "json_schema", "json_schema":
+  {"name", "schema", "strict": true}}`, with openai's own strict version of the pydantic model's
+  schema when it can make one;
 - `json_object`: `{"type": "json_object", "schema": {...}}`, the grammar-constrained mode of the
   llama-cpp-python server (the embedded local model); see `grammar_schema`.
 - `prompt`: no `response_format`; the schema is appended to the last system/user message and the
   first JSON object in the reply is taken.
+
+A `Tool` (OpenAI tool calling) may be offered with a request: its calls are run here, bounded per
+turn, and recorded.
 
 Transport failures (unreachable server, HTTP errors after openai's own retries, timeouts) raise
 `LLMTransportError` with a one-line message; answers still invalid after the retries raise
@@ -23,12 +27,13 @@ Transport failures (unreachable server, HTTP errors after openai's own retries, 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
@@ -89,6 +94,53 @@ class ChatResult(Generic[T]):
     """One entry per rejected attempt, in order (empty when the first answer was valid)."""
     raw_texts: list[str] = field(default_factory=list)
     """The text of every reply, the accepted one last."""
+    exchanges: list[Exchange] = field(default_factory=list)
+    """Every HTTP exchange of the call (attempts and tool follow-ups), in order."""
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request exactly as sent and what came back: the run's `prompts.jsonl` keeps these."""
+
+    request: dict[str, Any]
+    request_hash: str
+    response: Any = None
+    """The raw response body (parsed JSON when it is JSON, else the text); None on failure."""
+    error: str | None = None
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    name: str
+    arguments: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call (OpenAI tool calling), at most `max_calls` times a turn."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    """A strict JSON schema of the arguments."""
+    call: Callable[[dict[str, Any]], dict[str, Any]]
+    """Runs the tool on validated arguments; raises ValueError for invalid ones."""
+    max_calls: int = 3
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "function", "function": {
+            "name": self.name, "description": self.description,
+            "parameters": self.parameters, "strict": True}}
+
+
+def request_hash(body: Mapping[str, Any]) -> str:
+    """SHA-256 of a request body as canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class LLMError(DetenteError):
@@ -101,6 +153,8 @@ class LLMTransportError(LLMError):
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.exchanges: list[Exchange] = []
+        """The exchanges of the failed call (filled in by `LLMClient.complete`)."""
 
 
 class InvalidResponseError(LLMError):
@@ -116,8 +170,12 @@ class InvalidResponseError(LLMError):
         completion_tokens: int,
         attempts: int,
         latency_s: float,
+        exchanges: list[Exchange] | None = None,
+        tool_calls: list[ToolCallRecord] | None = None,
     ) -> None:
         super().__init__(message)
+        self.exchanges = exchanges or []
+        self.tool_calls = tool_calls or []
         self.errors = errors
         self.raw_texts = raw_texts
         self.prompt_tokens = prompt_tokens
@@ -133,6 +191,8 @@ class _Reply:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The assistant message's tool calls, as the API gives them."""
 
 
 class _Invalid(Exception):
@@ -372,7 +432,7 @@ class LLMClient:
         )
         self.base_url = str(self._client.base_url).rstrip("/")
         self._lock = threading.Lock()
-        self._strict_ok: dict[type[BaseModel], bool] = {}
+        self._strict_formats: dict[type[BaseModel], dict[str, Any]] = {}
 
     def close(self) -> None:
         self._client.close()
@@ -399,9 +459,16 @@ class LLMClient:
             raise self._transport_error(exc) from None
 
     def complete(
-        self, messages: Sequence[Mapping[str, Any]], response_model: type[T]
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        response_model: type[T],
+        tool: Tool | None = None,
     ) -> ChatResult[T]:
-        """Ask for one JSON object matching `response_model`, correcting invalid answers."""
+        """Ask for one JSON object matching `response_model`, correcting invalid answers.
+
+        With a `tool`, the model may call it up to `tool.max_calls` times before it answers;
+        each call is run here and its result sent back. Tool rounds are not answer attempts.
+        """
         mode = self.config.structured_mode
         convo: list[dict[str, Any]] = [dict(m) for m in messages]
         if mode == "prompt":
@@ -409,14 +476,35 @@ class LLMClient:
 
         errors: list[str] = []
         raw_texts: list[str] = []
+        exchanges: list[Exchange] = []
+        tool_calls: list[ToolCallRecord] = []
         prompt_tokens = completion_tokens = 0
         started = time.monotonic()
         attempts = 0
-        for _ in range(self.config.validation_retries + 1):
-            attempts += 1
-            reply = self._call(convo, response_model)
+        while attempts <= self.config.validation_retries:
+            tools_left = tool.max_calls - len(tool_calls) if tool is not None else 0
+            body = self.request_body(convo, response_model, tool, tools_left > 0)
+            try:
+                reply = self._call(body, exchanges)
+            except LLMTransportError as exc:
+                exc.exchanges = exchanges
+                raise
             prompt_tokens += reply.prompt_tokens
             completion_tokens += reply.completion_tokens
+            if reply.tool_calls and tool is not None:
+                convo = [*convo, {"role": "assistant", "content": reply.text,
+                                  "tool_calls": reply.tool_calls}]
+                for call in reply.tool_calls:
+                    record = self._run_tool(tool, call, allowed=len(tool_calls) < tool.max_calls)
+                    if record is not None:
+                        tool_calls.append(record)
+                    answer = (record.result if record is not None and record.error is None
+                              else {"error": record.error if record is not None else
+                                    f"no more {tool.name} calls this turn: answer now"})
+                    convo.append({"role": "tool", "tool_call_id": call.get("id", ""),
+                                  "content": json.dumps(answer)})
+                continue
+            attempts += 1
             said = reply.text if reply.text is not None else (reply.refusal or "")
             raw_texts.append(said)
             try:
@@ -438,6 +526,8 @@ class LLMClient:
                 attempts=attempts,
                 validation_errors=errors,
                 raw_texts=raw_texts,
+                exchanges=exchanges,
+                tool_calls=tool_calls,
             )
         raise InvalidResponseError(
             f"{self.config.model} gave no valid {response_model.__name__} in {attempts} "
@@ -448,71 +538,106 @@ class LLMClient:
             completion_tokens=completion_tokens,
             attempts=attempts,
             latency_s=time.monotonic() - started,
+            exchanges=exchanges,
+            tool_calls=tool_calls,
         )
+
+    def _run_tool(
+        self, tool: Tool, call: Mapping[str, Any], *, allowed: bool
+    ) -> ToolCallRecord | None:
+        function = call.get("function") or {}
+        name = str(function.get("name", ""))
+        if not allowed:
+            return None
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except ValueError:
+            return ToolCallRecord(name, {}, None, "the arguments are not valid JSON")
+        if not isinstance(arguments, dict):
+            return ToolCallRecord(name, {}, None, "the arguments must be a JSON object")
+        if name != tool.name:
+            return ToolCallRecord(name, arguments, None, f"unknown tool {name!r}; the only "
+                                  f"tool is {tool.name}")
+        try:
+            return ToolCallRecord(name, arguments, tool.call(arguments))
+        except ValueError as exc:
+            return ToolCallRecord(name, arguments, None, _short(str(exc), 300))
 
     # --- internals ------------------------------------------------------------------------
 
-    def _common(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
+    def request_body(
+        self,
+        messages: list[dict[str, Any]],
+        response_model: type[BaseModel],
+        tool: Tool | None = None,
+        tools_allowed: bool = True,
+    ) -> dict[str, Any]:
+        """The exact JSON body of one chat completion request."""
+        body: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
             "temperature": self.config.temperature,
         }
         if self.config.seed is not None:
-            kwargs["seed"] = self.config.seed
+            body["seed"] = self.config.seed
         if self.config.max_tokens is not None:
-            kwargs["max_tokens"] = self.config.max_tokens
-        return kwargs
+            body["max_tokens"] = self.config.max_tokens
+        mode = self.config.structured_mode
+        if mode == "json_schema":
+            body["response_format"] = self._strict_format(response_model)
+        elif mode == "json_object":
+            body["response_format"] = {
+                "type": "json_object",
+                "schema": grammar_schema(response_model.model_json_schema()),
+            }
+        if tool is not None:
+            body["tools"] = [tool.spec()]
+            body["tool_choice"] = "auto" if tools_allowed else "none"
+        return body
 
-    def _strict_compatible(self, response_model: type[BaseModel]) -> bool:
+    def _strict_format(self, response_model: type[BaseModel]) -> dict[str, Any]:
+        """OpenAI strict structured outputs: openai's own strict schema when it can make one,
+        else the plain schema marked strict."""
         with self._lock:
-            known = self._strict_ok.get(response_model)
+            known = self._strict_formats.get(response_model)
         if known is None:
             try:
-                type_to_response_format_param(response_model)
-                known = True
+                known = cast(dict[str, Any], type_to_response_format_param(response_model))
             except (TypeError, ValueError, KeyError, AssertionError):
-                known = False
+                known = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": response_model.__name__,
+                        "schema": response_model.model_json_schema(),
+                        "strict": True,
+                    },
+                }
             with self._lock:
-                self._strict_ok[response_model] = known
+                self._strict_formats[response_model] = known
         return known
 
-    def _call(self, messages: list[dict[str, Any]], response_model: type[BaseModel]) -> _Reply:
-        mode = self.config.structured_mode
-        kwargs = self._common(messages)
-        completions = self._client.chat.completions
+    def _call(self, body: dict[str, Any], exchanges: list[Exchange]) -> _Reply:
+        """Send one request body exactly as given; log the exchange."""
+        digest = request_hash(body)
+        extra = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        started = time.monotonic()
         try:
-            if mode == "json_schema" and self._strict_compatible(response_model):
-                # parse() builds the strict schema; its own parsing is lazy on the raw response,
-                # so an invalid answer reaches our validation and can be fed back to the model.
-                raw = completions.with_raw_response.parse(**kwargs, response_format=response_model)
-                completion = ChatCompletion.model_validate_json(raw.text)
-            elif mode == "json_schema":
-                completion = completions.create(
-                    **kwargs,
-                    response_format={
-                        "type": "json_schema",
-                        "json_schema": {
-                            "name": response_model.__name__,
-                            "schema": response_model.model_json_schema(),
-                            "strict": True,
-                        },
-                    },
-                )
-            elif mode == "json_object":
-                completion = completions.create(
-                    **kwargs,
-                    extra_body={
-                        "response_format": {
-                            "type": "json_object",
-                            "schema": grammar_schema(response_model.model_json_schema()),
-                        }
-                    },
-                )
-            else:
-                completion = completions.create(**kwargs)
+            raw = self._client.chat.completions.with_raw_response.create(
+                model=body["model"], messages=body["messages"], extra_body=extra)
+            text = raw.text
         except openai.OpenAIError as exc:
-            raise self._transport_error(exc) from None
+            error = self._transport_error(exc)
+            exchanges.append(Exchange(body, digest, None, str(error),
+                                      time.monotonic() - started))
+            raise error from None
+        latency = time.monotonic() - started
+        try:
+            payload: Any = json.loads(text)
+        except ValueError:
+            payload = text
+        exchanges.append(Exchange(body, digest, payload, None, latency))
+        try:
+            completion = ChatCompletion.model_validate_json(text)
         except ValidationError as exc:
             raise LLMTransportError(
                 f"{self.base_url} answered with a malformed chat completion: "
@@ -522,12 +647,15 @@ class LLMClient:
             raise LLMTransportError(f"{self.base_url} answered with no choices")
         choice = completion.choices[0]
         usage = completion.usage
+        calls = [c.model_dump(mode="json", exclude_none=True)
+                 for c in (choice.message.tool_calls or [])]
         return _Reply(
             text=choice.message.content,
             refusal=choice.message.refusal,
             finish_reason=choice.finish_reason,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
+            tool_calls=calls,
         )
 
     def _validate(self, reply: _Reply, response_model: type[T]) -> T:

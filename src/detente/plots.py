@@ -220,7 +220,7 @@ def table_series(run: RunData) -> TableSeries:
     else:
         utilities = np.zeros((0, len(voters)))
         broken = np.zeros((0, len(voters)), dtype=bool)
-    deal_round = run.result.rounds if run.result.status == "deal" else None
+    deal_round = run.result.rounds_played if run.result.status == "deal" else None
     return TableSeries(
         rounds=rounds, packages=packages, voters=voters, utilities=utilities,
         reservation={p: float(space.reservation[v]) for v, p in enumerate(voters)},

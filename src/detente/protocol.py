@@ -4,6 +4,10 @@ opening statements (all parties at once) -> [proposal -> optional caucus -> resp
 parties at once) -> tally] repeated until the decision rule passes a package, the round limit is
 reached, or the same package is rejected `deadlock_after` times.
 
+A proposer that tables a package already rejected is refused with feedback and asked again, at
+most `MAX_REFUSALS` times; scripted and LLM proposers alike. If it still repeats one, the package
+stands (marked `repeats_rejected`) and counts toward deadlock.
+
 The state holds plain values only: the round, the package on the table, and the list of events
 (dicts), which is the single source of truth from which every agent's bounded, filtered view is
 built. Agents live outside the state, in the nodes' closures.
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypedDict, cast
 
 import numpy as np
@@ -28,15 +32,22 @@ from detente.events import (
     IssueStance,
     Outcome,
     Proposal,
+    RefusedProposal,
     Response,
     Statement,
     Tally,
+    ToolCall,
 )
 from detente.scenario import Package, Scenario
 from detente.space import PackageSpace
 
 DEFAULT_CONTEXT = 6
 """How many recent public statements (and own positions, caucus lines) an agent sees."""
+MAX_REFUSALS = 2
+"""How many times a proposer that re-tables a rejected package is asked again."""
+
+TurnSink = Callable[[str, Turn[Any]], None]
+"""Receives every turn an agent took, by event id (the runner keeps its full exchanges)."""
 
 
 class NegotiationState(TypedDict, total=False):
@@ -70,9 +81,17 @@ def proposer_for(scenario: Scenario, round_: int) -> str:
 
 
 def build_context(
-    scenario: Scenario, state: NegotiationState, party: str, k: int = DEFAULT_CONTEXT
+    scenario: Scenario,
+    state: NegotiationState,
+    party: str,
+    k: int = DEFAULT_CONTEXT,
+    *,
+    turn_id: str = "",
+    quote_key: str = "",
+    feedback: tuple[str, ...] = (),
 ) -> Context:
-    """What `party` may see now: public record (last k), its own answers, its caucuses."""
+    """What `party` may see now: public record (last k), its own answers, its caucuses, and the
+    last round's votes with what each party asked for."""
     events = state.get("events", [])
     round_ = state.get("round", 0)
     public: list[Line] = []
@@ -80,6 +99,7 @@ def build_context(
     own: list[OwnPosition] = []
     positions: dict[str, dict[str, IssueStance]] = {}
     last_votes: dict[str, Any] = {}
+    last_round = 0
     rejected: list[Package] = []
     for e in events:
         kind = e["type"]
@@ -99,6 +119,7 @@ def build_context(
                 own.append(OwnPosition(e["round"], e["vote"], stances))
         elif kind == "tally":
             last_votes = dict(e["votes"])
+            last_round = e["round"]
             if not e["accepted"]:
                 rejected.append(Package.model_validate(e["package"]))
     table = state.get("table")
@@ -114,7 +135,21 @@ def build_context(
         last_votes=last_votes,
         rejected=rejected,
         seed=state.get("seed", 0),
+        turn_id=turn_id,
+        feedback=feedback,
+        quote_key=quote_key,
+        last_round=last_round,
     )
+
+
+def tool_events(turn_id: str, round_: int, party: str, turn: Turn[Any]) -> list[dict[str, Any]]:
+    """The turn's `evaluate_package` calls as private events, in order."""
+    return [
+        ToolCall(id=f"{turn_id}/tool/{k}", round=round_, speaker=party, visible_to=[party],
+                 name=call.name, arguments=call.arguments, result=call.result,
+                 error=call.error).model_dump(mode="json")
+        for k, call in enumerate(turn.tool_calls, start=1)
+    ]
 
 
 def build_graph(
@@ -123,12 +158,15 @@ def build_graph(
     *,
     context_size: int = DEFAULT_CONTEXT,
     journal: Mapping[str, dict[str, Any]] | None = None,
+    quote_key: str = "",
+    on_turn: TurnSink | None = None,
 ) -> StateGraph[NegotiationState]:
     """The protocol graph for `scenario` played by `agents` (one per party).
 
     `journal` holds events already in the run's log, by id. A turn whose event is there is
     taken from it instead of asking the agent again: a crash between logging an event and
-    checkpointing it must not cost (or change) a model call on resume.
+    checkpointing it must not cost (or change) a model call on resume. `on_turn` receives every
+    turn taken (not those from the journal), e.g. to keep its requests and responses.
     """
     logged = journal or {}
     space = PackageSpace(scenario)
@@ -138,41 +176,90 @@ def build_graph(
     def announce(party: str, turn: str, round_: int) -> None:
         get_stream_writer()({"speaking": party, "turn": turn, "round": round_})
 
-    def ctx_for(state: NegotiationState, party: str) -> Context:
-        return build_context(scenario, state, party, context_size)
+    def ctx_for(state: NegotiationState, party: str, turn_id: str,
+                feedback: tuple[str, ...] = ()) -> Context:
+        return build_context(scenario, state, party, context_size, turn_id=turn_id,
+                             quote_key=quote_key, feedback=feedback)
+
+    def taken(turn_id: str, turn: Turn[Any]) -> None:
+        if on_turn is not None:
+            on_turn(turn_id, turn)
+
+    def ask(turn_id: str, call: Callable[[], Turn[Any]]) -> Turn[Any]:
+        """Take a turn; a failure is labelled with the turn it broke (for the run's records)."""
+        try:
+            return call()
+        except Exception as exc:
+            if not hasattr(exc, "turn_id"):
+                exc.turn_id = turn_id  # type: ignore[attr-defined]
+            raise
+
+    def from_log(turn_id: str) -> list[dict[str, Any]]:
+        """A logged turn's event and its tool calls, in order."""
+        prefix = f"{turn_id}/tool/"
+        tools = sorted((e for i, e in logged.items() if i.startswith(prefix)),
+                       key=lambda e: int(e["id"][len(prefix):]))
+        return [*tools, logged[turn_id]]
 
     # ------------------------------------------------------------------ nodes
 
     def opening(task: TaskInput) -> dict[str, Any]:
         party = task["party"]
-        if f"opening/{party}" in logged:
-            return {"events": [logged[f"opening/{party}"]]}
+        turn_id = f"opening/{party}"
+        if turn_id in logged:
+            return {"events": [logged[turn_id]]}
         announce(party, "opening", 0)
-        turn = agents[party].opening(ctx_for(task["state"], party))
+        turn = ask(turn_id, lambda: agents[party].opening(ctx_for(task["state"], party, turn_id)))
+        taken(turn_id, turn)
         event = Statement(
-            id=f"opening/{party}", kind="opening", round=0, speaker=party,
+            id=turn_id, kind="opening", round=0, speaker=party,
             text=turn.content.text, usage=turn.usage, latency=turn.latency,
-            invalid=turn.invalid,
+            invalid=turn.invalid, llm=turn.llm,
         )
         return {"events": [event.model_dump(mode="json")]}
 
     def propose(state: NegotiationState) -> dict[str, Any]:
         round_ = state.get("round", 0) + 1
         proposer = proposer_for(scenario, round_)
-        if f"r{round_}/proposal" in logged:
+        turn_id = f"r{round_}/proposal"
+        if turn_id in logged:
             return _from_journal(round_, proposer)
         announce(proposer, "proposal", round_)
         view: NegotiationState = {**state, "round": round_}
-        turn = agents[proposer].propose(ctx_for(view, proposer))
+        rejected_in: dict[str, list[int]] = {}
+        for e in state.get("events", []):
+            if e["type"] == "tally" and not e["accepted"]:
+                rejected_in.setdefault(package_key(e["package"]), []).append(e["round"])
+        events: list[dict[str, Any]] = []
+        feedback: tuple[str, ...] = ()
+        for attempt in range(MAX_REFUSALS + 1):
+            ctx = ctx_for(view, proposer, turn_id, feedback)
+            turn = ask(turn_id, lambda ctx=ctx: agents[proposer].propose(ctx))  # type: ignore[misc]
+            package = _snap(scenario, turn.content.package)
+            rounds = rejected_in.get(package_key(package.model_dump(mode="json")))
+            if rounds is None or attempt == MAX_REFUSALS:
+                break
+            refused_id = f"{turn_id}/refused/{attempt + 1}"
+            taken(refused_id, turn)
+            reason = (f"this package was already rejected (round {', '.join(map(str, rounds))});"
+                      " table a package that differs from every rejected one on at least one "
+                      "issue or term")
+            events += tool_events(refused_id, round_, proposer, turn)
+            events.append(RefusedProposal(
+                id=refused_id, round=round_, speaker=proposer, package=package,
+                rationale=turn.content.rationale, reason=reason, usage=turn.usage,
+                latency=turn.latency, llm=turn.llm).model_dump(mode="json"))
+            feedback = (*feedback, f"Attempt {attempt + 1}: {package.describe()}: {reason}.")
+        taken(turn_id, turn)
         content = turn.content
-        package = _snap(scenario, content.package)
-        events = [
+        events += tool_events(turn_id, round_, proposer, turn)
+        events.append(
             Proposal(
-                id=f"r{round_}/proposal", round=round_, speaker=proposer, package=package,
+                id=turn_id, round=round_, speaker=proposer, package=package,
                 rationale=content.rationale, usage=turn.usage, latency=turn.latency,
-                invalid=turn.invalid,
+                invalid=turn.invalid, llm=turn.llm, repeats_rejected=rounds is not None,
             ).model_dump(mode="json")
-        ]
+        )
         caucus_with = content.caucus_with
         if caucus_with not in parties or caucus_with == proposer:
             caucus_with = None
@@ -191,22 +278,28 @@ def build_graph(
         }
 
     def _from_journal(round_: int, proposer: str) -> dict[str, Any]:
-        proposal = logged[f"r{round_}/proposal"]
+        turn_id = f"r{round_}/proposal"
+        proposal = logged[turn_id]
         caucus = logged.get(f"r{round_}/caucus")
         caucus_with = None
         if caucus is not None:
             caucus_with = next(p for p in caucus["visible_to"] if p != proposer)
+        refused: list[dict[str, Any]] = []
+        for k in range(1, MAX_REFUSALS + 1):
+            if f"{turn_id}/refused/{k}" in logged:
+                refused += from_log(f"{turn_id}/refused/{k}")
         return {
             "round": round_,
             "table": proposal["package"],
             "caucus_with": caucus_with,
-            "events": [proposal] + ([caucus] if caucus is not None else []),
+            "events": [*refused, *from_log(turn_id)] + ([caucus] if caucus is not None else []),
         }
 
     def caucus_reply(state: NegotiationState) -> dict[str, Any]:
         round_ = state["round"]
-        if f"r{round_}/caucus_reply" in logged:
-            return {"events": [logged[f"r{round_}/caucus_reply"]]}
+        turn_id = f"r{round_}/caucus_reply"
+        if turn_id in logged:
+            return {"events": [logged[turn_id]]}
         party = state.get("caucus_with")
         assert party is not None
         proposer = proposer_for(scenario, round_)
@@ -214,11 +307,13 @@ def build_graph(
             e["text"] for e in reversed(state["events"]) if e["id"] == f"r{round_}/caucus"
         )
         announce(party, "caucus", round_)
-        turn = agents[party].caucus_reply(ctx_for(state, party), message)
+        turn = ask(turn_id, lambda: agents[party].caucus_reply(ctx_for(state, party, turn_id),
+                                                               message))
+        taken(turn_id, turn)
         event = Statement(
-            id=f"r{round_}/caucus_reply", kind="caucus_reply", round=round_, speaker=party,
+            id=turn_id, kind="caucus_reply", round=round_, speaker=party,
             visible_to=[proposer, party], text=turn.content.text, usage=turn.usage,
-            latency=turn.latency, invalid=turn.invalid,
+            latency=turn.latency, invalid=turn.invalid, llm=turn.llm,
         )
         return {"events": [event.model_dump(mode="json")]}
 
@@ -226,18 +321,23 @@ def build_graph(
         party = task["party"]
         state = task["state"]
         round_ = state["round"]
-        if f"r{round_}/response/{party}" in logged:
-            return {"events": [logged[f"r{round_}/response/{party}"]]}
+        turn_id = f"r{round_}/response/{party}"
+        if turn_id in logged:
+            return {"events": from_log(turn_id)}
         announce(party, "response", round_)
-        turn: Turn[Any] = agents[party].respond(ctx_for(state, party))
+        turn = ask(turn_id, lambda: agents[party].respond(ctx_for(state, party, turn_id)))
+        taken(turn_id, turn)
         content = turn.content
         event = Response(
-            id=f"r{round_}/response/{party}", round=round_, speaker=party,
+            id=turn_id, round=round_, speaker=party,
             vote="reject" if turn.invalid else content.vote, stances=content.stances,
             statement=content.statement, private_rationale=content.private_rationale,
+            value_estimate=None if turn.invalid else content.value_estimate,
             usage=turn.usage, latency=turn.latency, invalid=turn.invalid, errors=turn.errors,
+            llm=turn.llm,
         )
-        return {"events": [event.model_dump(mode="json")]}
+        return {"events": [*tool_events(turn_id, round_, party, turn),
+                           event.model_dump(mode="json")]}
 
     def tally(state: NegotiationState) -> dict[str, Any]:
         round_ = state["round"]

@@ -7,27 +7,43 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel
+import numpy as np
+from pydantic import BaseModel, model_validator
 
-from detente.analysis import analyze
+from detente.analysis import analyze, describe_rule, nash_products, zone_of_agreement
 from detente.events import (
+    AgentSettings,
     ErrorEvent,
     Event,
     Outcome,
     Proposal,
+    RefusedProposal,
     Response,
     RunHeader,
     RunStatus,
     Statement,
     Tally,
+    ToolCall,
     Usage,
 )
 from detente.scenario import Package, Scenario
 from detente.scoring import Score, score
+from detente.space import PackageSpace
 
-RESULT_FORMAT_VERSION = 1
+RESULT_FORMAT_VERSION = 2
+"""2: per-round measures (`rounds`), the best round, run metrics and the upper-bound flag."""
+
+FLAG_TEXT = {
+    "accepted_below_walk_away": "accepted below its walk-away",
+    "accepted_across_red_line": "accepted across its own red line",
+    "accepted_objecting_to_all": "accepted while objecting to every issue",
+    "rejected_accepting_all": "rejected while accepting every issue",
+    "invalid_answer": "gave no valid answer",
+}
+"""Inconsistent answers, flagged per party and round."""
 
 
 class PartyTokens(BaseModel):
@@ -44,14 +60,92 @@ class RedLineVote(BaseModel):
     red_lines: list[str]
 
 
+class PartyRound(BaseModel):
+    """One party in one round: what the table was worth to it and how it answered."""
+
+    vote: Literal["accept", "reject"] | None
+    utility: float
+    surplus: float
+    """Utility minus the party's walk-away utility."""
+    red_lines_broken: list[str]
+    value_estimate: float | None = None
+    """The party's own estimate of the table's worth to it (LLM parties)."""
+    estimate_error: float | None = None
+    """Estimate minus the true utility."""
+    flags: list[str] = []
+    """Inconsistent answers: keys of `FLAG_TEXT`."""
+
+
+class RoundMeasures(BaseModel):
+    round: int
+    proposer: str
+    package: Package
+    refused: int = 0
+    """Re-tablings of rejected packages refused before this package was tabled."""
+    repeats_rejected: bool = False
+    """The package itself had been rejected before (it stood after every refusal)."""
+    accepts: int
+    passed: bool
+    """The votes passed the decision rule."""
+    in_zone: bool
+    """The rule would pass the package if every party voted by its own values and red lines."""
+    nash_product: float
+    """The coalition product of the package (0 outside the zone of agreement)."""
+    breaks_needed_red_line: bool
+    """The package breaks a red line of a party whose acceptance the rule needs."""
+    parties: dict[str, PartyRound]
+
+
+class Rate(BaseModel):
+    count: int
+    n: int
+    rate: float | None
+    """count / n; None when n is 0."""
+
+
+def rate(count: int, n: int) -> Rate:
+    return Rate(count=count, n=n, rate=count / n if n else None)
+
+
+class RunMetrics(BaseModel):
+    """The standard measures of multi-party negotiation benchmarks, for one run."""
+
+    deal: bool
+    """The votes passed a package (the run's outcome)."""
+    deal_any_round: bool
+    """Some tabled package lay in the zone of agreement: with every party voting by its own
+    values and red lines, the rule would have passed it (LLM-Deliberation's "any deal")."""
+    deal_final_round: bool
+    """The last tabled package lay in the zone of agreement ("final deal")."""
+    red_line_proposals: Rate
+    """Proposals (tabled packages) that break a red line of a party the rule needs."""
+    invalid_answers: dict[str, Rate]
+    """Per party: turns without a valid answer after every retry (format failures)."""
+    estimation_error: dict[str, float | None]
+    """Per party: mean absolute error of its value estimates (None: it gave none)."""
+    inconsistent_votes: dict[str, int]
+    """Per party: rounds flagged for an inconsistent answer."""
+
+
 class RunResult(BaseModel):
     format_version: int = RESULT_FORMAT_VERSION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_format_1(cls, data: Any) -> Any:
+        """Format 1 kept the number of rounds in `rounds`; it is `rounds_played` now."""
+        if isinstance(data, dict) and isinstance(data.get("rounds"), int):
+            data = {**data, "rounds_played": data["rounds"]}
+            data.pop("rounds")
+        return data
+
     run_id: str
     scenario_id: str
     scenario_hash: str
     status: RunStatus | Literal["running"]
     reason: str
-    rounds: int
+    rounds_played: int
+    """How many rounds were tallied."""
     package: Package | None
     """The agreed package (None: no deal)."""
     last_table: Package | None
@@ -66,6 +160,13 @@ class RunResult(BaseModel):
     """From the header to the last event."""
     votes_against_own_red_lines: list[RedLineVote] = []
     """Every accept vote, in any round, for a package that broke the voter's own red line."""
+    upper_bound: bool = False
+    """The mediator was the oracle: a reference run, an upper bound on what agents reach."""
+    rounds: list[RoundMeasures] = []
+    """Every round's table measured for every party (see `RoundMeasures`)."""
+    best_round: int | None = None
+    """The round with the most accepts (then the highest coalition product)."""
+    metrics: RunMetrics | None = None
 
 
 def header_of(events: list[Event]) -> RunHeader:
@@ -107,6 +208,7 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
                 calls[e.speaker] += 1
             usage[e.speaker] = usage[e.speaker] + e.usage
             invalid[e.speaker] += int(e.invalid)
+    measured = measure_rounds(scenario, events)
     tokens = {
         party: PartyTokens(
             prompt_tokens=usage[party].prompt_tokens,
@@ -123,7 +225,7 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
         scenario_hash=header.scenario_hash,
         status=outcome.status if outcome else "running",
         reason=outcome.reason if outcome else "the run has not finished",
-        rounds=rounds,
+        rounds_played=rounds,
         package=package,
         last_table=tallies[-1].package if tallies else None,
         votes=votes,
@@ -135,6 +237,120 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
         total_tokens=sum(t.total_tokens for t in tokens.values()),
         wall_time_seconds=_seconds_between(events[0].time, events[-1].time),
         votes_against_own_red_lines=against,
+        upper_bound=any(a.upper_bound for a in header.agents.values()),
+        rounds=measured,
+        best_round=best_round(measured),
+        metrics=run_metrics(scenario, events, measured, package is not None),
+    )
+
+
+def measure_rounds(scenario: Scenario, events: list[Event]) -> list[RoundMeasures]:
+    """Every tallied round's table, valued for every party, with its answers and flags."""
+    tallies = [e for e in events if isinstance(e, Tally)]
+    if not tallies:
+        return []
+    space = PackageSpace(scenario)
+    ev = space.evaluate(space.columns_for_packages([t.package for t in tallies]))
+    zone = zone_of_agreement(space, ev.rational)
+    products = nash_products(space, ev.utilities, ev.rational)
+    needed = {p for p, n in zip(space.voters, space.needed_mask, strict=True) if n}
+    proposals = {e.round: e for e in events if isinstance(e, Proposal)}
+    refused: dict[int, int] = defaultdict(int)
+    for e in events:
+        if isinstance(e, RefusedProposal):
+            refused[e.round] += 1
+    responses = {(e.round, e.speaker): e for e in events if isinstance(e, Response)}
+    out: list[RoundMeasures] = []
+    for k, tally in enumerate(tallies):
+        broken: dict[str, list[str]] = defaultdict(list)
+        for r in np.flatnonzero(ev.broken[k]):
+            line = space.red_lines[r]
+            broken[line.party].append(line.rule.id)
+        parties: dict[str, PartyRound] = {}
+        for v, party in enumerate(space.voters):
+            utility = float(ev.utilities[k, v])
+            surplus = utility - float(space.reservation[v])
+            response = responses.get((tally.round, party))
+            vote = tally.votes.get(party)
+            estimate = response.value_estimate if response is not None else None
+            parties[party] = PartyRound(
+                vote=vote, utility=utility, surplus=surplus,
+                red_lines_broken=broken.get(party, []),
+                value_estimate=estimate,
+                estimate_error=None if estimate is None else estimate - utility,
+                flags=_flags(vote, surplus, bool(broken.get(party)), response),
+            )
+        proposal = proposals.get(tally.round)
+        out.append(RoundMeasures(
+            round=tally.round,
+            proposer=proposal.speaker if proposal is not None else "",
+            package=tally.package,
+            refused=refused[tally.round],
+            repeats_rejected=proposal.repeats_rejected if proposal is not None else False,
+            accepts=sum(v == "accept" for v in tally.votes.values()),
+            passed=tally.accepted,
+            in_zone=bool(zone[k]),
+            nash_product=float(products[k]),
+            breaks_needed_red_line=any(broken.get(p) for p in needed),
+            parties=parties,
+        ))
+    return out
+
+
+def _flags(vote: str | None, surplus: float, broken: bool, response: Response | None) -> list[str]:
+    if response is not None and response.invalid:
+        return ["invalid_answer"]
+    flags: list[str] = []
+    if vote == "accept":
+        if surplus < -1e-9:
+            flags.append("accepted_below_walk_away")
+        if broken:
+            flags.append("accepted_across_red_line")
+    if response is not None and response.stances:
+        stances = [s.stance for s in response.stances.values()]
+        if vote == "accept" and all(s == "object" for s in stances):
+            flags.append("accepted_objecting_to_all")
+        if vote == "reject" and all(s == "accept" for s in stances):
+            flags.append("rejected_accepting_all")
+    return flags
+
+
+def best_round(rounds: list[RoundMeasures]) -> int | None:
+    """Most accepts, then the highest coalition product; the earliest on a tie."""
+    if not rounds:
+        return None
+    best = max(rounds, key=lambda m: (m.accepts, m.nash_product, -m.round))
+    return best.round
+
+
+def run_metrics(
+    scenario: Scenario, events: list[Event], rounds: list[RoundMeasures], deal: bool
+) -> RunMetrics:
+    turns: dict[str, int] = defaultdict(int)
+    invalid: dict[str, int] = defaultdict(int)
+    for e in events:
+        if isinstance(e, Statement | Proposal | Response | RefusedProposal) and (
+            not isinstance(e, Statement) or e.kind != "caucus"
+        ):
+            turns[e.speaker] += 1
+            invalid[e.speaker] += int(getattr(e, "invalid", False))
+    errors: dict[str, list[float]] = defaultdict(list)
+    inconsistent: dict[str, int] = defaultdict(int)
+    for m in rounds:
+        for party, pr in m.parties.items():
+            if pr.estimate_error is not None:
+                errors[party].append(abs(pr.estimate_error))
+            if any(f != "invalid_answer" for f in pr.flags):
+                inconsistent[party] += 1
+    return RunMetrics(
+        deal=deal,
+        deal_any_round=any(m.in_zone for m in rounds),
+        deal_final_round=bool(rounds) and rounds[-1].in_zone,
+        red_line_proposals=rate(sum(m.breaks_needed_red_line for m in rounds), len(rounds)),
+        invalid_answers={p: rate(invalid[p], turns[p]) for p in scenario.parties},
+        estimation_error={p: (float(np.mean(errors[p])) if errors[p] else None)
+                          for p in scenario.voters},
+        inconsistent_votes={p: inconsistent[p] for p in scenario.voters},
     )
 
 
@@ -160,25 +376,92 @@ def describe_package(scenario: Scenario, package: Package) -> list[str]:
     return lines
 
 
+UPPER_BOUND_NOTE = ("**Reference run: an upper bound.** The mediator is the oracle, which knows "
+                    "every party's utilities, walk-aways and red lines and tables the Nash "
+                    "package of the zone of agreement. Its outcome shows what was reachable, "
+                    "not what negotiating agents reach.")
+
+
+def endpoint_host(settings: AgentSettings) -> str:
+    """Where an LLM agent's requests went: host and port only, never credentials or paths."""
+    if settings.kind != "llm":
+        return ""
+    if not settings.base_url:
+        return "api.openai.com"
+    parts = urlsplit(settings.base_url)
+    host = parts.hostname or settings.base_url
+    host = f"{host}:{parts.port}" if parts.port else host
+    return f"{host} (embedded)" if settings.local_model else host
+
+
+def settings_table(header: RunHeader) -> list[str]:
+    """Who played each party with which settings, as a Markdown table."""
+    out = ["| party | plays | model | endpoint | temperature | max tokens | prompt | structured "
+           "| assist | seed |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for party, a in header.agents.items():
+        if a.kind == "scripted":
+            out.append(f"| {party} | {a.label()} | | | | | | | | |")
+            continue
+        def cell(value: object) -> str:
+            return "" if value is None else str(value)
+        out.append(f"| {party} | LLM | {cell(a.model)} | {endpoint_host(a)} | "
+                   f"{cell(a.temperature)} | {cell(a.max_tokens)} | {cell(a.prompt or 'full')} | "
+                   f"{cell(a.structured_mode or 'json_schema')} | {a.effective_assist()} | "
+                   f"{cell(a.seed)} |")
+    return out
+
+
+def round_table(m: RoundMeasures, responses: dict[str, Response], order: list[str]) -> list[str]:
+    """One round's answers and what the table was worth to each party."""
+    out = ["| party | vote | value | vs walk-away | own estimate | red lines broken | objects to "
+           "(wants instead) | flags |", "|---|---|---|---|---|---|---|---|"]
+    for party in order:
+        pr = m.parties.get(party)
+        if pr is None:
+            continue
+        e = responses.get(party)
+        objections = "none"
+        if e is not None:
+            objections = ", ".join(
+                f"{issue} ({s.wants})" if s.wants is not None else issue
+                for issue, s in e.stances.items() if s.stance == "object") or "none"
+        vote = "invalid response (counted as reject)" if e is not None and e.invalid else (pr.vote or "-")
+        estimate = "" if pr.value_estimate is None else (
+            f"{pr.value_estimate:g} ({pr.estimate_error:+.1f})" if pr.estimate_error is not None
+            else f"{pr.value_estimate:g}")
+        flags = "; ".join(FLAG_TEXT.get(f, f) for f in pr.flags)
+        out.append(f"| {party} | {vote} | {pr.utility:.1f} | {pr.surplus:+.1f} | {estimate} | "
+                   f"{', '.join(pr.red_lines_broken) or 'none'} | {objections} | "
+                   f"{f'**{flags}**' if flags else ''} |")
+    return out
+
+
 def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) -> str:
     header = header_of(events)
     out: list[str] = [f"# {scenario.title}: run {header.run_id}", ""]
+    if result.upper_bound:
+        out += [UPPER_BOUND_NOTE, ""]
     out += [
         f"- Scenario: `{header.scenario_id}` ({header.scenario_path}), content hash "
-        f"`{header.scenario_hash[:12]}`",
+        f"`{header.scenario_hash[:12]}` (scenario and briefs)",
         f"- Started: {header.time}; seed {header.seed}; at most {header.max_rounds} rounds; "
+        f"each agent sees the last {header.bounded_context} public statements; "
         f"detente {header.package_version}",
-        "- Agents: " + ", ".join(f"{p} = {a.label()}" for p, a in header.agents.items()),
+        f"- Decision rule: {describe_rule(scenario)}",
         f"- Outcome: **{result.status}**: {result.reason}",
         "",
+        *settings_table(header),
+        "",
     ]
-    names = {p: p for p in scenario.parties}
+    if header.log_prompts:
+        out += ["Every model request and raw response is in `prompts.jsonl`, under the request "
+                "hashes the events record.", ""]
 
     openings = [e for e in events if isinstance(e, Statement) and e.kind == "opening"]
     if openings:
         out += ["## Opening statements", ""]
         for opening in openings:
-            out += [f"**{names[opening.speaker]}**{_flag(opening.invalid)}:", "",
+            out += [f"**{opening.speaker}**{_flag(opening.invalid)}:", "",
                     _quote(opening.text), ""]
 
     by_round: dict[int, list[Event]] = defaultdict(list)
@@ -186,38 +469,53 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
         r = getattr(event, "round", None)
         if isinstance(r, int) and r > 0:
             by_round[r].append(event)
+    measures = {m.round: m for m in result.rounds}
+    order = list(scenario.parties)
     for r in sorted(by_round):
         out += [f"## Round {r}", ""]
         for item in by_round[r]:
-            if isinstance(item, Proposal):
-                out += [f"**{item.speaker}** tables{_flag(item.invalid)}:", ""]
+            if isinstance(item, RefusedProposal):
+                out += [f"*Refused:* **{item.speaker}** tabled `{item.package.describe()}` "
+                        f"again: {item.reason}. Asked again.", ""]
+            elif isinstance(item, Proposal):
+                again = " (a package rejected before: it stands after every refusal)" \
+                    if item.repeats_rejected else ""
+                out += [f"**{item.speaker}** tables{_flag(item.invalid)}{again}:", ""]
                 out += [f"- {line}" for line in describe_package(scenario, item.package)]
                 out += ["", _quote(item.rationale), ""]
             elif isinstance(item, Statement):
                 who = " and ".join(item.visible_to) if isinstance(item.visible_to, list) else "all"
                 out += [f"*Private caucus ({who})*, **{item.speaker}**{_flag(item.invalid)}:",
                         "", _quote(item.text), ""]
-        order = {p: k for k, p in enumerate(scenario.parties)}
-        responses = sorted((e for e in by_round[r] if isinstance(e, Response)),
-                           key=lambda e: order.get(e.speaker, len(order)))
-        if responses:
-            out += ["| party | vote | objects to (wants instead) |", "|---|---|---|"]
-            for e in responses:
-                objections = ", ".join(
-                    f"{issue} ({s.wants})" if s.wants is not None else issue
-                    for issue, s in e.stances.items() if s.stance == "object"
-                ) or "none"
-                vote = "invalid response (counted as reject)" if e.invalid else e.vote
-                out.append(f"| {e.speaker} | {vote} | {objections} |")
-            out.append("")
-            for e in responses:
+        responses = {e.speaker: e for e in by_round[r] if isinstance(e, Response)}
+        tools = [e for e in by_round[r] if isinstance(e, ToolCall)]
+        m = measures.get(r)
+        if m is not None:
+            zone = "inside" if m.in_zone else "outside"
+            out += round_table(m, responses, order)
+            out += ["", f"The table lies {zone} the zone of agreement; coalition product "
+                    f"{m.nash_product:,.1f}" + ("; it breaks a red line of a party the rule "
+                                                "needs" if m.breaks_needed_red_line else "")
+                    + ".", ""]
+        elif responses:
+            out += [f"- {p}: {e.vote}" for p, e in responses.items()] + [""]
+        for party in order:
+            e = responses.get(party)
+            if e is not None:
                 out += [f"**{e.speaker}** (public):", "", _quote(e.statement), ""]
-            out += ["<details><summary>Private rationales (never shown to other agents)"
-                    "</summary>", ""]
-            for e in responses:
-                text = "; ".join(e.errors) if e.invalid else e.private_rationale
-                out += [f"**{e.speaker}**:", "", _quote(text), ""]
-            out += ["</details>", ""]
+        if responses or tools:
+            out += ["<details><summary>Private rationales and tool calls (never shown to other "
+                    "agents)</summary>", ""]
+            for party in order:
+                e = responses.get(party)
+                if e is not None:
+                    text = "; ".join(e.errors) if e.invalid else e.private_rationale
+                    out += [f"**{e.speaker}**:", "", _quote(text), ""]
+            for call in tools:
+                shown = call.result if call.error is None else {"error": call.error}
+                arguments = ", ".join(f"{k}={v}" for k, v in call.arguments.items())
+                out += [f"- {call.speaker} called `{call.name}({arguments})`: `{shown}`"]
+            out += ["", "</details>", ""]
         for item in by_round[r]:
             if isinstance(item, Tally):
                 verdict = "passes" if item.accepted else "fails"
@@ -228,7 +526,10 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
     if errors:
         out += ["## Errors", ""] + [f"- {item.message}" for item in errors] + [""]
 
-    out += ["## Outcome", "", f"**{result.status}**: {result.reason}", ""]
+    out += ["## Outcome", ""]
+    if result.upper_bound:
+        out += [UPPER_BOUND_NOTE, ""]
+    out += [f"**{result.status}**: {result.reason}", ""]
     if result.package is not None:
         out += [f"- {line}" for line in describe_package(scenario, result.package)] + [""]
     out += ["| party | utility | reservation | surplus | red lines broken | vote |",
@@ -237,10 +538,32 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
         broken = ", ".join(b.id for b in s.red_lines_broken) or "none"
         out.append(f"| {party} | {s.utility:.1f} | {s.reservation_utility:.1f} | "
                    f"{s.surplus:+.1f} | {broken} | {s.vote or ''} |")
+    if result.package is None and result.rounds:
+        best = measures.get(result.best_round) if result.best_round is not None else None
+        last = result.rounds[-1]
+        if best is not None:
+            out += ["", f"No deal. The nearest miss was round {best.round}: {best.accepts} of "
+                    f"{len(best.parties)} accepted `{best.package.describe()}` (it lies "
+                    f"{'inside' if best.in_zone else 'outside'} the zone of agreement). The last "
+                    "table would have given: " + "; ".join(
+                        f"{p} {pr.utility:.1f} ({pr.surplus:+.1f})"
+                        for p, pr in last.parties.items()) + "."]
     if result.votes_against_own_red_lines:
         out += ["", "Votes for a package that broke the voter's own red line: " + "; ".join(
             f"round {v.round}, {v.party} ({', '.join(v.red_lines)})"
             for v in result.votes_against_own_red_lines) + "."]
+    if result.metrics is not None:
+        mx = result.metrics
+        share = mx.red_line_proposals
+        invalid = ", ".join(f"{p} {r.count}/{r.n}" for p, r in mx.invalid_answers.items()
+                            if r.count)
+        errors_by = ", ".join(f"{p} {v:.1f}" for p, v in mx.estimation_error.items()
+                              if v is not None)
+        out += ["", f"Measures: a table in the zone of agreement in any round: "
+                f"{'yes' if mx.deal_any_round else 'no'}; in the final round: "
+                f"{'yes' if mx.deal_final_round else 'no'}; proposals breaking a needed party's "
+                f"red line: {share.count} of {share.n}; invalid answers: {invalid or 'none'}; "
+                f"mean absolute error of the parties' value estimates: {errors_by or 'n/a'}."]
     deal = result.scores.deal
     out += ["", f"Pareto-optimal: {'yes' if deal.pareto_optimal else 'no'}; Nash product "
             f"{deal.nash_product:,.1f}; distance to the Nash package "

@@ -1,15 +1,19 @@
 """Running and resuming a negotiation: the run folder, the event log, checkpoints, results.
 
 A run folder holds `events.jsonl` (appended and flushed as events happen), `transcript.md`,
-`result.json` and `checkpoints.sqlite` (LangGraph's durable state). Events are written from the
+`result.json`, `prompts.jsonl` (every model request exactly as sent, with its raw response,
+unless turned off) and `checkpoints.sqlite` (LangGraph's durable state). Events are written from the
 graph's update stream; after every run (finished, failed or interrupted) the checkpointed state is
 reconciled with the log, so the log holds every committed event exactly once.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any, Protocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from detente import __version__
-from detente.agents.base import Agent
+from detente.agents.base import Agent, Turn
 from detente.errors import DetenteError, InputError, Problem
 from detente.events import (
     EVENT_ADAPTER,
@@ -31,6 +35,7 @@ from detente.events import (
     Resumed,
     RunHeader,
     read_events,
+    utc_now,
 )
 from detente.loading import ScenarioBundle, load_bundle
 from detente.protocol import DEFAULT_CONTEXT, build_graph, initial_state, recursion_limit
@@ -40,6 +45,7 @@ EVENTS = LOG_NAME
 RESULT = "result.json"
 TRANSCRIPT = "transcript.md"
 CHECKPOINTS = "checkpoints.sqlite"
+PROMPTS = "prompts.jsonl"
 
 AgentFactory = Callable[[str, AgentSettings, ScenarioBundle], Agent]
 
@@ -90,9 +96,55 @@ class RunPlan:
     bundle: ScenarioBundle
     agents: Mapping[str, AgentSettings]
     seed: int = 0
+    """The run's seed: sent to every LLM agent whose settings do not pin one."""
     max_rounds: int | None = None
     out_root: Path = Path("transcripts")
     context_size: int = DEFAULT_CONTEXT
+    log_prompts: bool = True
+    """Keep every request and raw response in `prompts.jsonl`."""
+    quote_key: str | None = None
+    """The secret behind quote delimiters; random unless given (recorded tests fix it)."""
+
+
+def effective_settings(agents: Mapping[str, AgentSettings], seed: int) -> dict[str, AgentSettings]:
+    """Each party's settings as the run uses them: the run's seed for every LLM agent that pins
+    none, and the assist default made explicit."""
+    out: dict[str, AgentSettings] = {}
+    for party, settings in agents.items():
+        if settings.kind == "llm":
+            settings = settings.model_copy(update={
+                "seed": seed if settings.seed is None else settings.seed,
+                "assist": settings.effective_assist(),
+            })
+        out[party] = settings
+    return out
+
+
+class PromptLog:
+    """Append-only `prompts.jsonl`: one line per HTTP exchange, by the event id of its turn."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def record(self, turn_id: str, turn: Turn[object]) -> None:
+        self.write(turn_id, turn.exchanges)
+
+    def write(self, turn_id: str, exchanges: Sequence[Any]) -> None:
+        if self.path is None or not exchanges:
+            return
+        lines = []
+        for k, exchange in enumerate(exchanges, start=1):
+            lines.append(json.dumps({
+                "event": turn_id, "exchange": k, "request_hash": exchange.request_hash,
+                "time": utc_now(), "latency": round(exchange.latency_s, 3),
+                "request": exchange.request, "response": exchange.response,
+                "error": exchange.error,
+            }, ensure_ascii=False))
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 @dataclass(frozen=True)
@@ -121,7 +173,8 @@ def start_run(
     missing = [p for p in scenario.parties if p not in plan.agents]
     if missing:
         raise InputError(bundle.path, [Problem("parties", f"no agent for: {', '.join(missing)}")])
-    agents = {p: agent_factory(p, plan.agents[p], bundle) for p in scenario.parties}
+    settings = effective_settings({p: plan.agents[p] for p in scenario.parties}, plan.seed)
+    agents = {p: agent_factory(p, settings[p], bundle) for p in scenario.parties}
     max_rounds = plan.max_rounds or scenario.decision.max_rounds
     if run_dir is None:
         run_dir, run_id = new_run_dir(plan.out_root, scenario.id)
@@ -137,8 +190,10 @@ def start_run(
         package_version=__version__,
         seed=plan.seed,
         max_rounds=max_rounds,
-        agents={p: plan.agents[p] for p in scenario.parties},
+        agents=settings,
         bounded_context=plan.context_size,
+        quote_key=plan.quote_key or secrets.token_hex(16),
+        log_prompts=plan.log_prompts,
     )
     observer = observer or _Silent()
     with EventLog(run_dir / EVENTS) as log:
@@ -200,8 +255,9 @@ def _drive(
     observer: RunObserver,
     journal: Mapping[str, dict[str, Any]] | None = None,
 ) -> None:
+    prompts = PromptLog(run_dir / PROMPTS if header.log_prompts else None)
     graph = build_graph(bundle.scenario, agents, context_size=header.bounded_context,
-                        journal=journal)
+                        journal=journal, quote_key=header.quote_key, on_turn=prompts.record)
     config: Any = {
         "configurable": {"thread_id": header.run_id},
         "recursion_limit": recursion_limit(header.max_rounds),
@@ -233,6 +289,8 @@ def _drive(
             finish(run_dir, bundle)
             raise RunInterrupted(run_dir) from None
         except DetenteError as exc:
+            # A failed model call keeps what it sent (and any answer) for the post-mortem.
+            prompts.write(getattr(exc, "turn_id", "failed"), getattr(exc, "exchanges", []))
             _reconcile(app, config, record)
             _fail(log, run_dir, bundle, str(exc))
             raise RunFailed(str(exc), run_dir) from None

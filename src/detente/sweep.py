@@ -55,8 +55,10 @@ class SweepManifest(BaseModel):
     seeds: list[int]
     rounds: int | None
     agents: dict[str, dict[str, AgentSettings]]
-    """Per scenario id: who plays each party."""
+    """Per scenario id: who plays each party. An LLM agent's `seed` is None unless pinned: each
+    run sends its own seed."""
     entries: list[SweepEntry]
+    log_prompts: bool = True
 
     def counts(self) -> dict[str, int]:
         out = {"pending": 0, "complete": 0, "failed": 0}
@@ -85,6 +87,7 @@ def plan_sweep(
     seeds: Sequence[int],
     agents: Mapping[str, Mapping[str, AgentSettings]],
     rounds: int | None,
+    log_prompts: bool = True,
 ) -> SweepManifest:
     """The manifest for this sweep: the existing one (statuses refreshed) or a new one."""
     now = _now()
@@ -103,7 +106,8 @@ def plan_sweep(
         entries = [previous.get(e.run_dir, e) for e in entries]
     manifest = SweepManifest(name=sweep_dir.name, created=created, updated=now,
                              seeds=list(seeds), rounds=rounds,
-                             agents={k: dict(v) for k, v in agents.items()}, entries=entries)
+                             agents={k: dict(v) for k, v in agents.items()}, entries=entries,
+                             log_prompts=log_prompts)
     for entry in manifest.entries:
         # The folder, not the manifest, says whether a run finished (the manifest may lag).
         status = finished_status(sweep_dir / entry.run_dir)
@@ -154,6 +158,7 @@ def run_sweep(
                 future = pool.submit(
                     run_entry, entry.scenario_path, str(sweep_dir / entry.run_dir),
                     {p: s.model_dump() for p, s in agents.items()}, entry.seed, manifest.rounds,
+                    manifest.log_prompts,
                 )
                 running[future] = entry
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -176,7 +181,7 @@ def run_sweep(
 
 def run_entry(
     scenario_path: str, run_dir: str, agents: dict[str, dict[str, object]], seed: int,
-    rounds: int | None,
+    rounds: int | None, log_prompts: bool = True,
 ) -> tuple[str, str | None, float]:
     """One run in a worker process: ("complete", outcome) or ("failed", reason), and seconds."""
     from detente.agents import make_agent
@@ -199,7 +204,8 @@ def run_entry(
             if folder.exists():
                 shutil.rmtree(folder)  # a run that never got going: start it afresh
             bundle = load_bundle(Path(scenario_path))
-            plan = RunPlan(bundle=bundle, agents=settings, seed=seed, max_rounds=rounds)
+            plan = RunPlan(bundle=bundle, agents=settings, seed=seed, max_rounds=rounds,
+                           log_prompts=log_prompts)
             record = start_run(plan, current, run_dir=folder)
     except DetenteError as exc:
         return "failed", str(exc).splitlines()[0], time.perf_counter() - started

@@ -37,8 +37,10 @@ def make_agent(party: str, settings: AgentSettings, bundle: ScenarioBundle) -> A
     if settings.kind == "scripted":
         from detente.agents.scripted import make_scripted
 
+        # The oracle mediator is the one agent that knows everything: it is a reference.
+        known = bundle.scenario if settings.upper_bound else view
         try:
-            return make_scripted(str(settings.strategy), party, view)
+            return make_scripted(str(settings.strategy), party, known)
         except ValueError as exc:
             raise InputError("agents", [Problem(party, str(exc))]) from None
     from detente.agents.llm_agent import LLMAgent

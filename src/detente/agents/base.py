@@ -8,10 +8,13 @@ the record of the run, holding only what that party may see and only a bounded s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
-from detente.events import AgentSettings, IssueStance, Usage
+from detente.events import AgentSettings, IssueStance, LLMCall, Usage
 from detente.scenario import Package, Scenario
+
+if TYPE_CHECKING:  # the transport (openai) loads only for LLM agents
+    from detente.llm import Exchange, ToolCallRecord
 
 Vote = Literal["accept", "reject"]
 
@@ -63,6 +66,14 @@ class Context:
     rejected: list[Package]
     """Packages rejected so far, oldest first (at most max_rounds)."""
     seed: int = 0
+    turn_id: str = ""
+    """The id of the event this turn will write (e.g. `r2/response/us`)."""
+    feedback: tuple[str, ...] = ()
+    """Why the harness refused this turn's earlier answers (e.g. a re-tabled package)."""
+    quote_key: str = ""
+    """The run's secret from which quote delimiters are derived."""
+    last_round: int = 0
+    """The round of `last_votes` (0: no vote yet)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,8 @@ class ResponseContent:
     stances: dict[str, IssueStance]
     statement: str
     private_rationale: str
+    value_estimate: float | None = None
+    """The party's own estimate of the package's worth to it (LLM parties)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,11 @@ class Turn(Generic[C]):
     latency: float = 0.0
     invalid: bool = False
     errors: list[str] = field(default_factory=list)
+    llm: LLMCall | None = None
+    """Request hashes and settings of an LLM turn."""
+    exchanges: list[Exchange] = field(default_factory=list)
+    """The full requests and raw responses (for the run's `prompts.jsonl`)."""
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
 
 
 class Agent(Protocol):

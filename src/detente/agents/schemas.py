@@ -94,6 +94,8 @@ def response_model(scenario: Scenario, limits: TextLimits = TextLimits()) -> typ
         "private_rationale": (str, Field(max_length=limits.rationale,
                                          description="your private reasoning, seen by no one")),
         "issues": (stances_model(scenario), ...),
+        "value_estimate": (int, Field(ge=0, le=100, description="your estimate of the "
+                                      "package's value to you, 0-100")),
         "vote": (_enum(["accept", "reject"]), ...),
     })
 

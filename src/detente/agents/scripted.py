@@ -36,14 +36,16 @@ from detente.agents.base import (
     ResponseContent,
     Turn,
 )
-from detente.events import AgentSettings, IssueStance, Usage
+from detente.agents.valuation import PartyValuer
+from detente.analysis import analyze, nash_products, zone_of_agreement
+from detente.events import ORACLE_STRATEGY, AgentSettings, IssueStance, Usage
 from detente.scenario import Package, Scenario
 from detente.space import PackageSpace
 
 CONCESSION_EXPONENTS: dict[str, float] = {"boulware": 0.2, "linear": 1.0, "conceder": 5.0}
 """Faratin et al.'s concession exponent e: aspiration(t) = U_max - (U_max - U_res)(t/T)^(1/e)."""
 
-MEDIATOR_STRATEGIES = ("nash", "snt")
+MEDIATOR_STRATEGIES = ("nash", "snt", ORACLE_STRATEGY)
 
 SCRIPTED_STRATEGIES: dict[str, str] = {
     "boulware": "negotiator that holds near its ideal and concedes only at the end (e = 0.2)",
@@ -51,6 +53,8 @@ SCRIPTED_STRATEGIES: dict[str, str] = {
     "conceder": "negotiator that concedes most of the way early on (e = 5)",
     "nash": "mediator tabling the Nash product maximum of the parties' stated positions",
     "snt": "mediator revising a single negotiating text toward majority objections (Raiffa)",
+    ORACLE_STRATEGY: "reference mediator that knows every party's utilities and tables the Nash "
+                     "package of the zone of agreement: an upper bound, not a negotiation",
 }
 """Every scripted strategy with a one-line description."""
 
@@ -270,14 +274,7 @@ class TimeDependentNegotiator:
         self.preferences = scenario.preferences[party]
         self.reservation = self.preferences.reservation_utility
         self._grid = _Grid(scenario)
-        # A space in which this party is the only voter: PackageSpace wants preferences for every
-        # voter, and the private view holds only ours. model_copy skips validation, which would
-        # (rightly) refuse a one-party scenario.
-        own = scenario.model_copy(
-            update={"parties": [party], "mediator": None,
-                    "preferences": {party: self.preferences}}
-        )
-        self._space = PackageSpace(own)
+        self._space = PartyValuer(scenario, party).space
 
         # The whole grid is evaluated once: every later turn is then a few vectorized passes
         # (97,500 packages x 6 dimensions on the baseline, well under the 50 ms budget).
@@ -724,11 +721,96 @@ class SingleTextMediator(_Mediator):
         return [int(i) for i in positions[_first_best(fresh, distance)]]
 
 
+class OracleMediator(_Mediator):
+    """A reference mediator that knows every party's utilities, walk-aways and red lines.
+
+    It tables the Nash package of the zone of agreement (the analysis's definition), and after a
+    rejection the next unrejected package of the zone by the same coalition product. With an
+    empty zone it tables the package that the most parties would accept. Its runs show what a
+    mediator could reach with perfect information: an upper bound, never a negotiation result,
+    so a user can tell "no deal was reachable" from "the agents missed it".
+    """
+
+    strategy = ORACLE_STRATEGY
+    NEAR_MISSES = 200
+
+    def __init__(self, party: str, scenario: Scenario) -> None:
+        super().__init__(party, scenario)
+        missing = [p for p in scenario.voters if p not in scenario.preferences]
+        if missing:
+            raise ValueError("the oracle mediator needs every party's preferences; missing: "
+                             f"{', '.join(missing)}")
+        space = PackageSpace(scenario)
+        flats: list[np.ndarray] = []
+        keys: list[np.ndarray] = []
+        sums: list[np.ndarray] = []
+        for flat, columns in space.chunks(_CHUNK):
+            ev = space.evaluate(columns)
+            zone = zone_of_agreement(space, ev.rational)
+            if zone.any():
+                flats.append(flat[zone])
+                keys.append(nash_products(space, ev.utilities[zone], ev.rational[zone]))
+                sums.append(ev.utilities[zone].sum(axis=1))
+        self.zone_size = int(sum(len(f) for f in flats))
+        if flats:
+            nash = analyze(scenario, frontier=False).nash
+            assert nash is not None
+            first = self._grid.flat_of(nash.package)
+            flat, key, total = (np.concatenate(x) for x in (flats, keys, sums))
+            order = np.lexsort((flat, -total, -key))
+            ranked = [int(f) for f in flat[order] if int(f) != first]
+            self._ranked = [int(first if first is not None else flat[order[0]]), *ranked]
+        else:
+            self._ranked = self._near_misses(space)
+        self._space = space
+
+    def _near_misses(self, space: PackageSpace) -> list[int]:
+        """With an empty zone: packages by how many parties would accept (needed ones first)."""
+        best_flat: list[np.ndarray] = []
+        best_key: list[np.ndarray] = []
+        for flat, columns in space.chunks(_CHUNK):
+            ev = space.evaluate(columns)
+            needed = ev.rational[:, space.needed_mask].sum(axis=1)
+            key = (needed * (len(space.voters) + 1) + ev.rational.sum(axis=1)) * 1e4 \
+                + ev.utilities.sum(axis=1)
+            keep = np.argsort(-key, kind="stable")[: self.NEAR_MISSES]
+            best_flat.append(flat[keep])
+            best_key.append(key[keep])
+        flat, key = np.concatenate(best_flat), np.concatenate(best_key)
+        order = np.lexsort((flat, -key))[: self.NEAR_MISSES]
+        return [int(f) for f in flat[order]]
+
+    def _table(self, ctx: Context) -> tuple[Package, str]:
+        rejected = set(self._grid.flats_of(ctx.rejected).tolist())
+        rank, flat = next(((k, f) for k, f in enumerate(self._ranked) if f not in rejected),
+                          (0, self._ranked[0]))
+        package = self._grid.package_at(flat)
+        head = ("Reference mediator (it knows every party's utilities and red lines: an upper "
+                "bound, not a negotiation). ")
+        if self.zone_size == 0:
+            ev = self._space.evaluate(self._space.columns_for_packages([package]))
+            accepting = int(ev.rational[0].sum())
+            return package, head + (
+                "No package lies in the zone of agreement: with every party voting on its own "
+                "values and red lines, none would pass the rule. This one comes closest: "
+                f"{accepting} of {len(self.voters)} parties would accept it.")
+        if rank == 0:
+            return package, head + (
+                f"This is the Nash package of the zone of agreement ({self.zone_size} packages "
+                "the rule would pass): it maximizes the product of the winning coalition's "
+                "gains over walking away.")
+        return package, head + (
+            f"The {rank} better packages of the zone of agreement were rejected; this is the "
+            f"next by the product of the winning coalition's gains ({rank + 1} of "
+            f"{self.zone_size}).")
+
+
 # =========================================================================== factory
 
 
 def make_scripted(strategy: str, party: str, scenario: Scenario) -> Agent:
-    """A scripted agent playing `party` from its private view of `scenario`."""
+    """A scripted agent playing `party` from its private view of `scenario` (the oracle
+    mediator alone is given the whole scenario)."""
     if strategy in CONCESSION_EXPONENTS:
         if party == scenario.mediator:
             raise ValueError(f"'{strategy}' is a negotiator strategy; the mediator '{party}' "
@@ -738,6 +820,8 @@ def make_scripted(strategy: str, party: str, scenario: Scenario) -> Agent:
         if party != scenario.mediator:
             raise ValueError(f"'{strategy}' is a mediator strategy; the voting party '{party}' "
                              f"needs one of: {', '.join(CONCESSION_EXPONENTS)}")
+        if strategy == ORACLE_STRATEGY:
+            return OracleMediator(party, scenario)
         return NashMediator(party, scenario) if strategy == "nash" else \
             SingleTextMediator(party, scenario)
     raise ValueError(f"unknown scripted strategy '{strategy}'; expected one of: "

@@ -27,6 +27,11 @@ def embedded_server(
         return
     from detente.local_server import DEFAULT_ALIAS, LocalServer, default_model_path
 
+    tool = [p for p in local if settings[p].assist == "tool"]
+    if tool:
+        raise InputError("--assist", [Problem(", ".join(tool), "the embedded llama.cpp server "
+                         "offers no tool calling, so 'tool' cannot be used there; use 'table' "
+                         "(the exact value of the package on the table) or 'none'")])
     gguf = model_path or default_model_path()
     if not gguf.is_file():
         raise InputError(gguf, [Problem("", "the local model file is missing")])
@@ -44,6 +49,7 @@ def embedded_server(
                 "base_url": server.base_url,
                 "structured_mode": current.structured_mode or "json_object",
                 "prompt": current.prompt or "compact",
+                "assist": current.assist or "table",
                 "local_model": str(gguf.resolve()),
             })
         yield agents

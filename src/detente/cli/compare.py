@@ -130,6 +130,15 @@ def render(comparison: Comparison) -> None:
         f"mean {g.rounds_to_agreement.mean:.1f}, median {g.rounds_to_agreement.median:g}"
         if g.rounds_to_agreement else "- (no deal)" for g in groups))
     _row(outcomes, "distance to Nash", *(fmt_mean(g.distance_to_nash) for g in groups))
+    _row(outcomes, "table in zone, any round",
+         *(fmt_rate(g.deal_any_round) if g.deal_any_round else "-" for g in groups))
+    _row(outcomes, "table in zone, final round",
+         *(fmt_rate(g.deal_final_round) if g.deal_final_round else "-" for g in groups))
+    _row(outcomes, "proposals breaking a red line",
+         *(fmt_rate(g.red_line_proposals) if g.red_line_proposals else "-" for g in groups))
+    if any(g.upper_bound for g in groups):
+        _row(outcomes, Text("oracle mediator", style="yellow"),
+             *("upper bound" if g.upper_bound else "" for g in groups))
     if any(len(g.agents) > 1 for g in groups) or len({a for g in groups for a in g.agents}) > 1:
         _row(outcomes, "agents", *("; ".join(g.agents) for g in groups))
     if any(len(g.scenario_hashes) > 1 for g in groups):
@@ -138,7 +147,11 @@ def render(comparison: Comparison) -> None:
     console.print(outcomes)
     _note("Deal rate with its 95% Wilson interval; rounds over deals only; distance to Nash: "
           "mean Euclidean distance of the outcome's utilities to the Nash package's, with a "
-          "95% bootstrap interval.")
+          "95% bootstrap interval. Table in zone: runs in which a tabled package lay in the "
+          "zone of agreement (the rule would pass it if every party voted by its own values "
+          "and red lines), in any round or in the last. Proposals breaking a red line: tabled "
+          "packages breaking a red line of a party the rule needs, over all proposals. An "
+          "oracle mediator's runs are reference runs: an upper bound, not a negotiation.")
 
     parties = _parties(groups)
     utility = _variant_table("Mean utility [95% bootstrap interval]", comparison, "party")
@@ -167,9 +180,29 @@ def render(comparison: Comparison) -> None:
     _note("Share of runs whose outcome breaks at least one of the party's red lines (no deal "
           "breaks none); indented: each red line broken in any run.")
 
+    if any(p.invalid_rate is not None and p.invalid_rate.count or p.estimation_error
+           for g in groups for p in g.parties.values()):
+        answers = _variant_table("Answers: invalid-answer rate; value-estimate error", comparison,
+                                 "party")
+        for party in _parties(groups):
+            _row(answers, party, *(_answers(g, party) for g in groups))
+        console.print(answers)
+        _note("Invalid: turns without a valid answer after every retry, over all turns (95% "
+              "Wilson interval). Error: mean absolute error of the party's own estimates of the "
+              "table's worth to it, averaged over runs (95% bootstrap interval).")
+
     if comparison.tests:
         _render_tests(comparison)
     _render_options(comparison)
+
+
+def _answers(group: VariantStats, party: str) -> str:
+    stats = group.parties.get(party)
+    if stats is None:
+        return "-"
+    invalid = fmt_rate(stats.invalid_rate) if stats.invalid_rate is not None else "-"
+    error = fmt_mean(stats.estimation_error) if stats.estimation_error is not None else "-"
+    return f"invalid {invalid}; error {error}"
 
 
 def _note(text: str) -> None:
@@ -268,10 +301,20 @@ def csv_rows(comparison: Comparison) -> list[dict[str, str | float | int | None]
         if g.distance_to_nash is not None:
             d = g.distance_to_nash
             add(v, "distance_to_nash", d.mean, d.lo, d.hi, d.n)
+        for metric in ("deal_any_round", "deal_final_round", "red_line_proposals"):
+            prop = getattr(g, metric)
+            if prop is not None:
+                add(v, metric, prop.rate, prop.lo, prop.hi, prop.n)
         for party, p in g.parties.items():
             u, r = p.utility, p.violation_rate
             add(v, "utility", u.mean, u.lo, u.hi, u.n, party=party)
             add(v, "violation_rate", r.rate, r.lo, r.hi, r.n, party=party)
+            if p.invalid_rate is not None:
+                ir = p.invalid_rate
+                add(v, "invalid_rate", ir.rate, ir.lo, ir.hi, ir.n, party=party)
+            if p.estimation_error is not None:
+                ee = p.estimation_error
+                add(v, "estimation_error", ee.mean, ee.lo, ee.hi, ee.n, party=party)
             for line, lr in p.red_lines.items():
                 add(v, "red_line_violation_rate", lr.rate, lr.lo, lr.hi, lr.n, party=party,
                     detail=line)

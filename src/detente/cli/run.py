@@ -22,10 +22,12 @@ from detente.events import (
     Event,
     Outcome,
     Proposal,
+    RefusedProposal,
     Response,
     RunHeader,
     Statement,
     Tally,
+    ToolCall,
     read_events,
 )
 from detente.loading import ScenarioBundle, load_bundle
@@ -44,7 +46,8 @@ def run(
                                                 help="A scenario file."),
     rounds: int | None = typer.Option(None, "--rounds", min=1, max=100,
                                       help="Override the scenario's maximum rounds."),
-    seed: int = typer.Option(0, "--seed", help="Run seed, passed to every model."),
+    seed: int = typer.Option(0, "--seed", help="Run seed, sent to every LLM agent whose "
+                             "settings pin none."),
     model: str | None = typer.Option(None, "--model", help="Model for every LLM agent."),
     agent: list[str] = typer.Option([], "--agent", metavar="PARTY=SPEC",
                                     help="Who plays a party: a model name or scripted:boulware, "
@@ -58,6 +61,14 @@ def run(
         None, "--max-retries", min=0, help="HTTP retries per model call (default 2)."),
     structured_mode: str | None = typer.Option(
         None, "--structured-mode", help="json_schema (OpenAI), json_object (llama.cpp), prompt."),
+    assist: list[str] = typer.Option(
+        [], "--assist", metavar="[PARTY=]MODE",
+        help="What LLM parties are told of a package's worth: none, table (its value and the "
+             "red lines it breaks) or tool (an evaluate_package tool). Default: table on the "
+             "embedded model, none elsewhere."),
+    log_prompts: bool = typer.Option(
+        True, "--log-prompts/--no-log-prompts",
+        help="Keep every model request and raw response in the run's prompts.jsonl."),
     config: Path | None = typer.Option(None, "--config", help="A TOML config file."),
     model_path: Path | None = typer.Option(
         None, "--model-path", help="A local GGUF model to serve instead of the embedded one."),
@@ -80,18 +91,19 @@ def run(
             layers = [
                 flag_layer(model=model, agents=agent, base_url=base_url,
                            temperature=temperature, max_tokens=max_tokens,
-                           max_retries=max_retries, structured_mode=structured_mode),
+                           max_retries=max_retries, structured_mode=structured_mode,
+                           assist=assist),
                 env_layer(),
                 file_layer(config),
             ]
-            settings = resolve_agents(bundle.scenario, layers, seed=seed)
+            settings = resolve_agents(bundle.scenario, layers)
             if model_path is not None:
                 settings = {p: s.model_copy(update={"model": None, "base_url": None})
                             if s.kind == "llm" else s for p, s in settings.items()}
             with embedded_server(settings, model_path) as agents:
                 preflight(agents)
                 plan = RunPlan(bundle=bundle, agents=agents, seed=seed, max_rounds=rounds,
-                               out_root=out)
+                               out_root=out, log_prompts=log_prompts)
                 with LiveDisplay(bundle.scenario) as display:
                     record = start_run(plan, make_agent, display)
     summarize(bundle.scenario, record)
@@ -142,6 +154,9 @@ class LiveDisplay:
     def started(self, run_dir: Path, header: RunHeader) -> None:
         agents = ", ".join(f"{p}={a.label()}" for p, a in header.agents.items())
         self._line(f"Run {header.run_id} -> {run_dir}\nAgents: {agents}")
+        if any(a.upper_bound for a in header.agents.values()):
+            self._line("The oracle mediator knows every party's utilities: this run is a "
+                       "reference, an upper bound, not a negotiation.")
 
     def speaking(self, party: str, turn: str, round_: int) -> None:
         self.round = max(self.round, round_)
@@ -157,6 +172,11 @@ class LiveDisplay:
             self.active.pop(speaker, None)
         if isinstance(event, Statement) and event.kind == "opening":
             self._line(f"opening  {event.speaker}: {_short(event.text)}")
+        elif isinstance(event, RefusedProposal):
+            self._line(f"round {event.round}  {event.speaker} re-tabled a rejected package: "
+                       "refused, asked again")
+        elif isinstance(event, ToolCall):
+            self._line(f"round {event.round}  {event.speaker} calls {event.name} (private)")
         elif isinstance(event, Proposal):
             self.round, self.votes = event.round, {}
             self._line(f"round {event.round}  {event.speaker} tables: {event.package.describe()}")
@@ -196,6 +216,9 @@ def summarize(scenario: Scenario, record: RunRecord) -> None:
     result: RunResult = record.result
     style = "bold green" if result.status == "deal" else "bold yellow"
     console.print(Text(f"{result.status.upper()}: {result.reason}", style=style))
+    if result.upper_bound:
+        console.print(Text("Reference run (oracle mediator): an upper bound on what the agents "
+                           "could reach.", style="yellow"))
     if result.package is not None:
         package = Table(title="Agreed package", show_header=False)
         for line in describe_package(scenario, result.package):

@@ -34,6 +34,12 @@ def sweep(
     agent: list[str] = typer.Option([], "--agent", metavar="PARTY=SPEC",
                                     help="Who plays a party (as for detente run)."),
     base_url: str | None = typer.Option(None, "--base-url"),
+    assist: list[str] = typer.Option(
+        [], "--assist", metavar="[PARTY=]MODE",
+        help="none, table or tool, for every LLM party or one (as for detente run)."),
+    log_prompts: bool = typer.Option(
+        True, "--log-prompts/--no-log-prompts",
+        help="Keep every model request and raw response in each run's prompts.jsonl."),
     config: Path | None = typer.Option(None, "--config", help="A TOML config file."),
     out: Path = typer.Option(Path("transcripts/sweeps"), "--out",
                              help="Where sweep folders go."),
@@ -58,10 +64,11 @@ def sweep(
     if dupes:
         raise InputError("detente sweep", [Problem("SCENARIO", "scenario ids must be unique in a "
                                                    f"sweep; repeated: {', '.join(dupes)}")])
-    layers = [flag_layer(model=model, agents=agent, base_url=base_url), env_layer(),
-              file_layer(config)]
+    layers = [flag_layer(model=model, agents=agent, base_url=base_url, assist=assist),
+              env_layer(), file_layer(config)]
+    # No seed here: every run of the sweep sends its own seed to the model.
     agents: dict[str, dict[str, AgentSettings]] = {
-        b.scenario.id: resolve_agents(b.scenario, layers, seed=0) for b in bundles
+        b.scenario.id: resolve_agents(b.scenario, layers) for b in bundles
     }
     seed_list = list(range(seeds))
     sweep_dir = out / (name or sweep_name(bundles, seed_list, agents, rounds))
@@ -73,7 +80,7 @@ def sweep(
             for key, settings in served.items():
                 sid, party = key.split("/", 1)
                 agents[sid][party] = settings
-            manifest = plan_sweep(sweep_dir, bundles, seed_list, agents, rounds)
+            manifest = plan_sweep(sweep_dir, bundles, seed_list, agents, rounds, log_prompts)
             counts = manifest.counts()
             console.print(f"Sweep {sweep_dir}: {len(manifest.entries)} runs "
                           f"({len(bundles)} scenarios x {seeds} seeds); {counts['complete']} "
