@@ -44,6 +44,8 @@ class Reply:
     refusal: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    """Function calls, as `{"name": ..., "arguments": {...}}`; ids are made up here."""
 
 
 @dataclass(frozen=True)
@@ -255,9 +257,15 @@ class _Handler(BaseHTTPRequestHandler):
                         "role": "assistant",
                         "content": reply.content,
                         "refusal": reply.refusal,
+                        **({"tool_calls": [
+                            {"id": f"call_{k}_{uuid.uuid4().hex[:8]}", "type": "function",
+                             "function": {"name": call["name"],
+                                          "arguments": json.dumps(call["arguments"])}}
+                            for k, call in enumerate(reply.tool_calls)]}
+                           if reply.tool_calls else {}),
                     },
                     "logprobs": None,
-                    "finish_reason": reply.finish_reason,
+                    "finish_reason": "tool_calls" if reply.tool_calls else reply.finish_reason,
                 }
             ],
             "usage": {

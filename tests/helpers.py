@@ -61,16 +61,11 @@ def tiny_variant(
 
 
 def llm_settings(base_url: str, mode: str = "json_schema", **extra: Any) -> AgentSettings:
-    return AgentSettings(
-        kind="llm",
-        model="fake-model",
-        base_url=base_url,
-        temperature=0.0,
-        seed=0,
-        max_tokens=800,
-        structured_mode=mode,
-        **extra,
-    )  # type: ignore[arg-type]
+    """An LLM agent on the fake server; `extra` overrides any setting."""
+    fields: dict[str, Any] = {"kind": "llm", "model": "fake-model", "base_url": base_url,
+                              "temperature": 0.0, "seed": 0, "max_tokens": 800,
+                              "structured_mode": mode}
+    return AgentSettings(**(fields | extra))
 
 
 def scripted(strategy: str) -> AgentSettings:

@@ -310,6 +310,17 @@ def event_schema() -> dict[str, Any]:
     return schema
 
 
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(text: str) -> str:
+    """A JSON document safe as one line for every reader: the characters that JSON allows raw
+    but that `str.splitlines` (and many tools) take for line breaks are written escaped."""
+    for char, escaped in _LINE_BREAKS.items():
+        text = text.replace(char, escaped)
+    return text
+
+
 class EventLog:
     """Append-only JSONL writer; every event is flushed and fsynced as it is written.
 
@@ -329,7 +340,7 @@ class EventLog:
         with self._lock:
             if event_id in self._seen:
                 return False
-            self._file.write(event.model_dump_json() + "\n")
+            self._file.write(json_line(event.model_dump_json()) + "\n")
             # Seen as soon as it is in the buffer: a Ctrl-C landing in the (slow) flush/fsync
             # must not make the run's final reconcile write the event a second time.
             self._seen.add(event_id)
@@ -354,7 +365,10 @@ class EventLog:
 def read_events(path: Path) -> list[Event]:
     """Every event of a log. A torn last line (a crash mid-write) is ignored."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # Only "\n" ends a line: a party's text may hold other Unicode line separators.
+        lines = path.read_text(encoding="utf-8").split("\n")
+        while lines and not lines[-1]:
+            lines.pop()
     except FileNotFoundError:
         raise InputError(path, [Problem("", "no such file: is this a run folder?")]) from None
     events: list[Event] = []

@@ -425,7 +425,8 @@ def round_table(m: RoundMeasures, responses: dict[str, Response], order: list[st
             objections = ", ".join(
                 f"{issue} ({s.wants})" if s.wants is not None else issue
                 for issue, s in e.stances.items() if s.stance == "object") or "none"
-        vote = "invalid response (counted as reject)" if e is not None and e.invalid else (pr.vote or "-")
+        invalid = e is not None and e.invalid
+        vote = "invalid response (counted as reject)" if invalid else (pr.vote or "-")
         estimate = "" if pr.value_estimate is None else (
             f"{pr.value_estimate:g} ({pr.estimate_error:+.1f})" if pr.estimate_error is not None
             else f"{pr.value_estimate:g}")

@@ -34,6 +34,7 @@ from detente.events import (
     Outcome,
     Resumed,
     RunHeader,
+    json_line,
     read_events,
     utc_now,
 )
@@ -135,12 +136,12 @@ class PromptLog:
             return
         lines = []
         for k, exchange in enumerate(exchanges, start=1):
-            lines.append(json.dumps({
+            lines.append(json_line(json.dumps({
                 "event": turn_id, "exchange": k, "request_hash": exchange.request_hash,
                 "time": utc_now(), "latency": round(exchange.latency_s, 3),
                 "request": exchange.request, "response": exchange.response,
                 "error": exchange.error,
-            }, ensure_ascii=False))
+            }, ensure_ascii=False)))
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
             handle.flush()

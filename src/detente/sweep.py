@@ -193,9 +193,11 @@ def run_entry(
     folder = Path(run_dir)
     settings = {p: AgentSettings.model_validate(s) for p, s in agents.items()}
 
-    def current(party: str, _: AgentSettings, bundle: ScenarioBundle) -> Agent:
-        # Today's endpoints: an embedded server listens on a new port every sweep.
-        return make_agent(party, settings[party], bundle)
+    def current(party: str, used: AgentSettings, bundle: ScenarioBundle) -> Agent:
+        # The run's own settings (its seed among them), at today's endpoint: an embedded
+        # server listens on a new port every sweep.
+        return make_agent(party, used.model_copy(update={"base_url": settings[party].base_url}),
+                          bundle)
 
     try:
         if (folder / "checkpoints.sqlite").exists() and (folder / "events.jsonl").exists():
