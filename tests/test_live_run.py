@@ -64,6 +64,13 @@ def test_one_round_on_the_embedded_model(tmp_path: Path) -> None:
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert {e["id"] for e in events} >= {"header", "r1/proposal", "r1/tally", "outcome"}
     assert all(a["kind"] == "llm" and a["local_model"] for a in events[0]["agents"].values())
+    # The embedded model is told the exact value of the table (assist `table`) by default.
+    assert {a["assist"] for a in events[0]["agents"].values()} == {"table"}
+    prompts = [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text().split("\n")
+               if line]
+    responses = [p for p in prompts if p["event"].startswith("r1/response/")]
+    assert responses and all("Its value to you:" in p["request"]["messages"][-1]["content"]
+                              for p in responses)
     assert (run_dir / "transcript.md").read_text().count("## Round 1") == 1
     assert _port_free(port) and not _server_processes(port)
 

@@ -180,7 +180,7 @@ def render(comparison: Comparison) -> None:
     _note("Share of runs whose outcome breaks at least one of the party's red lines (no deal "
           "breaks none); indented: each red line broken in any run.")
 
-    if any(p.invalid_rate is not None and p.invalid_rate.count or p.estimation_error
+    if any((p.invalid_rate is not None and p.invalid_rate.count) or p.estimation_error
            for g in groups for p in g.parties.values()):
         answers = _variant_table("Answers: invalid-answer rate; value-estimate error", comparison,
                                  "party")
