@@ -360,10 +360,14 @@ def count_sources(
 
 
 def iter_yaml(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files as given; folders searched recursively for .yaml and .yml files, sorted."""
+    """Files as given; folders searched recursively for .yaml and .yml files, sorted, skipping
+    hidden folders and files (`.git`, `.venv`)."""
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")
-                              and p.is_file())
+            yield from sorted(
+                p for p in path.rglob("*")
+                if p.suffix in (".yaml", ".yml") and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         else:
             yield path
