@@ -357,3 +357,16 @@ def test_sources_on_the_shipped_files(cli: Cli) -> None:
     for party in ("us", "russia", "ukraine", "eu"):
         reservation = data["parties"][party]["by_kind"]["reservation"]
         assert reservation["assumption"] >= 1 and reservation["article"] == 0
+
+
+def test_sources_searches_folders_recursively_and_skips_hidden_ones(
+    cli: Cli, tmp_path: Path, tiny: Path
+) -> None:
+    hidden = tiny.parent / ".cache"
+    hidden.mkdir()
+    (hidden / "broken.yaml").write_text("not: [valid", encoding="utf-8")
+    result = cli("sources", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    files = json.loads(result.stdout)["files"]
+    assert any(f.endswith("tiny/scenario.yaml") for f in files)
+    assert not any(".cache" in f for f in files)
