@@ -82,11 +82,13 @@ def test_validate_accepts_the_shipped_scenarios_and_briefs() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     checked = [line for line in result.stdout.splitlines() if line.startswith("✓ ")]
-    expected = len(list((ROOT / "scenarios").glob("*.yaml"))) + len(
+    # Folders are searched recursively: the variants in scenarios/variants are checked too.
+    expected = len(list((ROOT / "scenarios").rglob("*.yaml"))) + len(
         list((ROOT / "agents").glob("*.yaml"))
     )
     assert len(checked) == expected
     assert any("scenario 'baseline'" in line for line in checked)
+    assert any("scenario 'leadership_transition'" in line for line in checked)
 
 
 def test_installed_console_script_runs() -> None:

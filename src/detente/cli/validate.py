@@ -10,14 +10,14 @@ from detente.cli._app import app, console, err_console
 from detente.consistency import contradictions
 from detente.errors import DetenteError, InputError, Problem
 from detente.loading import classify, load_brief, load_bundle, load_yaml
-from detente.sources import raise_located
+from detente.sources import iter_yaml, raise_located
 
 
 def _expand(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            found = list(iter_yaml([path]))
             if not found:
                 raise InputError(path, [Problem("", "no .yaml files in this folder")])
             files += found
@@ -28,7 +28,8 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 @app.command()
 def validate(
-    paths: list[Path] = typer.Argument(..., help="Scenario or brief files, or folders of them."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Scenario or brief files, or folders of them (searched recursively)."),
 ) -> None:
     """Check scenario and agent brief files; exit 2 if any is invalid.
 
