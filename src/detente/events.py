@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -322,34 +323,71 @@ def json_line(text: str) -> str:
 
 
 class EventLog:
-    """Append-only JSONL writer; every event is flushed and fsynced as it is written.
+    """The run's record: the append-only `events.jsonl` and an in-memory copy of its events.
 
-    Thread-safe. Events whose id is already in the file are skipped, so a resumed run can replay
-    its checkpointed events into the log without duplicating any.
+    Every `write` appends a batch of events as whole lines with one flush and fsync, skipping
+    events whose id is already logged (so a resumed step never writes one twice), and tells
+    `on_event` of each new one. Opening an existing log cuts a torn last line (a crash
+    mid-write) so that nothing is ever appended to a fragment. Thread-safe.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_event: Callable[[Event], None] | None = None) -> None:
         self.path = path
+        self.on_event = on_event
         self._lock = threading.Lock()
-        self._seen: set[str] = {e.id for e in read_events(path)} if path.exists() else set()
+        self._raw: list[dict[str, Any]] = []
+        self._by_id: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            self.repaired = repair_torn_tail(path)
+            for event in read_events(path):
+                self._remember(event.model_dump(mode="json"))
+        else:
+            self.repaired = 0
         self._file = path.open("a", encoding="utf-8")
 
-    def write(self, event: BaseModel) -> bool:
-        """Append `event` unless an event with its id is already logged; True if written."""
-        event_id = getattr(event, "id")  # noqa: B009  (every event has one)
+    def _remember(self, raw: dict[str, Any]) -> None:
+        self._raw.append(raw)
+        self._by_id[raw["id"]] = raw
+
+    def write(self, *events: BaseModel) -> list[Event]:
+        """Append the events not yet logged, in order; returns those written."""
         with self._lock:
-            if event_id in self._seen:
-                return False
-            self._file.write(json_line(event.model_dump_json()) + "\n")
-            # Seen as soon as it is in the buffer: a Ctrl-C landing in the (slow) flush/fsync
-            # must not make the run's final reconcile write the event a second time.
-            self._seen.add(event_id)
+            fresh: list[Event] = []
+            lines: list[str] = []
+            for event in events:
+                event_id = getattr(event, "id")  # noqa: B009  (every event has one)
+                if event_id in self._by_id or any(e.id == event_id for e in fresh):
+                    continue
+                parsed = EVENT_ADAPTER.validate_python(event.model_dump(mode="json"))
+                fresh.append(parsed)
+                lines.append(json_line(parsed.model_dump_json()))
+            if not lines:
+                return []
+            self._file.write("\n".join(lines) + "\n")
+            # Known as soon as it is in the buffer: a Ctrl-C landing in the (slow) flush/fsync
+            # must not make the run write the event a second time.
+            for event in fresh:
+                self._remember(event.model_dump(mode="json"))
             self._file.flush()
             os.fsync(self._file.fileno())
-            return True
+        if self.on_event is not None:
+            for event in fresh:
+                self.on_event(event)
+        return fresh
+
+    def get(self, event_id: str) -> dict[str, Any] | None:
+        """A logged event as plain JSON data, or None."""
+        with self._lock:
+            return self._by_id.get(event_id)
+
+    def raw(self) -> list[dict[str, Any]]:
+        """Every logged event as plain JSON data, in log order (a snapshot)."""
+        with self._lock:
+            return list(self._raw)
 
     def __contains__(self, event_id: str) -> bool:
-        return event_id in self._seen
+        with self._lock:
+            return event_id in self._by_id
 
     def close(self) -> None:
         with self._lock:
@@ -360,6 +398,34 @@ class EventLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut a last line that a crash left unfinished (no newline); returns the bytes cut."""
+    with path.open("rb+") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        if size == 0:
+            return 0
+        block = 1 << 16
+        position = size
+        while position > 0:
+            start = max(0, position - block)
+            handle.seek(start)
+            chunk = handle.read(position - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            position = start
+        else:
+            keep = 0
+        if keep == size:
+            return 0
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+        return size - keep
 
 
 def read_events(path: Path) -> list[Event]:

@@ -8,17 +8,23 @@ A proposer that tables a package already rejected is refused with feedback and a
 most `MAX_REFUSALS` times; scripted and LLM proposers alike. If it still repeats one, the package
 stands (marked `repeats_rejected`) and counts toward deadlock.
 
-The state holds plain values only: the round, the package on the table, and the list of events
-(dicts), which is the single source of truth from which every agent's bounded, filtered view is
-built. Agents live outside the state, in the nodes' closures.
+The run's event log (`EventLog`) is the single source of truth: every node appends its events to
+it, in one batch, and every agent's bounded, filtered view is built from it. The graph state
+holds only what the next step needs (the round, the package on the table, a caucus partner, the
+status), so checkpoints stay small and a run's storage grows linearly with its events.
+
+What a turn may see does not depend on timing: each event has a stage (round, phase), and a turn
+sees only events of earlier stages. Parties answering at once never see each other's answers,
+and a resumed run rebuilds exactly the views of an uninterrupted one. A turn already in the log
+is taken from it instead of asking the agent again, so resuming never repeats (or changes) a
+model call.
 """
 
 from __future__ import annotations
 
 import json
-import operator
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypedDict, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict, cast
 
 import numpy as np
 from langgraph.config import get_stream_writer
@@ -29,6 +35,7 @@ from detente.agents.base import Agent, Context, Line, OwnPosition, Turn
 from detente.analysis import passes_rule
 from detente.events import (
     EVERYONE,
+    EventLog,
     IssueStance,
     Outcome,
     Proposal,
@@ -49,6 +56,10 @@ MAX_REFUSALS = 2
 TurnSink = Callable[[str, Turn[Any]], None]
 """Receives every turn an agent took, by event id (the runner keeps its full exchanges)."""
 
+Stage = tuple[int, int]
+"""(round, phase): 0 openings; 1 proposal and caucus; 2 caucus reply; 3 responses; 4 tally."""
+OPENING, PROPOSAL, CAUCUS_REPLY, RESPONSE, TALLY = 0, 1, 2, 3, 4
+
 
 class NegotiationState(TypedDict, total=False):
     round: int
@@ -58,7 +69,6 @@ class NegotiationState(TypedDict, total=False):
     table: dict[str, Any] | None
     caucus_with: str | None
     status: str | None
-    events: Annotated[list[dict[str, Any]], operator.add]
 
 
 class TaskInput(TypedDict):
@@ -80,19 +90,50 @@ def proposer_for(scenario: Scenario, round_: int) -> str:
     return voters[(round_ - 1) % len(voters)]
 
 
+def stage_of(event: Mapping[str, Any]) -> Stage | None:
+    """When an event happens in the protocol; None for records outside it (header, errors)."""
+    kind = event["type"]
+    round_ = event.get("round")
+    if not isinstance(round_, int):
+        return None
+    if kind == "statement":
+        phase = {"opening": OPENING, "caucus": PROPOSAL, "caucus_reply": CAUCUS_REPLY}
+        return round_, phase[event["kind"]]
+    if kind in ("proposal", "refused"):
+        return round_, PROPOSAL
+    if kind == "response":
+        return round_, RESPONSE
+    if kind == "tool_call":
+        return round_, RESPONSE if "/response/" in event["id"] else PROPOSAL
+    if kind == "tally":
+        return round_, TALLY
+    return None
+
+
+def before(events: Sequence[Mapping[str, Any]], stage: Stage) -> list[Mapping[str, Any]]:
+    """The events a turn at `stage` may know of: those of earlier stages, in log order."""
+    out = []
+    for e in events:
+        at = stage_of(e)
+        if at is not None and at < stage:
+            out.append(e)
+    return out
+
+
 def build_context(
     scenario: Scenario,
     state: NegotiationState,
     party: str,
+    events: Sequence[Mapping[str, Any]],
     k: int = DEFAULT_CONTEXT,
     *,
     turn_id: str = "",
     quote_key: str = "",
     feedback: tuple[str, ...] = (),
 ) -> Context:
-    """What `party` may see now: public record (last k), its own answers, its caucuses, and the
-    last round's votes with what each party asked for."""
-    events = state.get("events", [])
+    """What `party` may see now, from the events it may know of (see `before`): the public
+    record (last k), its own answers, its caucuses, and the last round's votes with what each
+    party asked for."""
     round_ = state.get("round", 0)
     public: list[Line] = []
     caucus: list[Line] = []
@@ -142,12 +183,12 @@ def build_context(
     )
 
 
-def tool_events(turn_id: str, round_: int, party: str, turn: Turn[Any]) -> list[dict[str, Any]]:
+def tool_events(turn_id: str, round_: int, party: str, turn: Turn[Any]) -> list[ToolCall]:
     """The turn's `evaluate_package` calls as private events, in order."""
     return [
         ToolCall(id=f"{turn_id}/tool/{k}", round=round_, speaker=party, visible_to=[party],
                  name=call.name, arguments=call.arguments, result=call.result,
-                 error=call.error).model_dump(mode="json")
+                 error=call.error)
         for k, call in enumerate(turn.tool_calls, start=1)
     ]
 
@@ -155,20 +196,19 @@ def tool_events(turn_id: str, round_: int, party: str, turn: Turn[Any]) -> list[
 def build_graph(
     scenario: Scenario,
     agents: Mapping[str, Agent],
+    log: EventLog,
     *,
     context_size: int = DEFAULT_CONTEXT,
-    journal: Mapping[str, dict[str, Any]] | None = None,
     quote_key: str = "",
     on_turn: TurnSink | None = None,
 ) -> StateGraph[NegotiationState]:
-    """The protocol graph for `scenario` played by `agents` (one per party).
+    """The protocol graph for `scenario` played by `agents` (one per party), recording to `log`.
 
-    `journal` holds events already in the run's log, by id. A turn whose event is there is
-    taken from it instead of asking the agent again: a crash between logging an event and
-    checkpointing it must not cost (or change) a model call on resume. `on_turn` receives every
-    turn taken (not those from the journal), e.g. to keep its requests and responses.
+    A turn whose event is already in `log` is taken from it instead of asking the agent again:
+    a crash between logging an event and checkpointing it must not cost (or change) a model call
+    on resume. `on_turn` receives every turn taken (not those from the log), e.g. to keep its
+    requests and responses.
     """
-    logged = journal or {}
     space = PackageSpace(scenario)
     voters = scenario.voters
     parties = scenario.parties
@@ -176,10 +216,10 @@ def build_graph(
     def announce(party: str, turn: str, round_: int) -> None:
         get_stream_writer()({"speaking": party, "turn": turn, "round": round_})
 
-    def ctx_for(state: NegotiationState, party: str, turn_id: str,
+    def ctx_for(state: NegotiationState, party: str, turn_id: str, stage: Stage,
                 feedback: tuple[str, ...] = ()) -> Context:
-        return build_context(scenario, state, party, context_size, turn_id=turn_id,
-                             quote_key=quote_key, feedback=feedback)
+        return build_context(scenario, state, party, before(log.raw(), stage), context_size,
+                             turn_id=turn_id, quote_key=quote_key, feedback=feedback)
 
     def taken(turn_id: str, turn: Turn[Any]) -> None:
         if on_turn is not None:
@@ -194,46 +234,45 @@ def build_graph(
                 exc.turn_id = turn_id  # type: ignore[attr-defined]
             raise
 
-    def from_log(turn_id: str) -> list[dict[str, Any]]:
-        """A logged turn's event and its tool calls, in order."""
-        prefix = f"{turn_id}/tool/"
-        tools = sorted((e for i, e in logged.items() if i.startswith(prefix)),
-                       key=lambda e: int(e["id"][len(prefix):]))
-        return [*tools, logged[turn_id]]
-
     # ------------------------------------------------------------------ nodes
 
     def opening(task: TaskInput) -> dict[str, Any]:
         party = task["party"]
         turn_id = f"opening/{party}"
-        if turn_id in logged:
-            return {"events": [logged[turn_id]]}
+        if log.get(turn_id) is not None:
+            return {}
         announce(party, "opening", 0)
-        turn = ask(turn_id, lambda: agents[party].opening(ctx_for(task["state"], party, turn_id)))
+        ctx = ctx_for(task["state"], party, turn_id, (0, OPENING))
+        turn = ask(turn_id, lambda: agents[party].opening(ctx))
         taken(turn_id, turn)
-        event = Statement(
+        log.write(Statement(
             id=turn_id, kind="opening", round=0, speaker=party,
             text=turn.content.text, usage=turn.usage, latency=turn.latency,
             invalid=turn.invalid, llm=turn.llm,
-        )
-        return {"events": [event.model_dump(mode="json")]}
+        ))
+        return {}
 
     def propose(state: NegotiationState) -> dict[str, Any]:
         round_ = state.get("round", 0) + 1
         proposer = proposer_for(scenario, round_)
         turn_id = f"r{round_}/proposal"
-        if turn_id in logged:
-            return _from_journal(round_, proposer)
+        logged = log.get(turn_id)
+        if logged is not None:
+            caucus = log.get(f"r{round_}/caucus")
+            caucus_with = None
+            if caucus is not None:
+                caucus_with = next(p for p in caucus["visible_to"] if p != proposer)
+            return {"round": round_, "table": logged["package"], "caucus_with": caucus_with}
         announce(proposer, "proposal", round_)
         view: NegotiationState = {**state, "round": round_}
         rejected_in: dict[str, list[int]] = {}
-        for e in state.get("events", []):
+        for e in before(log.raw(), (round_, PROPOSAL)):
             if e["type"] == "tally" and not e["accepted"]:
                 rejected_in.setdefault(package_key(e["package"]), []).append(e["round"])
-        events: list[dict[str, Any]] = []
+        events: list[Any] = []
         feedback: tuple[str, ...] = ()
         for attempt in range(MAX_REFUSALS + 1):
-            ctx = ctx_for(view, proposer, turn_id, feedback)
+            ctx = ctx_for(view, proposer, turn_id, (round_, PROPOSAL), feedback)
             turn = ask(turn_id, lambda ctx=ctx: agents[proposer].propose(ctx))  # type: ignore[misc]
             package = _snap(scenario, turn.content.package)
             rounds = rejected_in.get(package_key(package.model_dump(mode="json")))
@@ -248,120 +287,90 @@ def build_graph(
             events.append(RefusedProposal(
                 id=refused_id, round=round_, speaker=proposer, package=package,
                 rationale=turn.content.rationale, reason=reason, usage=turn.usage,
-                latency=turn.latency, llm=turn.llm).model_dump(mode="json"))
+                latency=turn.latency, llm=turn.llm))
             feedback = (*feedback, f"Attempt {attempt + 1}: {package.describe()}: {reason}.")
         taken(turn_id, turn)
         content = turn.content
         events += tool_events(turn_id, round_, proposer, turn)
-        events.append(
-            Proposal(
-                id=turn_id, round=round_, speaker=proposer, package=package,
-                rationale=content.rationale, usage=turn.usage, latency=turn.latency,
-                invalid=turn.invalid, llm=turn.llm, repeats_rejected=rounds is not None,
-            ).model_dump(mode="json")
-        )
+        events.append(Proposal(
+            id=turn_id, round=round_, speaker=proposer, package=package,
+            rationale=content.rationale, usage=turn.usage, latency=turn.latency,
+            invalid=turn.invalid, llm=turn.llm, repeats_rejected=rounds is not None,
+        ))
         caucus_with = content.caucus_with
         if caucus_with not in parties or caucus_with == proposer:
             caucus_with = None
         if caucus_with is not None:
-            events.append(
-                Statement(
-                    id=f"r{round_}/caucus", kind="caucus", round=round_, speaker=proposer,
-                    visible_to=[proposer, caucus_with], text=content.caucus_message,
-                ).model_dump(mode="json")
-            )
-        return {
-            "round": round_,
-            "table": package.model_dump(mode="json"),
-            "caucus_with": caucus_with,
-            "events": events,
-        }
-
-    def _from_journal(round_: int, proposer: str) -> dict[str, Any]:
-        turn_id = f"r{round_}/proposal"
-        proposal = logged[turn_id]
-        caucus = logged.get(f"r{round_}/caucus")
-        caucus_with = None
-        if caucus is not None:
-            caucus_with = next(p for p in caucus["visible_to"] if p != proposer)
-        refused: list[dict[str, Any]] = []
-        for k in range(1, MAX_REFUSALS + 1):
-            if f"{turn_id}/refused/{k}" in logged:
-                refused += from_log(f"{turn_id}/refused/{k}")
-        return {
-            "round": round_,
-            "table": proposal["package"],
-            "caucus_with": caucus_with,
-            "events": [*refused, *from_log(turn_id)] + ([caucus] if caucus is not None else []),
-        }
+            events.append(Statement(
+                id=f"r{round_}/caucus", kind="caucus", round=round_, speaker=proposer,
+                visible_to=[proposer, caucus_with], text=content.caucus_message,
+            ))
+        log.write(*events)
+        return {"round": round_, "table": package.model_dump(mode="json"),
+                "caucus_with": caucus_with}
 
     def caucus_reply(state: NegotiationState) -> dict[str, Any]:
         round_ = state["round"]
         turn_id = f"r{round_}/caucus_reply"
-        if turn_id in logged:
-            return {"events": [logged[turn_id]]}
+        if log.get(turn_id) is not None:
+            return {}
         party = state.get("caucus_with")
         assert party is not None
         proposer = proposer_for(scenario, round_)
-        message = next(
-            e["text"] for e in reversed(state["events"]) if e["id"] == f"r{round_}/caucus"
-        )
+        caucus = log.get(f"r{round_}/caucus")
+        message = caucus["text"] if caucus is not None else ""
         announce(party, "caucus", round_)
-        turn = ask(turn_id, lambda: agents[party].caucus_reply(ctx_for(state, party, turn_id),
-                                                               message))
+        ctx = ctx_for(state, party, turn_id, (round_, CAUCUS_REPLY))
+        turn = ask(turn_id, lambda: agents[party].caucus_reply(ctx, message))
         taken(turn_id, turn)
-        event = Statement(
+        log.write(Statement(
             id=turn_id, kind="caucus_reply", round=round_, speaker=party,
             visible_to=[proposer, party], text=turn.content.text, usage=turn.usage,
             latency=turn.latency, invalid=turn.invalid, llm=turn.llm,
-        )
-        return {"events": [event.model_dump(mode="json")]}
+        ))
+        return {}
 
     def respond(task: TaskInput) -> dict[str, Any]:
         party = task["party"]
         state = task["state"]
         round_ = state["round"]
         turn_id = f"r{round_}/response/{party}"
-        if turn_id in logged:
-            return {"events": from_log(turn_id)}
+        if log.get(turn_id) is not None:
+            return {}
         announce(party, "response", round_)
-        turn = ask(turn_id, lambda: agents[party].respond(ctx_for(state, party, turn_id)))
+        ctx = ctx_for(state, party, turn_id, (round_, RESPONSE))
+        turn = ask(turn_id, lambda: agents[party].respond(ctx))
         taken(turn_id, turn)
         content = turn.content
-        event = Response(
+        log.write(*tool_events(turn_id, round_, party, turn), Response(
             id=turn_id, round=round_, speaker=party,
             vote="reject" if turn.invalid else content.vote, stances=content.stances,
             statement=content.statement, private_rationale=content.private_rationale,
             value_estimate=None if turn.invalid else content.value_estimate,
             usage=turn.usage, latency=turn.latency, invalid=turn.invalid, errors=turn.errors,
             llm=turn.llm,
-        )
-        return {"events": [*tool_events(turn_id, round_, party, turn),
-                           event.model_dump(mode="json")]}
+        ))
+        return {}
 
     def tally(state: NegotiationState) -> dict[str, Any]:
         round_ = state["round"]
         table = state["table"]
         assert table is not None
-        votes = {
-            e["speaker"]: e["vote"]
-            for e in state["events"]
-            if e["type"] == "response" and e["round"] == round_
-        }
+        events = before(log.raw(), (round_, TALLY))
+        votes = {e["speaker"]: e["vote"] for e in events
+                 if e["type"] == "response" and e["round"] == round_}
         accepts = np.array([[votes.get(p) == "accept" for p in voters]], dtype=bool)
         accepted = bool(passes_rule(space, accepts)[0])
         key = package_key(table)
         rejections = sum(
-            1 for e in state["events"]
+            1 for e in events
             if e["type"] == "tally" and not e["accepted"] and package_key(e["package"]) == key
         ) + (0 if accepted else 1)
         package = Package.model_validate(table)
-        events = [
-            Tally(
-                id=f"r{round_}/tally", round=round_, package=package, votes=votes,
-                accepted=accepted, rejections_of_package=rejections,
-            ).model_dump(mode="json")
-        ]
+        records: list[Any] = [Tally(
+            id=f"r{round_}/tally", round=round_, package=package, votes=votes,
+            accepted=accepted, rejections_of_package=rejections,
+        )]
         status: str | None = None
         if accepted:
             status, reason = "deal", f"the decision rule passed the package in round {round_}"
@@ -370,14 +379,12 @@ def build_graph(
         elif round_ >= state.get("max_rounds", scenario.decision.max_rounds):
             status, reason = "no_deal", f"no package passed within {round_} rounds"
         if status is not None:
-            events.append(
-                Outcome(
-                    id="outcome", status=status,
-                    package=package if accepted else None, rounds=round_, votes=votes,
-                    reason=reason,
-                ).model_dump(mode="json")
-            )
-        return {"status": status, "events": events}
+            records.append(Outcome(
+                id="outcome", status=status, package=package if accepted else None,
+                rounds=round_, votes=votes, reason=reason,
+            ))
+        log.write(*records)  # already logged ones (a resumed step) are skipped
+        return {"status": status}
 
     # ------------------------------------------------------------------ routing
 
@@ -417,7 +424,6 @@ def initial_state(scenario: Scenario, seed: int, max_rounds: int) -> Negotiation
         "table": None,
         "caucus_with": None,
         "status": None,
-        "events": [],
     }
 
 

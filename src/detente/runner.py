@@ -9,6 +9,7 @@ reconciled with the log, so the log holds every committed event exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -25,7 +26,6 @@ from detente import __version__
 from detente.agents.base import Agent, Turn
 from detente.errors import DetenteError, InputError, Problem
 from detente.events import (
-    EVENT_ADAPTER,
     LOG_NAME,
     AgentSettings,
     ErrorEvent,
@@ -39,7 +39,13 @@ from detente.events import (
     utc_now,
 )
 from detente.loading import ScenarioBundle, load_bundle
-from detente.protocol import DEFAULT_CONTEXT, build_graph, initial_state, recursion_limit
+from detente.protocol import (
+    DEFAULT_CONTEXT,
+    NegotiationState,
+    build_graph,
+    initial_state,
+    recursion_limit,
+)
 from detente.report import RunResult, build_result, final_outcome, header_of, render_markdown
 
 EVENTS = LOG_NAME
@@ -197,123 +203,185 @@ def start_run(
         log_prompts=plan.log_prompts,
     )
     observer = observer or _Silent()
-    with EventLog(run_dir / EVENTS) as log:
+    with RunLock(run_dir), EventLog(run_dir / EVENTS, observer.event) as log:
         log.write(header)
         observer.started(run_dir, header)
-        observer.event(header)
         state = initial_state(scenario, plan.seed, max_rounds)
         _drive(bundle, agents, header, state, run_dir, log, observer)
-    return RunRecord(run_dir, finish(run_dir, bundle))
+        return RunRecord(run_dir, finish(run_dir, bundle))
 
 
 def resume_run(
     run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None
 ) -> RunRecord:
     """Continue an interrupted run from its last completed step."""
-    events = read_events(run_dir / EVENTS)
-    try:
-        header = header_of(events)
-    except ValueError:
-        raise InputError(run_dir / EVENTS, [Problem("", "the log has no header")]) from None
-    bundle = load_bundle(Path(header.scenario_path))
-    if bundle.content_hash != header.scenario_hash:
-        raise InputError(bundle.path, [Problem("", "the scenario changed since this run started "
-                                               "(content hash differs); resume needs the same "
-                                               "scenario")])
-    if not (run_dir / CHECKPOINTS).exists():
-        raise InputError(run_dir, [Problem("", f"no {CHECKPOINTS}: cannot resume this run")])
-    outcome = final_outcome(events)
-    observer = observer or _Silent()
-    observer.started(run_dir, header)
-    if outcome is not None and outcome.status != "error":
+    with RunLock(run_dir):
+        events = read_events(run_dir / EVENTS)
+        try:
+            header = header_of(events)
+        except ValueError:
+            raise InputError(run_dir / EVENTS, [Problem("", "the log has no header")]) from None
+        bundle = load_bundle(Path(header.scenario_path))
+        if bundle.content_hash != header.scenario_hash:
+            raise InputError(bundle.path, [Problem("", "the scenario changed since this run "
+                                                   "started (content hash differs); resume "
+                                                   "needs the same scenario")])
+        outcome = final_outcome(events)
+        observer = observer or _Silent()
+        observer.started(run_dir, header)
+        if outcome is not None and outcome.status != "error":
+            return RunRecord(run_dir, finish(run_dir, bundle))
+        agents = {p: agent_factory(p, header.agents[p], bundle)
+                  for p in bundle.scenario.parties}
+        with EventLog(run_dir / EVENTS, observer.event) as log:
+            n = sum(1 for e in events if isinstance(e, Resumed)) + 1
+            note = "resumed from the last completed step"
+            if log.repaired:
+                note += f" (cut a torn last line of {log.repaired} bytes from the log)"
+            log.write(Resumed(id=f"resumed/{n}", note=note))
+            # A run killed before its first checkpoint starts over; the log keeps its turns.
+            fresh = initial_state(bundle.scenario, header.seed, header.max_rounds)
+            _drive(bundle, agents, header, fresh, run_dir, log, observer, resuming=True)
         return RunRecord(run_dir, finish(run_dir, bundle))
-    agents = {p: agent_factory(p, header.agents[p], bundle) for p in bundle.scenario.parties}
-    with EventLog(run_dir / EVENTS) as log:
-        n = sum(1 for e in events if isinstance(e, Resumed)) + 1
-        log.write(Resumed(id=f"resumed/{n}", note="resumed from the last completed step"))
-        journal = {e.id: e.model_dump(mode="json") for e in events}
-        _drive(bundle, agents, header, None, run_dir, log, observer, journal)
-    return RunRecord(run_dir, finish(run_dir, bundle))
 
 
 def finish(run_dir: Path, bundle: ScenarioBundle) -> RunResult:
-    """(Re)write `result.json` and `transcript.md` from the event log."""
+    """(Re)write `result.json` and `transcript.md` from the event log, each atomically."""
     events = read_events(run_dir / EVENTS)
     result = build_result(bundle.scenario, events)
-    (run_dir / RESULT).write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    markdown = render_markdown(bundle.scenario, events, result)
-    (run_dir / TRANSCRIPT).write_text(markdown, encoding="utf-8")
+    write_atomic(run_dir / RESULT, result.model_dump_json(indent=2) + "\n")
+    write_atomic(run_dir / TRANSCRIPT, render_markdown(bundle.scenario, events, result))
     return result
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old file or the new one, never a part:
+    a temporary file beside it, fsynced, then renamed over it. Raises `DiskError`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise DiskError(path, exc) from None
+
+
+class DiskError(DetenteError):
+    """The run folder cannot be written (full, read-only, or gone)."""
+
+    exit_code = 2
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        reason = exc.strerror or type(exc).__name__
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+
+
+class RunLock:
+    """An exclusive lock on a run (or sweep) folder for as long as a process writes to it.
+
+    A second process that tries to write the same folder (two `detente run --resume` of one
+    run, two sweeps of one folder) is refused with the holder's pid. The lock is the kernel's
+    (`flock`): it goes with the process, even on `kill -9`.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder: Path, what: str = "run") -> None:
+        self.folder = folder
+        self.what = what
+        self._handle: Any = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        path = self.folder / self.NAME
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle = path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise DiskError(path, exc) from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise InputError(self.folder, [Problem("", f"this {self.what} folder is in use by "
+                                                   f"{holder}; wait for it to finish or stop "
+                                                   "it first")]) from None
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} (detente, since {utc_now()})\n")
+            handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.seek(0)
+                self._handle.truncate()
+            self._handle.close()  # closing releases the lock
+            self._handle = None
 
 
 def _drive(
     bundle: ScenarioBundle,
     agents: Mapping[str, Agent],
     header: RunHeader,
-    state: Any,
+    state: NegotiationState,
     run_dir: Path,
     log: EventLog,
     observer: RunObserver,
-    journal: Mapping[str, dict[str, Any]] | None = None,
+    resuming: bool = False,
 ) -> None:
     prompts = PromptLog(run_dir / PROMPTS if header.log_prompts else None)
-    graph = build_graph(bundle.scenario, agents, context_size=header.bounded_context,
-                        journal=journal, quote_key=header.quote_key, on_turn=prompts.record)
+    graph = build_graph(bundle.scenario, agents, log, context_size=header.bounded_context,
+                        quote_key=header.quote_key, on_turn=prompts.record)
     config: Any = {
         "configurable": {"thread_id": header.run_id},
         "recursion_limit": recursion_limit(header.max_rounds),
     }
-
-    def record(raw: dict[str, Any]) -> None:
-        event = EVENT_ADAPTER.validate_python(raw)
-        if log.write(event):
-            observer.event(event)
-
     with SqliteSaver.from_conn_string(str(run_dir / CHECKPOINTS)) as saver:
         app = graph.compile(checkpointer=saver)
+        start: NegotiationState | None = state
+        if resuming and app.get_state(config).created_at is not None:
+            start = None  # continue from the last checkpoint
         try:
-            for mode, chunk in app.stream(
-                state, config, stream_mode=["updates", "custom"], durability="sync"
-            ):
+            for chunk in app.stream(start, config, stream_mode="custom", durability="sync"):
                 payload: Any = chunk
-                if mode == "custom":
-                    observer.speaking(payload["speaking"], payload["turn"], payload["round"])
-                    continue
-                for update in payload.values():
-                    if isinstance(update, dict):
-                        for raw in update.get("events", []):
-                            record(raw)
+                observer.speaking(payload["speaking"], payload["turn"], payload["round"])
         except KeyboardInterrupt:
-            _reconcile(app, config, record)
-            n = sum(1 for e in read_events(log.path) if isinstance(e, ErrorEvent)) + 1
+            n = sum(1 for e in log.raw() if e["type"] == "error") + 1
             log.write(ErrorEvent(id=f"interrupted/{n}", message="the run was interrupted"))
             finish(run_dir, bundle)
             raise RunInterrupted(run_dir) from None
+        except DiskError:
+            raise
+        except OSError as exc:
+            # The log itself could not be written: report it; what is on disk stays readable.
+            raise DiskError(log.path, exc) from None
         except DetenteError as exc:
             # A failed model call keeps what it sent (and any answer) for the post-mortem.
             prompts.write(getattr(exc, "turn_id", "failed"), getattr(exc, "exchanges", []))
-            _reconcile(app, config, record)
             _fail(log, run_dir, bundle, str(exc))
             raise RunFailed(str(exc), run_dir) from None
         except Exception as exc:
-            _reconcile(app, config, record)
             _fail(log, run_dir, bundle, f"internal error: {type(exc).__name__}: {exc}")
             raise
-        _reconcile(app, config, record)
-
-
-def _reconcile(app: Any, config: Any, record: Callable[[dict[str, Any]], None]) -> None:
-    """Write every checkpointed event the stream did not deliver (e.g. before a crash)."""
-    snapshot = app.get_state(config)
-    for raw in snapshot.values.get("events", []):
-        record(raw)
 
 
 def _fail(log: EventLog, run_dir: Path, bundle: ScenarioBundle, message: str) -> None:
-    events = read_events(log.path)
-    n = sum(1 for e in events if isinstance(e, ErrorEvent)) + 1
-    rounds = max((getattr(e, "round", 0) or 0 for e in events), default=0)
-    log.write(ErrorEvent(id=f"error/{n}", round=rounds, message=message))
-    log.write(Outcome(id=f"outcome/error/{n}", status="error", package=None, rounds=rounds,
+    events = log.raw()
+    n = sum(1 for e in events if e["type"] == "error") + 1
+    rounds = max((e.get("round") or 0 for e in events), default=0)
+    log.write(ErrorEvent(id=f"error/{n}", round=rounds, message=message),
+              Outcome(id=f"outcome/error/{n}", status="error", package=None, rounds=rounds,
                       reason=message))
     finish(run_dir, bundle)
