@@ -118,7 +118,7 @@ def test_analyze_reports_a_zopa_and_the_nash_package(baseline_json: dict[str, An
     result = run("analyze", BASELINE)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    zopa = re.search(r"ZOPA \(required parties all rationally accept\)\W+([\d,]+) \(", out)
+    zopa = re.search(r"ZOPA \(the rule passes it with rational votes\)\W+([\d,]+) \(", out)
     assert zopa is not None, out
     assert int(zopa.group(1).replace(",", "")) > 0
     assert "Nash bargaining package" in out

@@ -40,7 +40,7 @@ from detente.agents.schemas import (
 )
 from detente.agents.valuation import PartyValuer
 from detente.analysis import describe_rule
-from detente.briefs import Brief
+from detente.briefs import Brief, Position
 from detente.events import AgentSettings, IssueStance, LLMCall, Usage
 from detente.llm import ChatResult, InvalidResponseError, LLMClient, Tool
 from detente.scenario import Package, Preferences, Scenario
@@ -280,8 +280,11 @@ def system_prompt(view: Scenario, brief: Brief, prefs: Preferences | None) -> st
         "background knowledge or a modelling assumption):",
     ]
     labels = {i.id: i.label for i in view.issues} | {"general": "General"}
-    lines += [f"- {labels.get(p.issue, p.issue)} [{p.source}]: {p.stance}"
-              for p in brief.positions]
+    for pos in on_the_table(view, brief):
+        source = pos.source or "unsourced"
+        if pos.source == "inference" and pos.basis:
+            source += f", from: {' '.join(pos.basis.split())}"
+        lines.append(f"- {labels[pos.issue]} [{source}]: {pos.stance}{_links(pos)}")
     lines += ["", "Your priorities, most important first:"]
     lines += [f"{k}. {p}" for k, p in enumerate(brief.priorities, start=1)]
     lines += ["", "The issues (options run from one side's maximal position to the other's):"]
@@ -326,11 +329,11 @@ def compact_system_prompt(view: Scenario, brief: Brief, prefs: Preferences | Non
     lines = [f"You are {brief.display_name} in a negotiation: {view.title}.",
              f"Style: {_first_sentence(brief.persona.style)}"]
     seen: set[str] = set()
-    for pos in brief.positions:
+    for pos in on_the_table(view, brief):
         if pos.issue not in seen:
             seen.add(pos.issue)
-            lines.append(f"Your position on {pos.issue} [{pos.source}]: "
-                         f"{_first_sentence(pos.stance)}")
+            lines.append(f"Your position on {pos.issue} [{pos.source or 'unsourced'}]: "
+                         f"{_first_sentence(pos.stance)}{_links(pos)}")
     lines.append(describe_rule(view))
     if prefs is None:
         lines.append("You are the mediator: you table packages and do not vote.")
@@ -357,6 +360,20 @@ def compact_system_prompt(view: Scenario, brief: Brief, prefs: Preferences | Non
     lines += [f"Red line: {r.description}" for r in prefs.red_lines]
     lines.append(QUOTING)
     return "\n".join(lines)
+
+
+def on_the_table(view: Scenario, brief: Brief) -> list[Position]:
+    """The brief's positions on this scenario's issues (and general ones), in brief order: a
+    brief serves several scenarios, and an issue this one leaves out is not negotiated here."""
+    issues = {i.id for i in view.issues} | {"general"}
+    return [p for p in brief.positions if p.issue in issues]
+
+
+def _links(pos: Position) -> str:
+    """The options a position names, by id: the prose tied to the numbers."""
+    parts = [f"{name} {', '.join(ids)}" for name, ids in
+             (("prefers", pos.prefers), ("accepts", pos.accepts), ("rejects", pos.rejects)) if ids]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _first_sentence(text: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from detente.analysis import Analysis, PackageReport, analyze
 from detente.cli._app import app, console
@@ -48,16 +49,20 @@ def render(scenario: Scenario, report: Analysis) -> None:
     summary.add_column(style="bold")
     summary.add_column(justify="right")
     summary.add_row("packages", f"{report.packages:,}")
-    summary.add_row("admissible (no required red line broken)", f"{report.admissible:,}")
-    summary.add_row("ZOPA (required parties all rationally accept)",
+    summary.add_row("admissible (no red line of a party the rule needs broken)",
+                    f"{report.admissible:,}")
+    summary.add_row("ZOPA (the rule passes it with rational votes)",
                     f"{report.zopa:,} ({report.zopa_share:.3%})")
-    summary.add_row("passed by the full decision rule", f"{report.counts.decision_rule:,}")
+    if report.required and set(report.required) != set(report.voters):
+        summary.add_row("accepted by every required party", f"{report.counts.required:,}")
     summary.add_row("accepted unanimously", f"{report.counts.unanimous:,}")
     if report.pareto_frontier is not None:
         summary.add_row("Pareto frontier (admissible)", f"{report.pareto_frontier:,}")
     console.print(summary)
+    console.print(Text(report.rule, style="dim"), markup=False)
     if report.nash is None:
-        console.print("[bold red]The ZOPA is empty:[/] no package satisfies every required party.")
+        console.print("[bold red]The ZOPA is empty:[/] with every party voting by its own values "
+                      "and red lines, the rule passes no package.")
         return
     _package_table(scenario, "Nash bargaining package", report.nash, report)
     if report.kalai_smorodinsky is not None:
