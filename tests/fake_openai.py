@@ -24,6 +24,7 @@ any request without `Authorization: Bearer <api_key>` is answered 401 as OpenAI 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -58,7 +59,28 @@ class HTTPError:
     code: str | None = None
 
 
-Answer = str | Reply | int | HTTPError
+@dataclass(frozen=True)
+class Raw:
+    """A response body sent as is (malformed JSON, a completion without choices, ...)."""
+
+    body: str
+    status: int = 200
+
+
+@dataclass(frozen=True)
+class Reset:
+    """The connection is closed without any response (a crash or a reset)."""
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Wait `seconds`, then answer `then` (a client with a shorter timeout gives up first)."""
+
+    seconds: float
+    then: Any = None
+
+
+Answer = str | Reply | int | HTTPError | Raw | Reset | Stall
 Responder = Callable[[dict[str, Any]], Answer] | Answer
 
 
@@ -222,8 +244,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(HTTPError(500, "fake server: script exhausted"))
             return
         answer = responder(body) if callable(responder) else responder
+        while isinstance(answer, Stall):
+            time.sleep(answer.seconds)
+            answer = answer.then if answer.then is not None else "{}"
         if isinstance(answer, bool):  # bool is an int: refuse the ambiguity
             raise TypeError("a responder returned a bool")
+        if isinstance(answer, Reset):
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(2)
+            return
+        if isinstance(answer, Raw):
+            data = answer.body.encode()
+            self.send_response(answer.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            return
         if isinstance(answer, int):
             self._send_error(HTTPError(answer))
             return

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from detente.agents import endpoint_config, private_view
+from detente.agents import EMBEDDED_TIMEOUT, endpoint_config, private_view
 from detente.agents.llm_agent import LLMAgent
 from detente.events import AgentSettings
 from detente.loading import ScenarioBundle, load_bundle
@@ -30,6 +30,8 @@ CASSETTES = Path(__file__).parent / "cassettes" / "test_cassettes"
 REPLAY_URL = "http://127.0.0.1:9/v1"
 """Never contacted on replay: VCR answers before any socket opens."""
 RERECORD = ".venv/bin/pytest tests/test_cassettes.py --record-mode=rewrite"
+QUOTE_KEY = "recorded-cassettes"
+"""Random in real runs; fixed here so that a replay sends byte-identical requests."""
 
 RECORDINGS = {
     "baseline": (ROOT / "scenarios" / "baseline.yaml", 3),
@@ -57,9 +59,12 @@ def endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
 def _settings(base_url: str) -> AgentSettings:
     from detente.local_server import DEFAULT_ALIAS
 
+    # As `detente run` sets up the embedded model: compact prompts, grammar-constrained answers,
+    # the exact value of the table (assist `table`), the run's seed.
+    # A request waits behind the other parties' at the server, as with `detente run`.
     return AgentSettings(kind="llm", model=DEFAULT_ALIAS, base_url=base_url, temperature=0.7,
-                         seed=0, max_tokens=800, structured_mode="json_object",
-                         prompt="compact")
+                         max_tokens=800, structured_mode="json_object", prompt="compact",
+                         assist="table", timeout=EMBEDDED_TIMEOUT)
 
 
 def _factory(party: str, settings: AgentSettings, bundle: ScenarioBundle) -> Any:
@@ -75,7 +80,9 @@ def _run(name: str, base_url: str, out: Path) -> Path:
     path, rounds = RECORDINGS[name]
     bundle = load_bundle(path)
     agents = {p: _settings(base_url) for p in bundle.scenario.parties}
-    plan = RunPlan(bundle=bundle, agents=agents, seed=0, max_rounds=rounds, out_root=out)
+    # A fixed quote key: the delimiters, and so the request bodies, are the recorded ones.
+    plan = RunPlan(bundle=bundle, agents=agents, seed=0, max_rounds=rounds, out_root=out,
+                   quote_key=QUOTE_KEY)
     return start_run(plan, _factory).run_dir
 
 
@@ -89,6 +96,7 @@ def _normalized(run_dir: Path) -> list[dict[str, Any]]:
         if event["type"] == "header":
             event.pop("run_id")
             event.pop("scenario_path")  # absolute, so it depends on where the checkout is
+            event.pop("quote_key", None)
             for agent in event["agents"].values():
                 agent.pop("base_url", None)
         events.append(event)
@@ -157,13 +165,12 @@ def test_recorded_baseline_has_five_llm_agents_and_three_rounds() -> None:
     assert sum(e.get("usage", {}).get("completion_tokens", 0) for e in events) > 0
 
 
+@pytest.mark.replay_only  # skipped before its cassette is touched when recording
 @pytest.mark.default_cassette("test_recorded_tiny_negotiation_replays_identically.yaml")
 @pytest.mark.vcr
 def test_changed_prompt_is_caught_as_a_cassette_mismatch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if _recording(request.config):
-        pytest.skip("checks replay only")
     import detente.agents.llm_agent as llm_agent
 
     original = llm_agent.compact_system_prompt

@@ -209,7 +209,7 @@ def test_assist_tool_offers_evaluate_package_bounded_and_recorded(
     assert any(m.get("role") == "tool" for m in a_bodies[-1]["messages"])
     assert a_bodies[-1]["tool_choice"] == "none"
     transcript = (record.run_dir / "transcript.md").read_text(encoding="utf-8")
-    assert "called `evaluate_package(x=x2, y=y2, t=5)`" in transcript
+    assert "called evaluate_package(x=x2, y=y2, t=5)" in transcript
 
 
 def test_the_embedded_model_cannot_take_the_tool_assist(tmp_path: Path, cli: Cli) -> None:

@@ -21,7 +21,8 @@ Config file (TOML, `--config FILE`, or `detente.toml` in the working folder):
 
 Environment: OPENAI_API_KEY, OPENAI_BASE_URL, DETENTE_MODEL, DETENTE_AGENTS ("us=...,all=..."),
 DETENTE_TEMPERATURE, DETENTE_MAX_TOKENS, DETENTE_MAX_RETRIES, DETENTE_STRUCTURED_MODE,
-DETENTE_ASSIST ("table" or "us=tool,all=table"), DETENTE_CONFIG.
+DETENTE_ASSIST ("table" or "us=tool,all=table"), DETENTE_TIMEOUT (seconds per request),
+DETENTE_CONFIG.
 
 The run's seed (`--seed`, or each seed of a sweep) reaches every LLM agent as the request's
 `seed`, unless the party's own settings pin one; it is not a default setting, so a sweep's seeds
@@ -48,7 +49,7 @@ DEFAULT_MEDIATOR_STRATEGY = "nash"
 CONFIG_NAME = "detente.toml"
 
 _ENDPOINT_KEYS = ("model", "base_url", "temperature", "max_tokens", "max_retries",
-                  "structured_mode", "prompt", "assist")
+                  "structured_mode", "prompt", "assist", "timeout")
 _PARTY_KEYS = (*_ENDPOINT_KEYS, "seed", "spec")
 
 
@@ -78,13 +79,13 @@ def flag_layer(
     *, model: str | None, agents: Sequence[str], base_url: str | None = None,
     temperature: float | None = None, max_tokens: int | None = None,
     max_retries: int | None = None, structured_mode: str | None = None,
-    assist: Sequence[str] = (),
+    assist: Sequence[str] = (), timeout: float | None = None,
 ) -> Layer:
     defaults = {
         k: v for k, v in {
             "model": model, "base_url": base_url, "temperature": temperature,
             "max_tokens": max_tokens, "max_retries": max_retries,
-            "structured_mode": structured_mode,
+            "structured_mode": structured_mode, "timeout": timeout,
         }.items() if v is not None
     }
     layer = Layer("flags", defaults=defaults, specs=parse_agent_flags(agents))
@@ -113,7 +114,8 @@ def env_layer(env: Mapping[str, str] | None = None) -> Layer:
         defaults["model"] = env["DETENTE_MODEL"]
     if env.get("OPENAI_BASE_URL"):
         defaults["base_url"] = env["OPENAI_BASE_URL"]
-    for key, cast in (("temperature", float), ("max_tokens", int), ("max_retries", int)):
+    for key, cast in (("temperature", float), ("max_tokens", int), ("max_retries", int),
+                      ("timeout", float)):
         raw = env.get(f"DETENTE_{key.upper()}")
         if raw:
             try:
@@ -221,6 +223,11 @@ def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, Age
         if mode is not None and mode not in get_args(StructuredMode):
             raise InputError("agents", [Problem(f"{party}.structured_mode", f"expected one of: "
                              f"{', '.join(get_args(StructuredMode))}, got {mode!r}")])
+        timeout = lookup(party, "timeout")
+        if timeout is not None and (not isinstance(timeout, int | float) or isinstance(
+                timeout, bool) or not 0 < float(timeout) < float("inf")):
+            raise InputError("agents", [Problem(f"{party}.timeout", "expected a number of "
+                             f"seconds above 0, got {timeout!r}")])
         assist = lookup(party, "assist")
         if assist is not None and assist not in ASSIST_MODES:
             raise InputError("agents", [Problem(f"{party}.assist", f"expected one of: "
@@ -240,5 +247,6 @@ def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, Age
             structured_mode=mode,
             prompt=lookup(party, "prompt"),
             assist=assist,
+            timeout=None if timeout is None else float(timeout),
         )
     return settings

@@ -91,6 +91,8 @@ class AgentSettings(BaseModel):
     """GGUF file served by the embedded llama.cpp server (its URL changes from run to run)."""
     assist: Assist | None = None
     """See `Assist`; None means the default: `table` on the embedded model, else `none`."""
+    timeout: float | None = None
+    """Seconds an HTTP request may take; None means the default (see `detente.agents`)."""
 
     def label(self) -> str:
         if self.kind == "scripted":
@@ -124,6 +126,12 @@ class AgentSettings(BaseModel):
             "prompt": self.prompt,
             "assist": self.effective_assist(),
         }
+
+    def stored(self) -> AgentSettings:
+        """These settings as a file keeps them: an endpoint URL without `user:password@`."""
+        from detente.redact import strip_credentials
+
+        return self.model_copy(update={"base_url": strip_credentials(self.base_url)})
 
     def call_settings(self) -> dict[str, Any]:
         """The settings an LLM turn records beside its request hash."""

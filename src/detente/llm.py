@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from detente.errors import DetenteError, format_path
 from detente.events import StructuredMode
+from detente.redact import Redactor, strip_credentials, url_secrets
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -70,7 +71,7 @@ class EndpointConfig(BaseModel):
     structured_mode: StructuredMode = "json_schema"
     max_retries_http: int = Field(default=2, ge=0)
     """openai `max_retries`: retries on connection errors, 408/409/429 and 5xx."""
-    timeout: float = Field(default=300.0, gt=0.0)
+    timeout: float = Field(default=60.0, gt=0.0)
     """Seconds per HTTP request."""
     validation_retries: int = Field(default=2, ge=0)
     """How many corrected answers to ask for after an invalid one."""
@@ -197,6 +198,10 @@ class _Reply:
 
 class _Invalid(Exception):
     """An answer that must be corrected; the message is what the model is told."""
+
+
+class _Malformed(Exception):
+    """A response that is no chat completion (bad body, no choices): asked again as is."""
 
 
 def is_local_url(url: str | None) -> bool:
@@ -424,13 +429,14 @@ class LLMClient:
         self.config = config
         key = config.api_key or os.environ.get("OPENAI_API_KEY") or ""
         self._key_missing = not key
+        self._redact = Redactor([key, *url_secrets(config.base_url)])
         self._client = openai.OpenAI(
             api_key=key or _PLACEHOLDER_KEY,
             base_url=config.base_url,
             max_retries=config.max_retries_http,
             timeout=config.timeout,
         )
-        self.base_url = str(self._client.base_url).rstrip("/")
+        self.base_url = strip_credentials(str(self._client.base_url).rstrip("/"))
         self._lock = threading.Lock()
         self._strict_formats: dict[type[BaseModel], dict[str, Any]] = {}
 
@@ -489,6 +495,12 @@ class LLMClient:
             except LLMTransportError as exc:
                 exc.exchanges = exchanges
                 raise
+            except _Malformed as exc:
+                # Not the model's fault: ask the same again, without a correction.
+                attempts += 1
+                errors.append(str(exc))
+                raw_texts.append("")
+                continue
             prompt_tokens += reply.prompt_tokens
             completion_tokens += reply.completion_tokens
             if reply.tool_calls and tool is not None:
@@ -632,19 +644,19 @@ class LLMClient:
             raise error from None
         latency = time.monotonic() - started
         try:
-            payload: Any = json.loads(text)
+            payload: Any = json.loads(self._redact(text))
         except ValueError:
-            payload = text
+            payload = self._redact(text)
         exchanges.append(Exchange(body, digest, payload, None, latency))
         try:
             completion = ChatCompletion.model_validate_json(text)
         except ValidationError as exc:
-            raise LLMTransportError(
-                f"{self.base_url} answered with a malformed chat completion: "
+            raise _Malformed(
+                f"(malformed) {self.base_url} answered with a malformed chat completion: "
                 f"{_short(format_validation_error(exc), 200)}"
             ) from None
         if not completion.choices:
-            raise LLMTransportError(f"{self.base_url} answered with no choices")
+            raise _Malformed(f"(malformed) {self.base_url} answered with no choices")
         choice = completion.choices[0]
         usage = completion.usage
         calls = [c.model_dump(mode="json", exclude_none=True)
@@ -686,10 +698,16 @@ class LLMClient:
             raise _Invalid(format_validation_error(exc) + cut) from None
 
     def _transport_error(self, exc: openai.OpenAIError) -> LLMTransportError:
+        error = self._describe(exc)
+        redacted = LLMTransportError(self._redact(str(error)), status_code=error.status_code)
+        return redacted
+
+    def _describe(self, exc: openai.OpenAIError) -> LLMTransportError:
         where = self.base_url
         if isinstance(exc, openai.APITimeoutError):
             return LLMTransportError(
-                f"{where} did not answer within {self.config.timeout:g} s (timeout)"
+                f"{where} did not answer within {self.config.timeout:g} s (timeout; raise it "
+                "with --timeout)"
             )
         if isinstance(exc, openai.APIConnectionError):
             cause = _root_os_error(exc)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import reprlib
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,24 +25,115 @@ from detente.variants import resolve_extends
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML file that must hold a mapping."""
+MAX_FILE_BYTES = 2 * 1024 * 1024
+"""Largest scenario or brief file read (the baseline is about 20 kB)."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists a file may have."""
+MAX_EXPANDED_NODES = 200_000
+"""Most values a file may hold once its aliases are expanded (an alias bomb has billions)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_text_capped(path: Path, cap: int = MAX_FILE_BYTES) -> str:
+    """The text of a regular file of at most `cap` bytes; anything else is one InputError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        info = os.stat(path)
     except FileNotFoundError:
         raise InputError(path, [Problem("", "no such file")]) from None
-    except IsADirectoryError:
-        raise InputError(path, [Problem("", "expected a file, got a directory")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise InputError(path, [Problem("", f"cannot read: {exc}")]) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(path, [Problem("", "expected a file, got a directory")])
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(path, [Problem("", "not a regular file (a device, pipe or socket); "
+                                        "expected a YAML file")])
+    if info.st_size > cap:
+        raise InputError(path, [Problem("", f"the file is {info.st_size / 2**20:.1f} MB; "
+                                        f"scenario and brief files may be at most "
+                                        f"{cap / 2**20:.0f} MB")])
     try:
-        data = yaml.safe_load(text)
+        with path.open("rb") as handle:
+            data = handle.read(cap + 1)
+    except OSError as exc:
+        raise InputError(path, [Problem("", f"cannot read: {exc.strerror or exc}")]) from None
+    if len(data) > cap:
+        raise InputError(path, [Problem("", f"the file grew past {cap / 2**20:.0f} MB while "
+                                        "being read")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, [Problem("", f"not UTF-8 text ({exc.reason} at byte "
+                                        f"{exc.start})")]) from None
+
+
+def _check_shape(value: Any, path: Path) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and aliases that expand beyond MAX_EXPANDED_NODES,
+    counting shared (aliased) values as many times as they appear, without expanding them."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise InputError(path, [Problem("", f"nested more than {MAX_DEPTH} levels deep")])
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise InputError(path, [Problem("", "a recursive alias (a value that contains "
+                                            "itself)")])
+        active.add(key)
+        children = node.values() if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_EXPANDED_NODES:
+                raise InputError(path, [Problem("", f"its aliases expand to more than "
+                                                f"{MAX_EXPANDED_NODES:,} values (an alias "
+                                                "bomb?)")])
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(value, 0)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML file that must hold a mapping: a regular file under the size cap, without
+    duplicate keys, excessive nesting or alias expansion beyond a budget."""
+    text = read_text_capped(path)
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise InputError(path, [Problem(where, f"malformed YAML: {exc.problem}")]) from None
     except yaml.YAMLError as exc:
         raise InputError(path, [Problem("", f"malformed YAML: {exc}")]) from None
+    except RecursionError:
+        raise InputError(path, [Problem("", "nested too deeply to read")]) from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise InputError(path, [Problem("", f"a number cannot be read: {exc}")]) from None
+    _check_shape(data, path)
     if not isinstance(data, dict):
         got = "an empty file" if data is None else type(data).__name__
         raise InputError(path, [Problem("", f"expected a YAML mapping at the top, got {got}")])
@@ -60,6 +154,19 @@ _PATTERNS = {
                      "'assumption' or 'inference')"),
 }
 _RED_LINE_KINDS = ("forbid", "bound", "conditional")
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """A value as JSON, cut to `limit` characters, without ever serializing a huge one."""
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxdict, shown.maxlist = 3, 6, 6
+    shown.maxstring = shown.maxother = limit
+    try:
+        text = json.dumps(value) if isinstance(value, str | int | float | bool | None) and \
+            len(str(value)) <= limit else shown.repr(value)
+    except (TypeError, ValueError):
+        text = shown.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def problems_from_validation(exc: ValidationError) -> list[Problem]:
@@ -84,14 +191,11 @@ def problems_from_validation(exc: ValidationError) -> list[Problem]:
             loc.append(str(ctx.get("discriminator", "")).strip("'"))
             msg = f"expected one of {ctx.get('expected_tags')}, got '{ctx.get('tag')}'"
         elif kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERNS:
-            msg = f"expected {_PATTERNS[ctx['pattern']]}, got {json.dumps(err['input'])}"
+            msg = f"expected {_PATTERNS[ctx['pattern']]}, got {short_repr(err['input'])}"
         else:
             msg = msg.removeprefix("Value error, ")
             if "input" in err:
-                shown = json.dumps(err["input"], default=str)
-                if len(shown) > 60:
-                    shown = shown[:57] + "..."
-                msg = f"{msg} (got {shown})"
+                msg = f"{msg} (got {short_repr(err['input'])})"
         if is_key:
             msg = f"invalid key: {msg}"
         problems.append(Problem(format_path(loc), msg))

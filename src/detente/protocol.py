@@ -110,14 +110,20 @@ def stage_of(event: Mapping[str, Any]) -> Stage | None:
     return None
 
 
-def before(events: Sequence[Mapping[str, Any]], stage: Stage) -> list[Mapping[str, Any]]:
-    """The events a turn at `stage` may know of: those of earlier stages, in log order."""
-    out = []
+def before(
+    events: Sequence[Mapping[str, Any]], stage: Stage, order: Sequence[str] = ()
+) -> list[Mapping[str, Any]]:
+    """The events a turn at `stage` may know of: those of earlier stages, in protocol order
+    (stage, then the speaker's place in `order`, then id), never in the order parties happened
+    to finish: two runs given the same answers build the same prompts."""
+    rank = {party: k for k, party in enumerate(order)}
+    found: list[tuple[tuple[int, int, int, str], Mapping[str, Any]]] = []
     for e in events:
         at = stage_of(e)
         if at is not None and at < stage:
-            out.append(e)
-    return out
+            found.append(((*at, rank.get(e.get("speaker", ""), len(rank)), e["id"]), e))
+    found.sort(key=lambda item: item[0])
+    return [e for _, e in found]
 
 
 def build_context(
@@ -218,7 +224,8 @@ def build_graph(
 
     def ctx_for(state: NegotiationState, party: str, turn_id: str, stage: Stage,
                 feedback: tuple[str, ...] = ()) -> Context:
-        return build_context(scenario, state, party, before(log.raw(), stage), context_size,
+        return build_context(scenario, state, party, before(log.raw(), stage, parties),
+                             context_size,
                              turn_id=turn_id, quote_key=quote_key, feedback=feedback)
 
     def taken(turn_id: str, turn: Turn[Any]) -> None:
@@ -266,7 +273,7 @@ def build_graph(
         announce(proposer, "proposal", round_)
         view: NegotiationState = {**state, "round": round_}
         rejected_in: dict[str, list[int]] = {}
-        for e in before(log.raw(), (round_, PROPOSAL)):
+        for e in before(log.raw(), (round_, PROPOSAL), parties):
             if e["type"] == "tally" and not e["accepted"]:
                 rejected_in.setdefault(package_key(e["package"]), []).append(e["round"])
         events: list[Any] = []
@@ -356,7 +363,7 @@ def build_graph(
         round_ = state["round"]
         table = state["table"]
         assert table is not None
-        events = before(log.raw(), (round_, TALLY))
+        events = before(log.raw(), (round_, TALLY), parties)
         votes = {e["speaker"]: e["vote"] for e in events
                  if e["type"] == "response" and e["round"] == round_}
         accepts = np.array([[votes.get(p) == "accept" for p in voters]], dtype=bool)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import html
 from collections import defaultdict
 from datetime import datetime
 from typing import Any, Literal
@@ -515,7 +516,8 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
             for call in tools:
                 shown = call.result if call.error is None else {"error": call.error}
                 arguments = ", ".join(f"{k}={v}" for k, v in call.arguments.items())
-                out += [f"- {call.speaker} called `{call.name}({arguments})`: `{shown}`"]
+                out += [f"- {call.speaker} called {md_text(call.name)}({md_text(arguments)}): "
+                        f"{md_text(str(shown))}"]
             out += ["", "</details>", ""]
         for item in by_round[r]:
             if isinstance(item, Tally):
@@ -525,7 +527,7 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
                         f"({accepts} of {len(item.votes)} accept).", ""]
     errors = [item for item in events if isinstance(item, ErrorEvent)]
     if errors:
-        out += ["## Errors", ""] + [f"- {item.message}" for item in errors] + [""]
+        out += ["## Errors", ""] + [f"- {md_text(item.message)}" for item in errors] + [""]
 
     out += ["## Outcome", ""]
     if result.upper_bound:
@@ -574,8 +576,15 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
     return "\n".join(out)
 
 
+def md_text(text: str) -> str:
+    """Agent or endpoint text as Markdown shows it literally: HTML markup escaped, so a viewer
+    renders the text, never the markup."""
+    return html.escape(text, quote=False)
+
+
 def _quote(text: str) -> str:
-    return "\n".join("> " + line for line in (text.strip() or "(nothing said)").splitlines())
+    body = md_text(text.strip() or "(nothing said)")
+    return "\n".join("> " + line for line in body.split("\n"))
 
 
 def _flag(invalid: bool) -> str:

@@ -13,8 +13,9 @@ import contextlib
 import json
 import os
 import secrets
+import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from detente.events import (
     read_events,
     utc_now,
 )
+from detente.files import DiskError, RunLock, write_atomic
 from detente.loading import ScenarioBundle, load_bundle
 from detente.protocol import (
     DEFAULT_CONTEXT,
@@ -164,7 +166,10 @@ def new_run_dir(out_root: Path, scenario_id: str) -> tuple[Path, str]:
     run_id = secrets.token_hex(4)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = out_root / scenario_id / f"{stamp}-{run_id}"
-    run_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise DiskError(run_dir, exc) from None
     return run_dir, run_id
 
 
@@ -186,7 +191,10 @@ def start_run(
     if run_dir is None:
         run_dir, run_id = new_run_dir(plan.out_root, scenario.id)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DiskError(run_dir, exc) from None
         run_id = secrets.token_hex(4)
     header = RunHeader(
         id="header",
@@ -197,13 +205,14 @@ def start_run(
         package_version=__version__,
         seed=plan.seed,
         max_rounds=max_rounds,
-        agents=settings,
+        agents={p: a.stored() for p, a in settings.items()},
         bounded_context=plan.context_size,
         quote_key=plan.quote_key or secrets.token_hex(16),
         log_prompts=plan.log_prompts,
     )
     observer = observer or _Silent()
-    with RunLock(run_dir), EventLog(run_dir / EVENTS, observer.event) as log:
+    with RunLock(run_dir), _disk_errors(run_dir), \
+            EventLog(run_dir / EVENTS, observer.event) as log:
         log.write(header)
         observer.started(run_dir, header)
         state = initial_state(scenario, plan.seed, max_rounds)
@@ -211,11 +220,20 @@ def start_run(
         return RunRecord(run_dir, finish(run_dir, bundle))
 
 
+@contextlib.contextmanager
+def _disk_errors(run_dir: Path) -> Iterator[None]:
+    """Writing the run folder failed (full or read-only disk): one clear message."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        raise DiskError(run_dir, exc) from None
+
+
 def resume_run(
     run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None
 ) -> RunRecord:
     """Continue an interrupted run from its last completed step."""
-    with RunLock(run_dir):
+    with RunLock(run_dir), _disk_errors(run_dir):
         events = read_events(run_dir / EVENTS)
         try:
             header = header_of(events)
@@ -254,83 +272,6 @@ def finish(run_dir: Path, bundle: ScenarioBundle) -> RunResult:
     return result
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the new one, never a part:
-    a temporary file beside it, fsynced, then renamed over it. Raises `DiskError`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise DiskError(path, exc) from None
-
-
-class DiskError(DetenteError):
-    """The run folder cannot be written (full, read-only, or gone)."""
-
-    exit_code = 2
-
-    def __init__(self, path: Path, exc: OSError) -> None:
-        reason = exc.strerror or type(exc).__name__
-        super().__init__(f"cannot write {path}: {reason}")
-        self.path = path
-
-
-class RunLock:
-    """An exclusive lock on a run (or sweep) folder for as long as a process writes to it.
-
-    A second process that tries to write the same folder (two `detente run --resume` of one
-    run, two sweeps of one folder) is refused with the holder's pid. The lock is the kernel's
-    (`flock`): it goes with the process, even on `kill -9`.
-    """
-
-    NAME = ".lock"
-
-    def __init__(self, folder: Path, what: str = "run") -> None:
-        self.folder = folder
-        self.what = what
-        self._handle: Any = None
-
-    def __enter__(self) -> RunLock:
-        import fcntl
-
-        path = self.folder / self.NAME
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            handle = path.open("a+", encoding="utf-8")
-        except OSError as exc:
-            raise DiskError(path, exc) from None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise InputError(self.folder, [Problem("", f"this {self.what} folder is in use by "
-                                                   f"{holder}; wait for it to finish or stop "
-                                                   "it first")]) from None
-        with contextlib.suppress(OSError):
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} (detente, since {utc_now()})\n")
-            handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            with contextlib.suppress(OSError):
-                self._handle.seek(0)
-                self._handle.truncate()
-            self._handle.close()  # closing releases the lock
-            self._handle = None
-
-
 def _drive(
     bundle: ScenarioBundle,
     agents: Mapping[str, Agent],
@@ -364,9 +305,9 @@ def _drive(
             raise RunInterrupted(run_dir) from None
         except DiskError:
             raise
-        except OSError as exc:
-            # The log itself could not be written: report it; what is on disk stays readable.
-            raise DiskError(log.path, exc) from None
+        except (OSError, sqlite3.Error) as exc:
+            # The log or the checkpoints could not be written: what is on disk stays readable.
+            raise DiskError(run_dir, exc) from None
         except DetenteError as exc:
             # A failed model call keeps what it sent (and any answer) for the post-mortem.
             prompts.write(getattr(exc, "turn_id", "failed"), getattr(exc, "exchanges", []))

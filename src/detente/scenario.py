@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from detente.errors import Problem
+from detente.errors import InputError, Problem
 
 ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 SECTION_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
@@ -44,7 +45,9 @@ WEIGHT_TOLERANCE = 1e-6
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # allow_inf_nan=False: every number of a scenario or brief must be finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 class SourceRef(_Strict):
@@ -96,9 +99,12 @@ class NumericTerm(_Strict):
     source: Source | None = None
     basis: Basis | None = None
 
+    def count(self) -> int:
+        """How many grid values the term has (without allocating them)."""
+        return round((self.max - self.min) / self.step) + 1
+
     def values(self) -> np.ndarray:
-        count = round((self.max - self.min) / self.step) + 1
-        return self.min + self.step * np.arange(count, dtype=np.float64)
+        return self.min + self.step * np.arange(self.count(), dtype=np.float64)
 
     def snap(self, value: float) -> float:
         """The grid value nearest to `value`, clamped to the range."""
@@ -279,9 +285,10 @@ def check_scenario(scenario: Scenario) -> list[Problem]:
     add = problems.append
     issues = {i.id: i for i in scenario.issues}
     terms = {t.id: t for t in scenario.terms}
-    dims = list(issues) + list(terms)
+    # From the lists, not the dicts: a repeated id would be counted (and weighed) twice.
+    dims = [i.id for i in scenario.issues] + [t.id for t in scenario.terms]
 
-    for name, ids in (("parties", scenario.parties), ("issues", dims)):
+    for name, ids in (("parties", scenario.parties), ("issues and terms", dims)):
         dupes = sorted({x for x in ids if ids.count(x) > 1})
         if dupes:
             add(Problem(name, f"ids must be unique; repeated: {', '.join(dupes)}"))
@@ -296,11 +303,22 @@ def check_scenario(scenario: Scenario) -> list[Problem]:
             add(Problem(where, f"expected max > min, got min={term.min:g}, max={term.max:g}"))
             continue
         span = (term.max - term.min) / term.step
-        if not math.isclose(span, round(span), abs_tol=1e-9):
+        if span < 1 - 1e-9:
+            add(Problem(f"{where}.step", f"expected a step of at most max - min "
+                        f"({term.max - term.min:g}), got {term.step:g}"))
+            continue
+        if not math.isclose(span, round(span), rel_tol=1e-9, abs_tol=1e-9):
             add(Problem(f"{where}.step", f"expected a step that divides max - min "
                         f"({term.max - term.min:g}), got {term.step:g}"))
         if term.issue is not None and term.issue not in issues:
             add(Problem(f"{where}.issue", _unknown("issue", term.issue, issues)))
+
+    if not problems:
+        problems += size_problems(scenario)
+    if "\x00" in scenario.agents_dir or any(len(part.encode()) > 255 for part in
+                                            scenario.agents_dir.split("/")):
+        add(Problem("agents_dir", "expected a folder path (no NUL byte, no name over 255 "
+                    "bytes)"))
 
     if scenario.mediator is not None and scenario.mediator not in scenario.parties:
         add(Problem("mediator", _unknown("party", scenario.mediator, scenario.parties)))
@@ -334,6 +352,41 @@ def check_scenario(scenario: Scenario) -> list[Problem]:
                 add(Problem(f"decision.quorum.including[{k}]",
                             _unknown("voting party", party, voters)))
     return problems
+
+
+DEFAULT_MAX_PACKAGES = 10_000_000
+"""Largest outcome space `analyze` and `run` accept by default: the analysis streams it in
+bounded chunks, and a scripted agent keeps about 9 bytes per package (90 MB at the limit)."""
+
+
+def max_packages() -> int:
+    """The package limit: `DETENTE_MAX_PACKAGES` if set, else `DEFAULT_MAX_PACKAGES`."""
+    raw = os.environ.get("DETENTE_MAX_PACKAGES", "").strip().replace("_", "").replace(",", "")
+    if not raw:
+        return DEFAULT_MAX_PACKAGES
+    if not raw.isdigit() or int(raw) < 1:
+        raise InputError("environment", [Problem("DETENTE_MAX_PACKAGES", "expected a whole "
+                                                 f"number of packages above 0, got {raw!r}")])
+    return int(raw)
+
+
+def package_count(scenario: Scenario) -> int:
+    """How many packages the scenario's grid holds, in exact integer arithmetic."""
+    return math.prod([len(i.options) for i in scenario.issues]
+                     + [t.count() for t in scenario.terms])
+
+
+def size_problems(scenario: Scenario) -> list[Problem]:
+    """A grid too large to analyze or play within the documented memory, with its size."""
+    size, limit = package_count(scenario), max_packages()
+    if size <= limit:
+        return []
+    dims = " x ".join([str(len(i.options)) for i in scenario.issues]
+                      + [f"{t.count():,}" for t in scenario.terms])
+    return [Problem("issues", f"the outcome space has {size:,} packages ({dims}), over the "
+                    f"limit of {limit:,} that analyze and run handle within their memory "
+                    "budget; use fewer options or a coarser step, or raise the limit with "
+                    "DETENTE_MAX_PACKAGES if this machine has the memory")]
 
 
 def _check_preferences(

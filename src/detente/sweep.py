@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from detente.agents.base import Agent
 from detente.events import AgentSettings
+from detente.files import DiskError
 from detente.loading import ScenarioBundle
 
 MANIFEST = "sweep.json"
@@ -131,9 +133,18 @@ def save_manifest(sweep_dir: Path, manifest: SweepManifest) -> None:
     """Atomic: a crash mid-write never leaves a torn manifest."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     manifest.updated = _now()
+    # Endpoint credentials are never written: the running sweep keeps them in memory.
+    stored = manifest.model_copy(update={"agents": {
+        sid: {p: a.stored() for p, a in team.items()} for sid, team in manifest.agents.items()}})
     tmp = sweep_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, sweep_dir / MANIFEST)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(stored.model_dump_json(indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, sweep_dir / MANIFEST)
+    except OSError as exc:
+        raise DiskError(sweep_dir / MANIFEST, exc) from None
 
 
 def run_sweep(
@@ -142,17 +153,34 @@ def run_sweep(
     concurrency: int,
     on_done: Callable[[SweepEntry], None] | None = None,
 ) -> SweepManifest:
-    """Run every pending or failed entry, at most `concurrency` at once, in worker processes."""
+    """Run every pending or failed entry, at most `concurrency` at once, in worker processes.
+
+    A worker process that dies (killed, out of memory) takes down its pool: every run it held is
+    recorded as failed (a rerun resumes them), a new pool replaces it, and the sweep goes on.
+    """
     todo = [e for e in manifest.entries if e.status != "complete"]
     if not todo:
         return manifest
     # Spawned workers: forking a process that runs threads (rich, langgraph) can deadlock.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, concurrency), mp_context=context) as pool:
-        running: dict[Future[tuple[str, str | None, float]], SweepEntry] = {}
-        queue = list(todo)
+    workers = max(1, concurrency)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    running: dict[Future[tuple[str, str | None, float]], SweepEntry] = {}
+    queue = list(todo)
+
+    def record(entry: SweepEntry, status: str, detail: str | None, seconds: float) -> None:
+        entry.seconds = round(seconds, 3)
+        if status == "failed":
+            entry.status, entry.reason, entry.outcome = "failed", detail, None
+        else:
+            entry.status, entry.outcome, entry.reason = "complete", detail, None
+        save_manifest(sweep_dir, manifest)
+        if on_done is not None:
+            on_done(entry)
+
+    try:
         while queue or running:
-            while queue and len(running) < concurrency:
+            while queue and len(running) < workers:
                 entry = queue.pop(0)
                 agents = manifest.agents[entry.scenario_id]
                 future = pool.submit(
@@ -162,21 +190,31 @@ def run_sweep(
                 )
                 running[future] = entry
             done, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
             for future in done:
                 entry = running.pop(future)
                 try:
                     status, detail, seconds = future.result()
-                except Exception as exc:  # a worker that died (e.g. killed)
+                except BrokenProcessPool:
+                    broken = True
+                    status, detail, seconds = "failed", WORKER_DIED, 0.0
+                except Exception as exc:  # recorded, never raised
                     status, detail, seconds = "failed", f"{type(exc).__name__}: {exc}", 0.0
-                entry.seconds = round(seconds, 3)
-                if status == "failed":
-                    entry.status, entry.reason, entry.outcome = "failed", detail, None
-                else:
-                    entry.status, entry.outcome, entry.reason = "complete", detail, None
-                save_manifest(sweep_dir, manifest)
-                if on_done is not None:
-                    on_done(entry)
+                record(entry, status, detail, seconds)
+            if broken:
+                # The dead worker's pool is gone with every run it held: record them, go on.
+                for entry in running.values():
+                    record(entry, "failed", WORKER_DIED, 0.0)
+                running.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return manifest
+
+
+WORKER_DIED = ("its worker process died (killed or out of memory) and took the runs it held "
+               "with it; run the sweep again to resume them")
 
 
 def run_entry(
@@ -200,8 +238,8 @@ def run_entry(
                           bundle)
 
     try:
-        if (folder / "checkpoints.sqlite").exists() and (folder / "events.jsonl").exists():
-            record = resume_run(folder, current)
+        if _has_header(folder / "events.jsonl"):
+            record = resume_run(folder, current)  # the log (and any checkpoint) carries it on
         else:
             if folder.exists():
                 shutil.rmtree(folder)  # a run that never got going: start it afresh
@@ -217,6 +255,15 @@ def run_entry(
     if status not in FINISHED:
         return "failed", record.result.reason, time.perf_counter() - started
     return "complete", status, time.perf_counter() - started
+
+
+def _has_header(log: Path) -> bool:
+    try:
+        with log.open(encoding="utf-8") as handle:
+            first = handle.readline()
+        return bool(json.loads(first).get("type") == "header")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _now() -> str:

@@ -68,18 +68,32 @@ def _key(item: Any) -> Any:
 
 
 def _list_ops(base: list[Any], ops: dict[str, Any], file: Path, where: str) -> list[Any]:
+    drops, merges, adds = ops.get("$drop", []), ops.get("$merge") or {}, ops.get("$add", [])
+    shapes = (("$drop", drops, list, "a list of ids"), ("$merge", merges, dict,
+              "a mapping of id: {fields}"), ("$add", adds, list, "a list of items"))
+    for name, value, kind, expected in shapes:
+        if not isinstance(value, kind):
+            raise InputError(file, [Problem(f"{where}.{name}", f"expected {expected}, got "
+                                            f"{type(value).__name__}")])
+    for key in drops:
+        if not isinstance(key, str | int | float | bool):
+            raise InputError(file, [Problem(f"{where}.$drop", "expected ids (or plain values), "
+                                            f"got a {type(key).__name__}")])
+    for key, patch in merges.items():
+        if not isinstance(patch, dict):
+            raise InputError(file, [Problem(f"{where}.$merge.{key}", "expected a mapping of "
+                                            f"fields to merge, got {type(patch).__name__}")])
     items = list(base)
     known = [_key(i) for i in items]
-    for key in ops.get("$drop", []):
+    for key in drops:
         if key not in known:
             raise InputError(file, [Problem(f"{where}.$drop", f"no item '{key}' to drop; "
                                             f"expected one of: {', '.join(map(str, known))}")])
-    drop = set(ops.get("$drop", []))
-    items = [i for i in items if _key(i) not in drop]
-    for key, patch in (ops.get("$merge") or {}).items():
+    items = [i for i in items if _key(i) not in drops]  # by equality: items may be unhashable
+    for key, patch in merges.items():
         matches = [k for k, i in enumerate(items) if _key(i) == key]
         if not matches:
             raise InputError(file, [Problem(f"{where}.$merge.{key}", "no item with this id")])
         items[matches[0]] = merge(items[matches[0]], patch, file, f"{where}[{key}]")
-    items += list(ops.get("$add", []))
+    items += list(adds)
     return items

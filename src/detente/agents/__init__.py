@@ -14,6 +14,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Agent", "Context", "Turn", "endpoint_config", "make_agent", "private_view"]
 
+DEFAULT_TIMEOUT = 60.0
+"""Seconds an HTTP request to a model endpoint may take (openai retries a timeout up to
+`max_retries` times): a stalled endpoint costs a turn three minutes at most, not forever."""
+EMBEDDED_TIMEOUT = 600.0
+"""The embedded server answers one request at a time: a party's request waits behind the
+others' (about a minute each on two cores), so its timeout covers the whole queue."""
+
 
 def endpoint_config(settings: AgentSettings) -> EndpointConfig:
     from detente.llm import EndpointConfig
@@ -28,6 +35,8 @@ def endpoint_config(settings: AgentSettings) -> EndpointConfig:
         max_tokens=settings.max_tokens,
         max_retries_http=2 if settings.max_retries is None else settings.max_retries,
         structured_mode=settings.structured_mode or "json_schema",
+        timeout=settings.timeout or (EMBEDDED_TIMEOUT if settings.local_model else
+                                     DEFAULT_TIMEOUT),
     )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -85,6 +85,48 @@ def _first_best(candidates: np.ndarray, *keys: np.ndarray) -> int:
         values = key[idx]
         idx = idx[values <= values.min() + _TOL]
     return int(idx[0])
+
+
+Mask = Callable[[np.ndarray], np.ndarray]
+"""Flat indices of a chunk of the grid -> one boolean or float per package."""
+
+
+def _flat_chunks(total: int, chunk: int = _CHUNK) -> Iterator[np.ndarray]:
+    for start in range(0, total, chunk):
+        yield np.arange(start, min(start + chunk, total), dtype=np.int64)
+
+
+def _first_best_chunked(total: int, candidates: Mask, *keys: Mask) -> int:
+    """`_first_best` over the whole grid, computed chunk by chunk: no array of the grid's size
+    is ever held. One pass per key finds its minimum among the packages tied on the keys
+    before it; a last pass returns the first package tied on all of them (the same package
+    `_first_best` picks)."""
+    mins: list[float] = []
+
+    def tied(flat: np.ndarray) -> np.ndarray:
+        mask = candidates(flat)
+        for key, low in zip(keys, mins, strict=False):
+            if not mask.any():
+                break
+            mask = mask & (key(flat) <= low + _TOL)
+        return mask
+
+    for key in keys:
+        low = np.inf
+        for flat in _flat_chunks(total):
+            mask = tied(flat)
+            if mask.any():
+                low = min(low, float(key(flat)[mask].min()))
+        mins.append(low)
+    for flat in _flat_chunks(total):
+        mask = tied(flat)
+        if mask.any():
+            return int(flat[np.flatnonzero(mask)[0]])
+    raise ValueError("no candidate package")
+
+
+def _any_chunked(total: int, mask: Mask) -> bool:
+    return any(bool(mask(flat).any()) for flat in _flat_chunks(total))
 
 
 def _join(items: Sequence[str]) -> str:
@@ -276,8 +318,8 @@ class TimeDependentNegotiator:
         self._grid = _Grid(scenario)
         self._space = PartyValuer(scenario, party).space
 
-        # The whole grid is evaluated once: every later turn is then a few vectorized passes
-        # (97,500 packages x 6 dimensions on the baseline, well under the 50 ms budget).
+        # One utility and one red-line verdict per package, computed once (about 9 bytes a
+        # package); the packages themselves are never held: each turn walks the grid in chunks.
         total = self._grid.total
         self._utility = np.empty(total)
         self._ok = np.empty(total, dtype=bool)
@@ -285,12 +327,6 @@ class TimeDependentNegotiator:
             ev = self._space.evaluate(columns)
             self._utility[flat] = ev.utilities[:, 0]
             self._ok[flat] = ~ev.broken.any(axis=1)
-        all_flat = np.arange(total, dtype=np.int64)
-        self._points = self._grid.points(all_flat)
-        # Grid positions per dimension, compact, for the counter-package's change count: D
-        # integer compares are several times faster than one pass over the (N, D) float points.
-        self._positions = [ix.astype(np.int32) for ix in np.unravel_index(all_flat,
-                                                                          self._grid.sizes)]
         # With every package breaking a red line there is nothing to aim for but utility.
         self._pool = self._ok if self._ok.any() else np.ones(total, dtype=bool)
         self._ideal_flat = _first_best(self._pool, -self._utility)
@@ -328,14 +364,28 @@ class TimeDependentNegotiator:
         return self._grid.package_at(self._counter_flat(self._grid.point(table), aspiration))
 
     def _counter_flat(self, point: np.ndarray, aspiration: float) -> int:
-        target = self._pool & (self._utility >= aspiration - _TOL)
-        if not target.any():  # only when no package is worth the reservation
-            target = self._pool & (self._utility >= self._utility[self._ideal_flat] - _TOL)
+        floor = aspiration
+        if not (self._pool & (self._utility >= aspiration - _TOL)).any():
+            floor = float(self._utility[self._ideal_flat])  # none is worth the reservation
         # An off-grid or unknown coordinate has position -1: it counts as changed everywhere.
-        changed = np.zeros(self._grid.total, dtype=np.int16)
-        for column, pos in zip(self._positions, self._grid.positions(point), strict=True):
-            changed += column != pos
-        return _first_best(target, changed, -self._utility)
+        positions = self._grid.positions(point)
+
+        def target(flat: np.ndarray) -> np.ndarray:
+            return np.asarray(self._pool[flat] & (self._utility[flat] >= floor - _TOL))
+
+        def changed(flat: np.ndarray) -> np.ndarray:
+            grid = np.unravel_index(flat, self._grid.sizes)
+            out = np.zeros(flat.size, dtype=np.int16)
+            for column, pos in zip(grid, positions, strict=True):
+                out += column != pos
+            return out
+
+        return _first_best_chunked(self._grid.total, target, changed,
+                                   lambda flat: -self._utility[flat])
+
+    def _point_at(self, flat: int) -> np.ndarray:
+        point: np.ndarray = self._grid.points(np.array([flat], dtype=np.int64))[0]
+        return point
 
     # ------------------------------------------------------------------ turns
 
@@ -343,7 +393,7 @@ class TimeDependentNegotiator:
         return _timed(lambda: OpeningContent(text=self._opening_text()))
 
     def _opening_text(self) -> str:
-        ideal = self._grid.describe(self._points[self._ideal_flat])
+        ideal = self._grid.describe(self._point_at(self._ideal_flat))
         weights = self.preferences.weights
         order = sorted(
             (k for k, d in enumerate(self._grid.dimension_ids) if weights.get(d, 0.0) > 0),
@@ -378,7 +428,7 @@ class TimeDependentNegotiator:
                 private_rationale=f"{numbers} The package meets our aspiration and crosses "
                                   "none of our red lines.",
             )
-        counter = self._points[self._counter_flat(point, aspiration)]
+        counter = self._point_at(self._counter_flat(point, aspiration))
         stances: dict[str, IssueStance] = {}
         objections: list[str] = []
         for k, dim in enumerate(dims):
@@ -412,24 +462,47 @@ class TimeDependentNegotiator:
 
     def _propose(self, ctx: Context) -> ProposalContent:
         aspiration = self.aspiration(ctx.round, ctx.max_rounds)
-        fresh = ~np.isin(np.arange(self._grid.total), self._grid.flats_of(ctx.rejected))
+        rejected = self._grid.flats_of(ctx.rejected)
         others = [p for p in self.scenario.voters if p != self.party]
         targets = self._grid.targets(ctx, others)
-        distance = np.zeros(self._grid.total)
-        for row in targets.values():
-            known = ~np.isnan(row)
-            distance += (np.abs(self._points[:, known] - row[known])
-                         / self._grid.scales[known]).sum(axis=1)
-        candidates = self._pool & fresh & (self._utility >= aspiration - _TOL)
-        if candidates.any():
-            flat = _first_best(candidates, distance, -self._utility)
+
+        def fresh(flat: np.ndarray) -> np.ndarray:
+            return ~np.isin(flat, rejected)
+
+        def distance(flat: np.ndarray) -> np.ndarray:
+            points = self._grid.points(flat)
+            out = np.zeros(flat.size)
+            for row in targets.values():
+                known = ~np.isnan(row)
+                out += (np.abs(points[:, known] - row[known])
+                        / self._grid.scales[known]).sum(axis=1)
+            return out
+
+        def utility(flat: np.ndarray) -> np.ndarray:
+            return np.asarray(-self._utility[flat])
+
+        def aspired(flat: np.ndarray) -> np.ndarray:
+            return np.asarray(self._pool[flat] & fresh(flat)
+                              & (self._utility[flat] >= aspiration - _TOL))
+
+        total = self._grid.total
+        any_fresh = len(rejected) < total
+        if (self._pool & (self._utility >= aspiration - _TOL)).any() and \
+                _any_chunked(total, aspired):
+            flat = _first_best_chunked(total, aspired, distance, utility)
         else:
             # Everything we aspire to was rejected already: offer our best unrejected package.
-            pool = self._pool & fresh
-            pool = pool if pool.any() else (fresh if fresh.any() else self._pool)
-            flat = _first_best(pool, -self._utility, distance)
+            def pool(flat: np.ndarray) -> np.ndarray:
+                return np.asarray(self._pool[flat] & fresh(flat))
+
+            if _any_chunked(total, pool):
+                flat = _first_best_chunked(total, pool, utility, distance)
+            elif any_fresh:
+                flat = _first_best_chunked(total, fresh, utility, distance)
+            else:
+                flat = _first_best_chunked(total, lambda f: self._pool[f], utility, distance)
         package = self._grid.package_at(flat)
-        point = self._points[flat]
+        point = self._point_at(flat)
         met = [
             self._grid.dimension_label(k)
             for k in range(len(point))
@@ -452,7 +525,7 @@ class TimeDependentNegotiator:
         aspiration = self.aspiration(ctx.round, ctx.max_rounds)
         if self.utility(ctx.table) >= aspiration - _TOL and not self.broken_red_lines(ctx.table):
             return "We hear you. As it stands, we can accept the package on the table."
-        counter = self._points[self._counter_flat(point, aspiration)]
+        counter = self._point_at(self._counter_flat(point, aspiration))
         changed = [k for k in range(len(point)) if not abs(counter[k] - point[k]) <= _TOL]
         if not changed:
             return "We hear you, but no package on offer serves us better than no deal."
@@ -569,28 +642,24 @@ class NashMediator(_Mediator):
             out[party] = closeness.mean(axis=1)
         return out
 
-    def estimated_products(self, ctx: Context) -> np.ndarray:
-        """The estimated coalition product of every package of the grid (flat order).
+    def estimated_products(self, ctx: Context, flat: np.ndarray) -> np.ndarray:
+        """The estimated coalition product of the packages at `flat`.
 
         The same definition as the analysis's Nash product: the needed parties' estimates times
         the largest `quorum_extra` estimates of the others, over the parties that stated a
         position.
         """
-        products = np.empty(self._grid.total)
-        for start in range(0, self._grid.total, _CHUNK):
-            flat = np.arange(start, min(start + _CHUNK, self._grid.total), dtype=np.int64)
-            product = np.ones(flat.size)
-            others: list[np.ndarray] = []
-            for party, estimate in self.estimated_utilities(ctx, flat).items():
-                if party in self.needed:
-                    product *= estimate + NASH_EPSILON
-                else:
-                    others.append(estimate + NASH_EPSILON)
-            if self.quorum_extra and others:
-                top = -np.sort(-np.stack(others, axis=1), axis=1)[:, : self.quorum_extra]
-                product *= top.prod(axis=1)
-            products[flat] = product
-        return products
+        product = np.ones(flat.size)
+        others: list[np.ndarray] = []
+        for party, estimate in self.estimated_utilities(ctx, flat).items():
+            if party in self.needed:
+                product *= estimate + NASH_EPSILON
+            else:
+                others.append(estimate + NASH_EPSILON)
+        if self.quorum_extra and others:
+            top = -np.sort(-np.stack(others, axis=1), axis=1)[:, : self.quorum_extra]
+            product *= top.prod(axis=1)
+        return product
 
     def _table(self, ctx: Context) -> tuple[Package, str]:
         grid = self._grid
@@ -602,17 +671,19 @@ class NashMediator(_Mediator):
             return grid.package_at(middle_flat), (
                 "An opening package: the middle option of every issue and the middle of every "
                 "range, to be revised from the parties' stated positions.")
-        products = self.estimated_products(ctx)
-        fresh = np.ones(grid.total, dtype=bool)
-        fresh[rejected] = False
-        if not fresh.any():  # every package was rejected: nothing new remains to table
-            fresh[:] = True
-        # Ties (common with few positions) go to the package nearest the middle: the least
-        # partisan of the equally good.
-        all_flat = np.arange(grid.total, dtype=np.int64)
-        to_middle = (np.abs(grid.points(all_flat) - grid.points(np.array([middle_flat])))
-                     / grid.scales).sum(axis=1)
-        flat = _first_best(fresh, -products, to_middle)
+        center = grid.points(np.array([middle_flat]))
+        every = len(rejected) >= grid.total  # every package was rejected: nothing new remains
+
+        def fresh(flat: np.ndarray) -> np.ndarray:
+            return np.ones(flat.size, dtype=bool) if every else ~np.isin(flat, rejected)
+
+        def to_middle(flat: np.ndarray) -> np.ndarray:
+            # Ties (common with few positions) go to the package nearest the middle: the least
+            # partisan of the equally good.
+            return np.asarray((np.abs(grid.points(flat) - center) / grid.scales).sum(axis=1))
+
+        flat = _first_best_chunked(grid.total, fresh,
+                                   lambda f: -self.estimated_products(ctx, f), to_middle)
         return grid.package_at(flat), self._rationale(ctx, grid.points(np.array([flat]))[0],
                                                       targets)
 
@@ -711,14 +782,17 @@ class SingleTextMediator(_Mediator):
     def _nearest_fresh(self, index: list[int], rejected: set[int]) -> list[int]:
         """The unrejected grid package nearest `index` (normalized steps; ties: lowest index)."""
         grid = self._grid
-        flat = np.arange(grid.total, dtype=np.int64)
-        positions = np.stack(np.unravel_index(flat, grid.sizes), axis=1)
         steps = np.array([max(s - 1, 1) for s in grid.sizes], dtype=np.float64)
-        distance = (np.abs(positions - np.array(index)) / steps).sum(axis=1)
-        fresh = ~np.isin(flat, np.array(sorted(rejected), dtype=np.int64))
-        if not fresh.any():
+        taken = np.array(sorted(rejected), dtype=np.int64)
+        if len(taken) >= grid.total:
             return index
-        return [int(i) for i in positions[_first_best(fresh, distance)]]
+
+        def distance(flat: np.ndarray) -> np.ndarray:
+            positions = np.stack(np.unravel_index(flat, grid.sizes), axis=1)
+            return np.asarray((np.abs(positions - np.array(index)) / steps).sum(axis=1))
+
+        flat = _first_best_chunked(grid.total, lambda f: ~np.isin(f, taken), distance)
+        return [int(i) for i in np.unravel_index(flat, grid.sizes)]
 
 
 class OracleMediator(_Mediator):

@@ -42,10 +42,12 @@ def replay(
                                          help="The run's scenario, if it has moved."),
 ) -> None:
     """Rebuild transcript.md and re-score result.json from events.jsonl (no model calls)."""
+    from detente.files import RunLock
     from detente.runner import RunRecord, finish
 
     bundle = _bundle_for(run_dir, scenario)
-    result = finish(run_dir, bundle)
+    with RunLock(run_dir):  # never rewrite a run another process is writing
+        result = finish(run_dir, bundle)
     summarize(bundle.scenario, RunRecord(run_dir, result))
 
 

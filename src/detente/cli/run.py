@@ -54,7 +54,8 @@ def run(
                                          "scripted:linear, scripted:conceder (parties), "
                                          "scripted:nash, scripted:snt (mediator); all=SPEC."),
     base_url: str | None = typer.Option(None, "--base-url",
-                                        help="OpenAI-compatible endpoint for LLM agents."),
+                                        help="OpenAI-compatible endpoint for LLM agents (with "
+                                             "--resume: the endpoint to resume on)."),
     temperature: float | None = typer.Option(None, "--temperature", min=0.0, max=2.0),
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1),
     max_retries: int | None = typer.Option(
@@ -69,6 +70,9 @@ def run(
     log_prompts: bool = typer.Option(
         True, "--log-prompts/--no-log-prompts",
         help="Keep every model request and raw response in the run's prompts.jsonl."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0.001, metavar="SECONDS",
+        help="Seconds a model request may take (default 60; 600 on the embedded model)."),
     config: Path | None = typer.Option(None, "--config", help="A TOML config file."),
     model_path: Path | None = typer.Option(
         None, "--model-path", help="A local GGUF model to serve instead of the embedded one."),
@@ -80,7 +84,7 @@ def run(
     from detente.runner import RunPlan, start_run  # langgraph loads only when needed
     with terminate_as_interrupt():
         if resume is not None:
-            bundle, record = _resume(resume)
+            bundle, record = _resume(resume, base_url)
         else:
             if scenario_path is None:
                 raise InputError("detente run", [Problem("SCENARIO", "give a scenario file, "
@@ -92,7 +96,7 @@ def run(
                 flag_layer(model=model, agents=agent, base_url=base_url,
                            temperature=temperature, max_tokens=max_tokens,
                            max_retries=max_retries, structured_mode=structured_mode,
-                           assist=assist),
+                           assist=assist, timeout=timeout),
                 env_layer(),
                 file_layer(config),
             ]
@@ -109,9 +113,11 @@ def run(
     summarize(bundle.scenario, record)
 
 
-def _resume(run_dir: Path) -> tuple[ScenarioBundle, RunRecord]:
+def _resume(run_dir: Path, base_url: str | None = None) -> tuple[ScenarioBundle, RunRecord]:
     from detente.runner import resume_run
 
+    if not run_dir.is_dir():
+        raise InputError(run_dir, [Problem("", "not a run folder")])
     try:
         header = header_of(read_events(run_dir / EVENTS))
     except ValueError:
@@ -119,7 +125,12 @@ def _resume(run_dir: Path) -> tuple[ScenarioBundle, RunRecord]:
     bundle = load_bundle(Path(header.scenario_path))
     local = {s.local_model for s in header.agents.values() if s.local_model}
     model_path = Path(next(iter(local))) if local else None
-    with embedded_server(dict(header.agents), model_path, resuming=True) as agents:
+    settings = dict(header.agents)
+    if base_url is not None:
+        # The stored URL never keeps credentials; give the endpoint again to resume with them.
+        settings = {p: s.model_copy(update={"base_url": base_url})
+                    if s.kind == "llm" and not s.local_model else s for p, s in settings.items()}
+    with embedded_server(settings, model_path, resuming=True) as agents:
         preflight(agents)
 
         def factory(party: str, _: AgentSettings, current: ScenarioBundle) -> Agent:

@@ -20,6 +20,7 @@ from detente.cli._endpoints import embedded_server, preflight, terminate_as_inte
 from detente.config import env_layer, file_layer, flag_layer, resolve_agents
 from detente.errors import InputError, Problem
 from detente.events import AgentSettings
+from detente.files import RunLock
 from detente.loading import load_bundle
 
 
@@ -40,6 +41,9 @@ def sweep(
     log_prompts: bool = typer.Option(
         True, "--log-prompts/--no-log-prompts",
         help="Keep every model request and raw response in each run's prompts.jsonl."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0.001, metavar="SECONDS",
+        help="Seconds a model request may take (default 60; 600 on the embedded model)."),
     config: Path | None = typer.Option(None, "--config", help="A TOML config file."),
     out: Path = typer.Option(Path("transcripts/sweeps"), "--out",
                              help="Where sweep folders go."),
@@ -64,7 +68,8 @@ def sweep(
     if dupes:
         raise InputError("detente sweep", [Problem("SCENARIO", "scenario ids must be unique in a "
                                                    f"sweep; repeated: {', '.join(dupes)}")])
-    layers = [flag_layer(model=model, agents=agent, base_url=base_url, assist=assist),
+    layers = [flag_layer(model=model, agents=agent, base_url=base_url, assist=assist,
+                         timeout=timeout),
               env_layer(), file_layer(config)]
     # No seed here: every run of the sweep sends its own seed to the model.
     agents: dict[str, dict[str, AgentSettings]] = {
@@ -73,7 +78,7 @@ def sweep(
     seed_list = list(range(seeds))
     sweep_dir = out / (name or sweep_name(bundles, seed_list, agents, rounds))
 
-    with terminate_as_interrupt():
+    with terminate_as_interrupt(), RunLock(sweep_dir, "sweep"):
         every = {f"{sid}/{p}": s for sid, team in agents.items() for p, s in team.items()}
         with embedded_server(every, None) as served:
             preflight(served)
