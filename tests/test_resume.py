@@ -6,9 +6,9 @@ responses to be in flight when the signal arrives: SIGKILL (a crash), SIGINT (Ct
 Then `detente run --resume RUN_DIR` finishes it. The cases run at once (most of their time is
 Python starting up) and are compared with one uninterrupted in-process run of the same config.
 
-A fourth case (`kill_unsaved`) crashes the run in the window between LangGraph streaming a task's
-result (which the runner logs at once) and the checkpointer saving it, held open on purpose: the
-resumed run must take that turn from the log, not ask the model again."""
+A fourth case (`kill_unsaved`) crashes the run in the window between a node logging its turn
+(nodes append to events.jsonl as they finish) and the checkpointer saving the task, held open
+on purpose: the resumed run must take that turn from the log, not ask the model again."""
 
 from __future__ import annotations
 
@@ -39,26 +39,38 @@ ARGS = ["--model", "fake-model", "--rounds", str(ROUNDS)]
 SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT, "term": signal.SIGTERM}
 SETTLE = 0.2
 """Seconds between seeing r2/response/a in the log and the signal: the checkpointer saves a
-task's result in a background thread just after LangGraph streams it; `kill_unsaved` covers a
-crash before that save, the other cases leave it time to land."""
+task's result just after the node logs it; `kill_unsaved` covers a crash before that save, the
+other cases leave it time to land."""
 
 SLOW_CHECKPOINT = """
 import time
 from langgraph.checkpoint.sqlite import SqliteSaver
+from detente.events import EventLog
 
+_write = EventLog.write
 _put_writes = SqliteSaver.put_writes
+logged = {"a2": False, "held": False}
+
+def write(self, *events):
+    written = _write(self, *events)
+    if any(e.id == "r2/response/a" for e in written):
+        logged["a2"] = True
+    return written
 
 def put_writes(self, config, writes, task_id, task_path=""):
-    if any(c == "events" and any(e.get("id") == "r2/response/a" for e in v) for c, v in writes):
+    # A round-2 response task finishing after a's answer is in the log: hold its save.
+    if logged["a2"] and not logged["held"] and any(c == "branch:to:tally" for c, _ in writes):
+        logged["held"] = True
         time.sleep(10)
     return _put_writes(self, config, writes, task_id, task_path)
 
+EventLog.write = write
 SqliteSaver.put_writes = put_writes
 from detente.cli import main
 main()
 """
-"""`detente run` whose checkpointer takes long to save a's round-2 response (the window in which
-LangGraph has already streamed the response, so events.jsonl holds it, but not yet saved it)."""
+"""`detente run` whose checkpointer takes long to save a round-2 response task once a's answer
+is in the log (the window in which events.jsonl holds a turn the checkpoint does not)."""
 VOLATILE_RESULT = ("run_id", "wall_time_seconds")
 RESUME_IDS = ("resumed/", "interrupted/")
 

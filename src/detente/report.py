@@ -455,11 +455,13 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
         *settings_table(header),
         "",
     ]
-    if header.log_prompts:
+    if header.log_prompts and any(a.kind == "llm" for a in header.agents.values()):
         out += ["Every model request and raw response is in `prompts.jsonl`, under the request "
                 "hashes the events record.", ""]
 
-    openings = [e for e in events if isinstance(e, Statement) and e.kind == "opening"]
+    rank = {p: k for k, p in enumerate(scenario.parties)}
+    openings = sorted((e for e in events if isinstance(e, Statement) and e.kind == "opening"),
+                      key=lambda e: rank.get(e.speaker, len(rank)))
     if openings:
         out += ["## Opening statements", ""]
         for opening in openings:
