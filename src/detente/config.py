@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from detente.errors import InputError, Problem
+from detente.errors import InputError, Problem, did_you_mean
 from detente.events import ASSIST_MODES, ORACLE_STRATEGY, AgentSettings, StructuredMode
 from detente.scenario import Scenario
 
@@ -88,7 +88,7 @@ def flag_layer(
             "structured_mode": structured_mode, "timeout": timeout,
         }.items() if v is not None
     }
-    layer = Layer("flags", defaults=defaults, specs=parse_agent_flags(agents))
+    layer = Layer("command line", defaults=defaults, specs=parse_agent_flags(agents))
     _add_assist(layer, assist, "--assist")
     return layer
 
@@ -188,7 +188,8 @@ def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, Age
         for party in list(layer.specs) + list(layer.per_party):
             if party != "all" and party not in parties:
                 raise InputError(layer.name, [Problem(
-                    party, f"unknown party; expected 'all' or one of: {', '.join(parties)}")])
+                    party, f"unknown party{did_you_mean(party, parties)}; expected 'all' or one "
+                    f"of: {', '.join(parties)}")])
 
     def lookup(party: str, key: str) -> Any:
         for layer in layers:
@@ -213,9 +214,10 @@ def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, Age
                 strategy = DEFAULT_MEDIATOR_STRATEGY
             if strategy not in allowed:
                 role = "the mediator" if is_mediator else "a negotiating party"
+                names = [SCRIPTED_PREFIX + s for s in allowed]
                 raise InputError("agents", [Problem(party, f"unknown strategy '{spec}' for "
-                                 f"{role}; expected one of: "
-                                 f"{', '.join(SCRIPTED_PREFIX + s for s in allowed)}")])
+                                 f"{role}{did_you_mean(spec, names)}; expected one of: "
+                                 f"{', '.join(names)}")])
             settings[party] = AgentSettings(kind="scripted", strategy=strategy)
             continue
         model = spec if spec is not None else lookup(party, "model")

@@ -43,3 +43,11 @@ def format_path(loc: Sequence[str | int]) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+def did_you_mean(value: str, known: Sequence[str]) -> str:
+    """' (did you mean X?)' for the closest known name, or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -7,17 +7,18 @@ import json
 import os
 import reprlib
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from detente.briefs import Brief
 from detente.consistency import link_problems
-from detente.errors import InputError, Problem, format_path
+from detente.errors import InputError, Problem, did_you_mean, format_path
 from detente.scenario import ID_PATTERN, SOURCE_PATTERN, Scenario, check_scenario
 from detente.sources import brief_problems, bundle_problems, raise_located, scenario_problems
 from detente.variants import resolve_extends
@@ -144,7 +145,7 @@ def validate_model(model: type[M], data: Any, file: Path | str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InputError(file, problems_from_validation(exc)) from None
+        raise InputError(file, problems_from_validation(exc, model)) from None
 
 
 _PATTERNS = {
@@ -169,9 +170,67 @@ def short_repr(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def problems_from_validation(exc: ValidationError) -> list[Problem]:
+def fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """The field names (aliases) allowed at `loc` inside `model`, for "unknown field" errors:
+    follows fields, list indices, mapping keys and discriminated unions by their tag."""
+    current: Any = model
+    for part in loc:
+        models = _models_in(current)
+        if isinstance(part, str) and len(models) > 1:
+            tagged = [m for m in models if _tag_of(m) == part]
+            if tagged:
+                current = tagged[0]
+                continue
+        if isinstance(part, str) and len(models) == 1:
+            field = next((f for name, f in models[0].model_fields.items()
+                          if part in (name, f.alias)), None)
+            if field is None:
+                return []
+            current = field.annotation
+        else:  # an index into a list, or a key of a mapping
+            current = _inner(current)
+    found = _models_in(current)
+    return [f.alias or name for name, f in found[0].model_fields.items()] if len(found) == 1 \
+        else []
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation may hold directly (unions unpacked)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) or (args and get_origin(annotation) is
+                                                        Annotated):
+        return [m for a in args for m in _models_in(a)]
+    return []
+
+
+def _inner(annotation: Any) -> Any:
+    """The element type of a list or the value type of a dict (what an index or key holds)."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Annotated and args:
+        return _inner(args[0])
+    if get_origin(annotation) in (Union, UnionType):
+        for arg in args:
+            inner = _inner(arg)
+            if inner is not arg:
+                return inner
+        return annotation
+    return args[-1] if args else annotation
+
+
+def _tag_of(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("kind")
+    args = get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 else None
+
+
+def problems_from_validation(
+    exc: ValidationError, model: type[BaseModel] | None = None
+) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
+        raw_loc = list(err["loc"])
         loc = list(err["loc"])
         # pydantic puts the discriminated union's tag right after the red line's index.
         loc = [part for k, part in enumerate(loc)
@@ -184,7 +243,10 @@ def problems_from_validation(exc: ValidationError) -> list[Problem]:
         if kind == "missing":
             msg = "required field is missing"
         elif kind == "extra_forbidden":
-            msg = "unknown field"
+            allowed = fields_at(model, raw_loc[:-1]) if model is not None else []
+            field = str(raw_loc[-1]) if raw_loc else ""
+            msg = "unknown field" + (f"{did_you_mean(field, allowed)}; expected one of: "
+                                     f"{', '.join(allowed)}" if allowed else "")
         elif kind == "union_tag_not_found":
             msg = f"required field {ctx.get('discriminator', '')} is missing"
         elif kind == "union_tag_invalid":

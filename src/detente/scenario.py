@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from detente.errors import InputError, Problem
+from detente.errors import InputError, Problem, did_you_mean
 
 ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 SECTION_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
@@ -489,4 +489,6 @@ def _check_issue_options(
 
 
 def _unknown(kind: str, value: str, known: Any, of: str = "") -> str:
-    return f"unknown {kind} '{value}'{of}; expected one of: {', '.join(sorted(set(known)))}"
+    names = sorted({str(k) for k in known})
+    return (f"unknown {kind} '{value}'{of}{did_you_mean(str(value), names)}; expected one of: "
+            f"{', '.join(names)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from detente.agents import Agent, make_agent
 from detente.cli._app import app, console
 from detente.cli._endpoints import embedded_server, preflight, terminate_as_interrupt
 from detente.config import env_layer, file_layer, flag_layer, resolve_agents
-from detente.errors import InputError, Problem
+from detente.errors import DetenteError, InputError, Problem
 from detente.events import (
     LOG_NAME,
     AgentSettings,
@@ -144,16 +145,30 @@ def _resume(run_dir: Path, base_url: str | None = None) -> tuple[ScenarioBundle,
 # --------------------------------------------------------------------------- display
 
 
+PRIOR_SECONDS_PER_CALL = {"embedded": 15.0, "remote": 5.0}
+"""What a model call is assumed to take before the first one finishes (the embedded model on
+two cores answers one call at a time in about 15 s)."""
+
+
 class LiveDisplay:
-    """Round, who is speaking, votes so far, tokens used; a line per event above it."""
+    """A line per event above a status block that never looks hung: the round, the elapsed time
+    of the run and of every pending call, an estimate of what is left, tokens, and the votes."""
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.round = 0
-        self.active: dict[str, str] = {}
+        self.max_rounds = scenario.decision.max_rounds
+        self.active: dict[str, tuple[str, float]] = {}
         self.votes: dict[str, str] = {}
         self.tokens = 0
-        self.live = Live(self, console=console, transient=True, refresh_per_second=8)
+        self.began = time.monotonic()
+        self.calls = 0
+        """Model calls finished in this process."""
+        self.llm: set[str] = set()
+        self.embedded = False
+        self.openings_left = len(scenario.parties)
+        self.caucus: dict[int, str] = {}
+        self.live = Live(self, console=console, transient=True, refresh_per_second=4)
 
     def __enter__(self) -> LiveDisplay:
         self.live.__enter__()
@@ -163,25 +178,52 @@ class LiveDisplay:
         self.live.__exit__(None, None, None)
 
     def started(self, run_dir: Path, header: RunHeader) -> None:
+        self.max_rounds = header.max_rounds
+        self.llm = {p for p, a in header.agents.items() if a.kind == "llm"}
+        self.embedded = any(a.local_model for a in header.agents.values())
         agents = ", ".join(f"{p}={a.label()}" for p, a in header.agents.items())
         self._line(f"Run {header.run_id} -> {run_dir}\nAgents: {agents}")
         if any(a.upper_bound for a in header.agents.values()):
             self._line("The oracle mediator knows every party's utilities: this run is a "
                        "reference, an upper bound, not a negotiation.")
+        self._prime(run_dir)
+
+    def _prime(self, run_dir: Path) -> None:
+        """On resume: what the log already holds (tokens, the round, its votes so far)."""
+        try:
+            logged = read_events(run_dir / EVENTS)
+        except DetenteError:
+            return
+        turns = [e for e in logged if isinstance(e, Statement | Proposal | Response)]
+        if not turns:
+            return
+        self.tokens = sum(e.usage.total for e in turns)
+        self.openings_left = len(self.scenario.parties) - sum(
+            1 for e in turns if isinstance(e, Statement) and e.kind == "opening")
+        proposals = [e for e in logged if isinstance(e, Proposal)]
+        if proposals:
+            self.round = proposals[-1].round
+            self.votes = {e.speaker: "invalid" if e.invalid else e.vote for e in logged
+                          if isinstance(e, Response) and e.round == self.round}
+        self._line(f"resumed: {len(turns)} turns already logged, {self.tokens:,} tokens, "
+                   f"round {self.round}" + (f", votes {self._votes()}" if self.votes else ""))
 
     def speaking(self, party: str, turn: str, round_: int) -> None:
         self.round = max(self.round, round_)
-        self.active[party] = turn
+        self.active[party] = (turn, time.monotonic())
         self.live.refresh()
 
     def event(self, event: Event) -> None:
         usage = getattr(event, "usage", None)
         if usage is not None:
             self.tokens += usage.total
+        if getattr(event, "llm", None) is not None:
+            self.calls += 1
         speaker = getattr(event, "speaker", None)
-        if speaker:
+        if speaker and not isinstance(event, ToolCall):
             self.active.pop(speaker, None)
         if isinstance(event, Statement) and event.kind == "opening":
+            self.openings_left = max(self.openings_left - 1, 0)
             self._line(f"opening  {event.speaker}: {_short(event.text)}")
         elif isinstance(event, RefusedProposal):
             self._line(f"round {event.round}  {event.speaker} re-tabled a rejected package: "
@@ -191,17 +233,24 @@ class LiveDisplay:
         elif isinstance(event, Proposal):
             self.round, self.votes = event.round, {}
             self._line(f"round {event.round}  {event.speaker} tables: {event.package.describe()}")
+        elif isinstance(event, Statement) and event.kind == "caucus":
+            self.caucus[event.round] = event.speaker
         elif isinstance(event, Statement):
-            self._line(f"round {event.round}  private caucus ({event.speaker})")
+            other = self.caucus.get(event.round, "the proposer")
+            self._line(f"round {event.round}  private caucus: {other} and {event.speaker}")
         elif isinstance(event, Response):
             self.votes[event.speaker] = "invalid" if event.invalid else event.vote
-            objections = [k for k, s in event.stances.items() if s.stance == "object"]
-            extra = f" (objects to {', '.join(objections)})" if objections else ""
+            wants = [f"{k}={s.wants}" if s.wants is not None else k
+                     for k, s in event.stances.items() if s.stance == "object"]
+            extra = f"; objects to {', '.join(wants)}" if wants else "; objects to nothing"
             label = "gives an invalid response" if event.invalid else f"{event.vote}s"
-            self._line(f"round {event.round}  {event.speaker} {label}{extra}")
+            self._line(f"round {event.round}  {event.speaker} {label}"
+                       f"{'' if event.invalid else extra}")
         elif isinstance(event, Tally):
             verdict = "passes" if event.accepted else "fails"
-            self._line(f"round {event.round}  tally: the package {verdict}")
+            accepts = sum(v == "accept" for v in event.votes.values())
+            self._line(f"round {event.round}  tally: the package {verdict} ({accepts} of "
+                       f"{len(event.votes)} accept)")
         elif isinstance(event, Outcome):
             self._line(f"outcome: {event.status} ({event.reason})")
         self.live.refresh()
@@ -209,13 +258,49 @@ class LiveDisplay:
     def _line(self, text: str) -> None:
         self.live.console.print(text, markup=False, highlight=False)
 
+    def _votes(self) -> str:
+        return " ".join(f"{p}:{v}" for p, v in self.votes.items())
+
+    def left(self) -> float | None:
+        """Seconds the rest may take, at most: every round still to play, at the pace of the
+        calls so far (before the first call ends, at a prior pace)."""
+        if not self.llm:
+            return None  # scripted agents answer in milliseconds
+        voters = [p for p in self.scenario.voters if p in self.llm]
+        proposer_llm = (self.scenario.mediator in self.llm if self.scenario.mediator
+                        else bool(voters))
+        per_round = len(voters) + int(proposer_llm)
+        rounds_left = max(self.max_rounds - self.round, 0) + (1 if self.votes and len(
+            self.votes) < len(self.scenario.voters) else 0)
+        calls_left = min(self.openings_left, len(self.llm)) + rounds_left * per_round
+        elapsed = time.monotonic() - self.began
+        pace = (elapsed / self.calls if self.calls else
+                PRIOR_SECONDS_PER_CALL["embedded" if self.embedded else "remote"])
+        if not self.embedded and not self.calls:
+            pace /= max(len(self.llm), 1)  # a remote endpoint answers the parties at once
+        return calls_left * pace
+
     def __rich__(self) -> Group:
-        status = Text(f"round {self.round} · tokens {self.tokens:,} · ")
+        now = time.monotonic()
+        status = Text(f"round {self.round} of {self.max_rounds} · elapsed "
+                      f"{_clock(now - self.began)}")
+        left = self.left()
+        if left is not None:
+            status.append(f" · left ≤ {_clock(left)} (estimate, if all rounds are played)")
+        status.append(f" · tokens {self.tokens:,}")
+        lines = [status]
         if self.active:
-            status.append("speaking: " + ", ".join(f"{p} ({t})" for p, t in
-                                                   self.active.items()), style="bold")
-        votes = " ".join(f"{p}:{v}" for p, v in self.votes.items())
-        return Group(status, Text(f"votes so far: {votes or '-'}", style="dim"))
+            lines.append(Text("waiting for: " + ", ".join(
+                f"{p} ({t}, {_clock(now - since)})" for p, (t, since) in self.active.items()),
+                style="bold"))
+        lines.append(Text(f"votes this round: {self._votes() or '-'}", style="dim"))
+        return Group(*lines)
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _short(text: str, limit: int = 100) -> str:
@@ -247,5 +332,16 @@ def summarize(scenario: Scenario, record: RunRecord) -> None:
                                                                                  style="green"),
                       s.vote or "", f"{result.tokens[party].total_tokens:,}")
     console.print(table)
+    against = result.votes_against_own_red_lines
+    if against:
+        by: dict[str, int] = {}
+        for vote in against:
+            by[vote.party] = by.get(vote.party, 0) + 1
+        console.print(Text(f"{len(against)} accept vote(s) went against the voter's own red "
+                           "lines: " + ", ".join(f"{p} {n}" for p, n in by.items()),
+                           style="red"))
+    else:
+        console.print("No vote went against the voter's own red lines.", markup=False,
+                      highlight=False)
     console.print(f"Transcript: {record.run_dir / 'transcript.md'}", markup=False,
                   highlight=False)
