@@ -9,6 +9,7 @@ real process for the exit status of a bad path.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from detente.agents import make_agent
 from detente.compare import (
     Comparison,
     RunSummary,
@@ -29,13 +31,20 @@ from detente.compare import (
     compare_runs,
     load_runs,
     load_runs_with_skipped,
+    read_event_dicts,
+    read_header,
+    read_result,
+    summarize_run,
     wilson_interval,
 )
 from detente.errors import InputError
 from detente.events import AgentSettings, RunHeader
+from detente.loading import load_bundle
 from detente.report import PartyTokens, RunResult
+from detente.runner import RunPlan, start_run
 from detente.scenario import Package
 from detente.scoring import DealScore, PartyScore, RedLineBreach, Score
+from helpers import TINY, scripted, tiny_variant
 from helpers import CliResult as Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,7 +206,8 @@ def test_load_runs_finds_every_finished_run_below_a_sweep_folder(sweep: Path) ->
     assert [s.run_dir for s in loaded.skipped] == [str(sweep / "bilateral_us_russia/seed-9")]
     assert loaded.skipped[0].status == "error"
     run = next(r for r in loaded.runs if r.run_dir.endswith("baseline/seed-1"))
-    assert run == RunSummary(
+    assert run.fingerprint is not None and len(run.fingerprint) == 64
+    assert run.model_copy(update={"fingerprint": None}) == RunSummary(
         run_dir=str(sweep / "baseline" / "seed-1"), run_id="baseline-1", scenario_id="baseline",
         scenario_hash="h" * 64, seed=1, agents="all=scripted:conceder, un_mediator=scripted:nash",
         status="deal", deal=True, rounds=5,
@@ -313,11 +323,14 @@ def test_pair_tests_match_hand_computed_p_values(comparison: Comparison) -> None
     assert test.distance_to_nash_p == pytest.approx(2 / 35)
 
 
-def test_mann_whitney_needs_two_runs_per_group(sweep: Path) -> None:
+def test_a_group_needs_two_distinct_runs_to_be_tested(sweep: Path) -> None:
     runs = load_runs([sweep / "baseline", sweep / "bilateral_us_russia" / "seed-0"])
     (test,) = compare_runs(runs).tests
-    assert all(p.utility_p is None for p in test.parties.values())
-    assert test.deal_rate_p == pytest.approx(1.0)
+    assert all(p.utility_p is None and p.violation_p is None for p in test.parties.values())
+    assert test.deal_rate_p is None and test.distance_to_nash_p is None
+    assert test.note == ("not tested (a test needs 2 distinct runs in each group): "
+                         "bilateral_us_russia has 1 run")
+    assert test.deal_rate_diff == pytest.approx(0.5)  # differences are still reported
 
 
 def test_reference_defaults_to_the_first_group_without_a_baseline_and_can_be_chosen(
@@ -338,6 +351,94 @@ def test_grouping_by_agents(sweep: Path) -> None:
     by = compare_runs(runs, by="agents")
     assert sorted(g.variant for g in by.groups) == sorted({r.agents for r in runs})
     assert sum(g.n for g in by.groups) == 8
+
+
+# --------------------------------------------------------------------------- identical runs
+
+
+@pytest.fixture(scope="module")
+def scripted_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real scripted runs: the tiny scenario and a variant of it, three seeds each. Scripted
+    strategies ignore the seed, so each variant's three runs are one negotiation three times."""
+    root = tmp_path_factory.mktemp("scripted")
+    variant = tiny_variant(root, "tiny_unanimous", required=["a", "b", "c"])
+    sweep = root / "sweep"
+    for path in (TINY, variant):
+        bundle = load_bundle(path)
+        scenario = bundle.scenario
+        agents = {p: scripted("boulware") for p in scenario.voters}
+        assert scenario.mediator is not None
+        agents[scenario.mediator] = scripted("nash")
+        for seed in (0, 1, 2):
+            start_run(RunPlan(bundle=bundle, agents=agents, seed=seed), make_agent,
+                      run_dir=sweep / scenario.id / f"seed-{seed}")
+    return sweep
+
+
+def test_identical_runs_are_counted_once_and_never_tested(scripted_sweep: Path) -> None:
+    runs = load_runs([scripted_sweep])
+    assert len(runs) == 6 and len({r.run_id for r in runs}) == 6
+    comparison = compare_runs(runs, "tiny")
+    for group in comparison.groups:
+        assert (group.runs, group.n, group.scripted) == (3, 1, True)
+        ids = sorted(r.run_id for r in runs if r.scenario_id == group.variant)
+        assert [sorted(i) for i in group.identical] == [ids]
+        assert group.seeds == [0, 1, 2]
+        assert group.deal_rate.n == 1  # every statistic is over the one distinct run
+        assert all(p.utility.n == 1 and p.violation_rate.n == 1 for p in group.parties.values())
+    (test,) = comparison.tests
+    assert test.deal_rate_p is None and test.distance_to_nash_p is None
+    assert all(p.utility_p is None and p.violation_p is None for p in test.parties.values())
+    assert test.note == ("not tested (a test needs 2 distinct runs in each group): "
+                         "tiny_unanimous has 3 identical runs; tiny has 3 identical runs")
+
+
+def test_the_fingerprint_leaves_out_times_order_provenance_and_ids(scripted_sweep: Path) -> None:
+    run_dir = scripted_sweep / "tiny" / "seed-0"
+    header, result = read_header(run_dir), read_result(run_dir)
+    events = read_event_dicts(run_dir)
+    assert events is not None
+    original = summarize_run(run_dir, header, result, events).fingerprint
+    assert original == summarize_run(run_dir, header, result).fingerprint  # read from the log
+
+    changed = copy.deepcopy(events)
+    for ev in changed:
+        ev["time"] = "2000-01-01T00:00:00.000Z"
+        if "latency" in ev:
+            ev["latency"] = 9.5
+            ev["usage"] = {"prompt_tokens": 7, "completion_tokens": 3}
+            ev["llm"] = {"request_hashes": ["f" * 64], "settings": {"seed": 4}}
+    changed[0].update(run_id="other", seed=7, quote_key="k" * 32, scenario_path="/elsewhere.yaml")
+    responses = [k for k, ev in enumerate(changed) if ev["type"] == "response"][:2]
+    changed[responses[0]], changed[responses[1]] = changed[responses[1]], changed[responses[0]]
+    changed.insert(3, {"id": "resumed-1", "type": "resumed", "note": "resumed after a kill"})
+    moved = header.model_copy(update={"run_id": "other", "seed": 7, "quote_key": "k" * 32})
+    assert summarize_run(run_dir, moved, result, changed).fingerprint == original
+
+    voted = copy.deepcopy(events)
+    response = next(ev for ev in voted if ev["type"] == "response")
+    response["vote"] = "accept" if response["vote"] == "reject" else "reject"
+    assert summarize_run(run_dir, header, result, voted).fingerprint != original
+    said = copy.deepcopy(events)
+    next(ev for ev in said if ev["type"] == "statement")["text"] += " Indeed."
+    assert summarize_run(run_dir, header, result, said).fingerprint != original
+
+
+def test_partly_identical_groups_keep_their_distinct_runs(tmp_path: Path) -> None:
+    for seed in (0, 1, 2):  # seeds 0 and 1: the same crafted run
+        write_run(tmp_path / "baseline" / f"seed-{seed}", "baseline", seed,
+                  utilities=util(50.0 if seed < 2 else 30.0))
+    for seed in (0, 1):
+        write_run(tmp_path / "variant" / f"seed-{seed}", "variant", seed, status="no_deal",
+                  utilities=util(36.0 + seed))
+    comparison = compare_runs(load_runs([tmp_path]))
+    base, variant = comparison.groups
+    assert (base.runs, base.n, base.identical) == (3, 2, [["baseline-0", "baseline-1"]])
+    assert base.parties["ukraine"].utility.mean == pytest.approx(40.0)  # (50 + 30) / 2
+    assert (variant.runs, variant.n, variant.identical) == (2, 2, [])
+    (test,) = comparison.tests
+    assert test.note is None
+    assert test.deal_rate_p == pytest.approx(1 / 3)  # Fisher: 0/2 against 2/2
 
 
 # --------------------------------------------------------------------------- the command

@@ -13,14 +13,22 @@ every brief) or whose settings (who played each party with which model, temperat
 structured mode, assist; the round limit and context size) differ are refused, naming what
 differs. Seeds and endpoint addresses may differ: they are what makes runs distinct samples.
 
-Conventions: utilities and distances are averaged over every finished run of a group (a run
-without a deal scores every party at its reservation utility); a run without a deal breaks no
-red line; rounds to agreement are over deals only. Nothing here prints.
+Identical runs are counted once. Two runs of a group are copies when their event logs are the
+same once times, latencies, token counts, model-call provenance (request hashes carry the seed and
+the run's quote key), run ids, seeds and paths are left out (`run_fingerprint`): scripted agents
+ignore the seed, so every seed of a scripted variant repeats one run. Statistics are over the
+distinct runs of a group (`VariantStats.n`; `runs` counts them all), and a group is tested only
+when it has at least `MIN_TEST_RUNS` distinct runs, so copies never look like evidence.
+
+Conventions: utilities and distances are averaged over every distinct finished run of a group (a
+run without a deal scores every party at its reservation utility); a run without a deal breaks
+no red line; rounds to agreement are over deals only. Nothing here prints.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
@@ -44,6 +52,18 @@ FINISHED_STATUSES = ("deal", "no_deal", "deadlock")
 DEFAULT_REFERENCE = "baseline"
 BOOTSTRAP_RESAMPLES = 4000
 BOOTSTRAP_SEED = 20250218
+MIN_TEST_RUNS = 2
+"""Distinct runs each group needs before it is tested against another."""
+IGNORED_EVENT_FIELDS = frozenset({"time", "latency", "usage", "llm"})
+"""Left out when two runs are compared for identity: when and how fast things happened, token
+counts, and the provenance of model calls (request hashes carry the seed and the quote key)."""
+IGNORED_EVENT_TYPES = frozenset({"header", "resumed"})
+"""The header holds the run id, seed, quote key and paths (what must match of it is compared
+through `run_settings`); a resume note does not change the negotiation."""
+SCRIPTED_SEEDS_NOTE = (
+    "every agent is scripted, and scripted strategies ignore the seed: the seeds of a variant "
+    "repeat one run (compare counts identical runs once); use LLM agents for distinct samples")
+"""What `compare`, the report (and a sweep) say when every agent of a variant is scripted."""
 
 GroupBy = Literal["scenario", "agents", "scenario+agents"]
 """What makes a group: the scenario id (the default), who played, or both."""
@@ -85,6 +105,9 @@ class RunSummary(BaseModel):
     """Per party: (turns without a valid answer, turns)."""
     estimation_error: dict[str, float] = {}
     """Per party: mean absolute error of its value estimates, where it gave any."""
+    fingerprint: str | None = None
+    """`run_fingerprint` of the run: equal fingerprints mean identical runs (None: unknown,
+    never equal to another run's)."""
 
 
 class SkippedRun(BaseModel):
@@ -160,8 +183,44 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
-def summarize_run(run_dir: Path, header: RunHeader, result: RunResult) -> RunSummary:
-    """The `RunSummary` of a run from its header and result."""
+def read_event_dicts(run_dir: Path) -> list[dict[str, Any]] | None:
+    """Every event of a run's log as parsed JSON (no validation); None if it cannot be read."""
+    try:
+        lines = (run_dir / LOG_NAME).read_text(encoding="utf-8").split("\n")
+        events = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return events if all(isinstance(ev, dict) for ev in events) else None
+
+
+def normalized_events(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The events two identical runs share: no header or resume notes, none of
+    `IGNORED_EVENT_FIELDS`, in the order of their ids (concurrent answers land in the log in
+    the order they finish)."""
+    kept = [{k: v for k, v in ev.items() if k not in IGNORED_EVENT_FIELDS}
+            for ev in events if ev.get("type") not in IGNORED_EVENT_TYPES]
+    return sorted(kept, key=lambda ev: (str(ev.get("id", "")), _canonical(ev)))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def run_fingerprint(summary: RunSummary, header: RunHeader,
+                    events: Iterable[Mapping[str, Any]]) -> str:
+    """A hash of what makes a run this negotiation: its scenario contents and settings (not its
+    seed, run id, quote key or paths), its events (`normalized_events`) and its outcome."""
+    outcome = summary.model_dump(mode="json", exclude={"run_dir", "run_id", "seed",
+                                                       "fingerprint"})
+    document = {"scenario_hash": header.scenario_hash, "settings": run_settings(header),
+                "events": normalized_events(events), "outcome": outcome}
+    return hashlib.sha256(_canonical(document).encode("utf-8")).hexdigest()
+
+
+def summarize_run(run_dir: Path, header: RunHeader, result: RunResult,
+                  events: Iterable[Mapping[str, Any]] | None = None) -> RunSummary:
+    """The `RunSummary` of a run from its header, result and events (as JSON objects; read from
+    the run's log when not given)."""
     deal = result.status == "deal" and result.package is not None
     package: dict[str, dict[str, str | float]] | None = None
     if deal and result.package is not None:
@@ -171,7 +230,7 @@ def summarize_run(run_dir: Path, header: RunHeader, result: RunResult) -> RunSum
     for party in result.scores.parties:
         broken.setdefault(party, [])
     metrics = result.metrics
-    return RunSummary(
+    summary = RunSummary(
         run_dir=str(run_dir),
         run_id=result.run_id,
         scenario_id=result.scenario_id,
@@ -196,6 +255,17 @@ def summarize_run(run_dir: Path, header: RunHeader, result: RunResult) -> RunSum
         estimation_error={p: e for p, e in metrics.estimation_error.items() if e is not None}
         if metrics else {},
     )
+    if events is None:
+        events = read_event_dicts(run_dir)
+    if events is not None:
+        summary.fingerprint = run_fingerprint(summary, header, events)
+    return summary
+
+
+def all_scripted(agents: Iterable[AgentSettings]) -> bool:
+    """Whether every party is played by a scripted strategy: the run's seed changes nothing."""
+    players = list(agents)
+    return bool(players) and all(a.kind == "scripted" for a in players)
 
 
 def run_settings(header: RunHeader) -> dict[str, Any]:
@@ -435,6 +505,14 @@ class VariantStats(BaseModel):
     variant: str
     """The group's key: a scenario id (or an agents label, see `GroupBy`)."""
     n: int
+    """Distinct runs: the samples every statistic of the group is over (identical runs count
+    once)."""
+    runs: int = 0
+    """Every finished run of the group, copies included."""
+    identical: list[list[str]] = []
+    """Runs with identical events, as lists of run ids (the first is the one counted)."""
+    scripted: bool = False
+    """Every party of every run was scripted: the group's seeds cannot differ."""
     deals: int
     deal_rate: Proportion
     statuses: dict[str, int]
@@ -469,12 +547,13 @@ class PartyTest(BaseModel):
     utility_diff: float
     """Mean utility of `a` minus that of `b`."""
     utility_p: float | None
-    """Two-sided Mann-Whitney U p-value; None when a group has fewer than 2 runs or every
-    value is the same."""
+    """Two-sided Mann-Whitney U p-value; None when a group has fewer than `MIN_TEST_RUNS`
+    distinct runs or every value is the same."""
     violation_diff: float
     """Violation rate of `a` minus that of `b`."""
-    violation_p: float
-    """Fisher's exact test p-value on the violation rates."""
+    violation_p: float | None
+    """Fisher's exact test p-value on the violation rates (None: not tested, see
+    `PairTest.note`)."""
 
 
 class PairTest(BaseModel):
@@ -483,12 +562,14 @@ class PairTest(BaseModel):
     b: str
     """The reference it is tested against."""
     deal_rate_diff: float
-    deal_rate_p: float
-    """Fisher's exact test p-value on the deal rates."""
+    deal_rate_p: float | None
+    """Fisher's exact test p-value on the deal rates (None: not tested, see `note`)."""
     distance_to_nash_p: float | None
     """Two-sided Mann-Whitney U p-value on the distances to the Nash package."""
     parties: dict[str, PartyTest]
     """Parties scored in both groups."""
+    note: str | None = None
+    """Why no p-value was computed: a group has fewer than `MIN_TEST_RUNS` distinct runs."""
 
 
 class Comparison(BaseModel):
@@ -537,11 +618,39 @@ def compare_runs(
         for party, ids in run.red_lines_broken.items():
             known = red_line_ids.setdefault(party, [])
             known.extend(i for i in ids if i not in known)
-    stats = {key: variant_stats(key, grouped[key], red_line_ids) for key in order}
-    tests = [pair_test(key, reference, grouped[key], grouped[reference], stats[key],
+    distinct = {key: distinct_runs(members) for key, members in grouped.items()}
+    stats: dict[str, VariantStats] = {}
+    for key in order:
+        counted, identical = distinct[key]
+        stats[key] = variant_stats(key, counted, red_line_ids).model_copy(update={
+            "runs": len(grouped[key]), "identical": identical,
+            "scripted": all(_scripted(r) for r in grouped[key]),
+            "seeds": sorted({r.seed for r in grouped[key]})})
+    tests = [pair_test(key, reference, distinct[key][0], distinct[reference][0], stats[key],
                        stats[reference]) for key in order[1:]]
     return Comparison(reference=reference, group_by=by, groups=[stats[k] for k in order],
                       tests=tests)
+
+
+def distinct_runs(runs: Sequence[RunSummary]) -> tuple[list[RunSummary], list[list[str]]]:
+    """The runs to count (the first of each set of identical runs) and the sets of identical
+    runs (run ids, two or more each)."""
+    kept: list[RunSummary] = []
+    same: dict[str, list[str]] = {}
+    for run in runs:
+        if run.fingerprint is None or run.fingerprint not in same:
+            kept.append(run)
+            if run.fingerprint is not None:
+                same[run.fingerprint] = [run.run_id]
+        else:
+            same[run.fingerprint].append(run.run_id)
+    return kept, [ids for ids in same.values() if len(ids) > 1]
+
+
+def _scripted(run: RunSummary) -> bool:
+    agents = run.settings.get("agents") or {}
+    return bool(agents) and all(isinstance(a, Mapping) and a.get("kind") == "scripted"
+                                for a in agents.values())
 
 
 def _parties(runs: Iterable[RunSummary]) -> list[str]:
@@ -649,7 +758,16 @@ def pair_test(
     a: str, b: str, runs_a: Sequence[RunSummary], runs_b: Sequence[RunSummary],
     stats_a: VariantStats, stats_b: VariantStats,
 ) -> PairTest:
-    """Group `a` tested against group `b`."""
+    """Group `a` tested against group `b` (`runs_a`, `runs_b`: their distinct runs). A group
+    with fewer than `MIN_TEST_RUNS` distinct runs is not tested: every p-value is None and
+    `note` says why."""
+    short = [g for g in (stats_a, stats_b) if g.n < MIN_TEST_RUNS]
+    note = None
+    if short:
+        note = (f"not tested (a test needs {MIN_TEST_RUNS} distinct runs in each group): "
+                + "; ".join(f"{g.variant} has " + (f"{g.runs} identical runs" if g.runs > g.n
+                                                    else f"{g.n} run{'s' if g.n != 1 else ''}")
+                            for g in short))
     parties: dict[str, PartyTest] = {}
     for party in stats_a.parties:
         if party not in stats_b.parties:
@@ -657,19 +775,23 @@ def pair_test(
         pa, pb = stats_a.parties[party], stats_b.parties[party]
         parties[party] = PartyTest(
             utility_diff=pa.utility.mean - pb.utility.mean,
-            utility_p=mann_whitney_p([r.utilities[party] for r in runs_a if party in r.utilities],
-                                     [r.utilities[party] for r in runs_b if party in r.utilities]),
+            utility_p=None if note else mann_whitney_p(
+                [r.utilities[party] for r in runs_a if party in r.utilities],
+                [r.utilities[party] for r in runs_b if party in r.utilities]),
             violation_diff=pa.violation_rate.rate - pb.violation_rate.rate,
-            violation_p=fisher_p(pa.violation_rate.count, pa.violation_rate.n,
-                                 pb.violation_rate.count, pb.violation_rate.n),
+            violation_p=None if note else fisher_p(
+                pa.violation_rate.count, pa.violation_rate.n,
+                pb.violation_rate.count, pb.violation_rate.n),
         )
     return PairTest(
         a=a,
         b=b,
         deal_rate_diff=stats_a.deal_rate.rate - stats_b.deal_rate.rate,
-        deal_rate_p=fisher_p(stats_a.deals, stats_a.n, stats_b.deals, stats_b.n),
-        distance_to_nash_p=mann_whitney_p(
+        deal_rate_p=None if note else fisher_p(stats_a.deals, stats_a.n, stats_b.deals,
+                                               stats_b.n),
+        distance_to_nash_p=None if note else mann_whitney_p(
             [r.distance_to_nash for r in runs_a if r.distance_to_nash is not None],
             [r.distance_to_nash for r in runs_b if r.distance_to_nash is not None]),
         parties=parties,
+        note=note,
     )

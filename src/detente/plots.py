@@ -274,8 +274,9 @@ def run_utility_figure(run: RunData) -> Figure:
 
 def summaries_of(runs: Sequence[RunData]) -> list[RunSummary]:
     """`detente.compare` summaries of the finished runs among `runs`."""
-    return [summarize_run(r.run_dir, r.header, r.result) for r in runs
-            if r.result.status in FINISHED_STATUSES]
+    return [summarize_run(r.run_dir, r.header, r.result,
+                          [e.model_dump(mode="json") for e in r.events])
+            for r in runs if r.result.status in FINISHED_STATUSES]
 
 
 def comparison_of(
