@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import math
 import os
@@ -24,11 +25,14 @@ import pytest
 
 from detente.agents import make_agent
 from detente.compare import (
+    SCRIPTED_SEEDS_NOTE,
     Comparison,
     RunSummary,
+    VariantStats,
     agents_label,
     bootstrap_mean_ci,
     compare_runs,
+    findings,
     load_runs,
     load_runs_with_skipped,
     read_event_dicts,
@@ -323,6 +327,20 @@ def test_pair_tests_match_hand_computed_p_values(comparison: Comparison) -> None
     assert test.distance_to_nash_p == pytest.approx(2 / 35)
 
 
+def test_findings_sum_up_deals_red_lines_and_tests(comparison: Comparison) -> None:
+    assert findings(comparison) == [
+        f"Every agent is scripted in every variant: {SCRIPTED_SEEDS_NOTE}.",
+        "Deals: bilateral_us_russia 100% (4/4); baseline 50% (2/4).",
+        "Red lines broken: ukraine's in bilateral_us_russia (3/4: no_cession, army_floor); eu's "
+        "in bilateral_us_russia (1/4: no_veto).",
+        # 8 tests: deal rate, distance, four violation rates, two utilities (US and Russian
+        # utilities never vary). EU utilities {20, 30, 25, 35} against four 40s: U = 0.
+        f"Against baseline, p < 0.05 (uncorrected; 1 of 8 tests below it, about 0.4 expected "
+        f"by chance alone): bilateral_us_russia: eu utility -12.5 (p "
+        f"{comparison.tests[0].parties['eu'].utility_p:.3g}).",
+    ]
+
+
 def test_a_group_needs_two_distinct_runs_to_be_tested(sweep: Path) -> None:
     runs = load_runs([sweep / "baseline", sweep / "bilateral_us_russia" / "seed-0"])
     (test,) = compare_runs(runs).tests
@@ -444,22 +462,147 @@ def test_partly_identical_groups_keep_their_distinct_runs(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------- the command
 
 
-def test_compare_shows_the_variants_side_by_side(cli: Callable[..., Result], sweep: Path) -> None:
+def test_compare_shows_one_row_per_variant(cli: Callable[..., Result], sweep: Path) -> None:
     result = cli("compare", sweep)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "8 finished runs in 2 variants" in out
     assert "skipped 1 unfinished" in out
-    header = next(line for line in out.splitlines() if "baseline (reference)" in line)
-    assert header.index("baseline (reference)") < header.index("bilateral_us_russia")
-    ukraine = [line for line in out.splitlines() if line.startswith("│ ukraine ")]
-    utility_row, violation_row = ukraine[0], ukraine[1]
-    assert "38.0 [" in utility_row and "25.0 [" in utility_row
-    assert violation_row.index("0% [0%, 49%] (0/4)") < violation_row.index("75% [30%, 95%] (3/4)")
-    assert "no_cession" in out and "army_floor" in out
+    lines = out.splitlines()
+    utility = lines.index(next(line for line in lines if line.startswith("Mean utility")))
+    base = next(line for line in lines[utility:] if line.startswith("│ baseline (reference) "))
+    bil = next(line for line in lines[utility:] if line.startswith("│ bilateral_us_russia "))
+    header = next(line for line in lines[utility:] if line.startswith("┃ variant"))
+    assert header.index("us") < header.index("ukraine") < header.index("eu")
+    assert "38.0 [" in base and "25.0 [" in bil
+    violations = lines.index(next(line for line in lines if line.startswith("Red-line violation")))
+    rows = [line for line in lines[violations:] if line.startswith("│ ")][:2]
+    assert "0% [0%, 49%] (0/4)" in rows[0] and "75% [30%, 95%] (3/4)" in rows[1]
+    assert "Red lines broken: bilateral_us_russia" in out
+    assert "no_cession" in out and "army_floor" in out and "25% [5%, 70%] (1/4)" in out
     assert "Tests against baseline" in out
-    assert "ukraine red-line violations" in out and "0.143" in out
-    assert "territory: donbass_only" in out and "army_ceiling: 250" in out
+    assert "violations" in out and "+75 pts p 0.143" in out
+    assert "Agreed options: baseline (2 deals in 4 distinct runs)" in out
+    assert "donbass_only" in out and "army_ceiling" in out and "250" in out
+
+
+VARIANTS = ("baseline", "bilateral_us_russia", "eu_peacekeepers_no_article5",
+            "eu_peacekeepers_with_article5", "kyiv_stated_positions", "leadership_transition",
+            "no_mediator", "phased_energy_tranche", "russia_full_lifting",
+            "ukraine_eu_no_territorial_concession", "un_referendum")
+
+
+def many_variants() -> Comparison:
+    """Eleven variants of four distinct runs, every measure varying (as LLM runs would)."""
+    runs: list[RunSummary] = []
+    for k, variant in enumerate(VARIANTS):
+        for seed in range(4):
+            deal = (seed + k) % 3 != 0
+            broken = ["no_outside_mandate_over_media_and_schools"] if deal and seed % 2 else []
+            runs.append(RunSummary(
+                run_dir=f"/sweep/{variant}/seed-{seed}", run_id=f"{variant}-{seed}",
+                scenario_id=variant, scenario_hash="h" * 64, seed=seed, agents="all=model-x",
+                status="deal" if deal else ("no_deal", "deadlock")[seed % 2], deal=deal,
+                rounds=2 + seed + k % 3,
+                package={"options": {"territory": ("donbass_only", "back_to_zaporozhye")[seed % 2],
+                                     "security_architecture": "neutral_with_guarantor_states"},
+                         "terms": {"army_ceiling": 100.0 + 10 * seed}} if deal else None,
+                utilities={p: 30.0 + 7.3 * k + 5.1 * seed + i for i, p in enumerate(PARTIES)},
+                red_lines_broken={"ukraine": broken, "us": [], "russia": [], "eu": []},
+                distance_to_nash=10.0 + seed * 2.5 + k, deal_any_round=deal or seed == 0,
+                deal_final_round=deal, red_line_proposals=(seed + k % 4, 8),
+                invalid_answers={p: (seed % 3, 20 + k) for p in PARTIES},
+                estimation_error={p: 4.0 + seed * 1.7 + i for i, p in enumerate(PARTIES)}))
+    return compare_runs(runs)
+
+
+def expected_cells(comparison: Comparison) -> list[str]:
+    """Every figure the terminal must show whole, formatted as the command formats it."""
+    from detente.cli.compare import answers_shown, fmt_mean, fmt_p, fmt_rate, fmt_runs
+
+    cells: list[str] = []
+    for g in comparison.groups:
+        cells += [g.variant, fmt_runs(g), fmt_rate(g.deal_rate), fmt_mean(g.distance_to_nash)]
+        cells += [fmt_rate(p) for p in (g.deal_any_round, g.deal_final_round,
+                                        g.red_line_proposals) if p is not None]
+        cells += [f"{k} {v}" for k, v in g.statuses.items()]
+        if g.rounds_to_agreement is not None:
+            r = g.rounds_to_agreement
+            cells.append(f"mean {r.mean:.1f}, median {r.median:g}")
+        for stats in g.parties.values():
+            cells += [fmt_mean(stats.utility), fmt_rate(stats.violation_rate)]
+            if answers_shown(comparison):  # else one line says there were none
+                if stats.invalid_rate is not None:
+                    cells.append(fmt_rate(stats.invalid_rate))
+                cells.append(fmt_mean(stats.estimation_error))
+            cells += [fmt_rate(p) for p in stats.red_lines.values() if p.count]
+            cells += [line for line, p in stats.red_lines.items() if p.count]
+        for kind in (g.options, g.terms):
+            for counts in kind.values():
+                cells += list(counts) + [f"{n}/{g.deals}" for n in counts.values()]
+    for t in comparison.tests:
+        if t.note is None:
+            cells.append(f"{100 * t.deal_rate_diff:+.0f} pts p {fmt_p(t.deal_rate_p).plain}")
+            for pt in t.parties.values():
+                cells.append(f"{pt.utility_diff:+.1f} p {fmt_p(pt.utility_p).plain}")
+                cells.append(f"{100 * pt.violation_diff:+.0f} pts p "
+                             f"{fmt_p(pt.violation_p).plain}")
+    return cells
+
+
+def rendered(comparison: Comparison, width: int) -> str:
+    from rich.console import Console
+
+    from detente.cli.compare import render
+
+    out = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
+    render(comparison, out)
+    text = out.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(text, str)
+    return text
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_compare_fits_the_terminal_and_shows_every_figure_whole(width: int) -> None:
+    comparison = many_variants()
+    assert len(comparison.groups) == 11 and all(g.n == 4 for g in comparison.groups)
+    text = rendered(comparison, width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "…" not in text
+    missing = [cell for cell in expected_cells(comparison)
+               if not any(cell in line for line in lines)]
+    assert missing == []
+    # a variant's figures stay on its own row: the reference's deal rate beside its name
+    base = comparison.groups[0]
+    assert any(line.startswith("│ baseline (reference) ") and fmt_rate_of(base) in line
+               for line in lines)
+
+
+def fmt_rate_of(group: VariantStats) -> str:
+    from detente.cli.compare import fmt_rate
+
+    return fmt_rate(group.deal_rate)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_identical_runs_read_as_such_in_the_terminal(scripted_sweep: Path, width: int) -> None:
+    comparison = compare_runs(load_runs([scripted_sweep]), "tiny")
+    text = rendered(comparison, width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    flat = " ".join(text.split())
+    assert "6 finished runs (2 distinct) in 2 variants" in flat
+    assert "in every variant the runs are copies of one run" in flat
+    assert "Every agent is scripted in every variant: scripted strategies ignore the seed" in flat
+    assert ("Tests against tiny: none: tiny has 3 identical runs, and a test needs 2 distinct "
+            "runs in each group.") in flat
+    assert "3 (1 distinct)" in text and " p " not in text
+    assert missing_cells(comparison, text) == []
+
+
+def missing_cells(comparison: Comparison, text: str) -> list[str]:
+    lines = text.splitlines()
+    return [cell for cell in expected_cells(comparison) if not any(cell in line for line in lines)]
 
 
 def test_compare_json_and_csv_round_trip(cli: Callable[..., Result], sweep: Path,
@@ -485,6 +628,8 @@ def test_compare_json_and_csv_round_trip(cli: Callable[..., Result], sweep: Path
         0.75, bil.parties["ukraine"].violation_rate.lo, bil.parties["ukraine"].violation_rate.hi,
         4)
     assert float(row("baseline", "deal_rate")["value"]) == 0.5
+    assert row("baseline", "runs")["value"] == row("baseline", "distinct_runs")["value"] == "4"
+    assert row("baseline", "all_scripted")["value"] == "1"
     assert float(row("bilateral_us_russia", "red_line_violation_rate", "ukraine",
                      "army_floor")["value"]) == 0.25
     assert float(row("baseline", "agreed_option", detail="territory=frozen_line")["value"]) == 1

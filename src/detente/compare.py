@@ -54,15 +54,17 @@ BOOTSTRAP_RESAMPLES = 4000
 BOOTSTRAP_SEED = 20250218
 MIN_TEST_RUNS = 2
 """Distinct runs each group needs before it is tested against another."""
+SIGNIFICANT = 0.05
+"""The p-value below which a difference is shown as significant (not corrected for multiple
+comparisons)."""
 IGNORED_EVENT_FIELDS = frozenset({"time", "latency", "usage", "llm"})
 """Left out when two runs are compared for identity: when and how fast things happened, token
 counts, and the provenance of model calls (request hashes carry the seed and the quote key)."""
 IGNORED_EVENT_TYPES = frozenset({"header", "resumed"})
 """The header holds the run id, seed, quote key and paths (what must match of it is compared
 through `run_settings`); a resume note does not change the negotiation."""
-SCRIPTED_SEEDS_NOTE = (
-    "every agent is scripted, and scripted strategies ignore the seed: the seeds of a variant "
-    "repeat one run (compare counts identical runs once); use LLM agents for distinct samples")
+SCRIPTED_SEEDS_NOTE = ("scripted strategies ignore the seed, so each seed repeats the same run; "
+                       "use LLM agents for distinct samples")
 """What `compare`, the report (and a sweep) say when every agent of a variant is scripted."""
 
 GroupBy = Literal["scenario", "agents", "scenario+agents"]
@@ -795,3 +797,151 @@ def pair_test(
         parties=parties,
         note=note,
     )
+
+
+# --------------------------------------------------------------------------- findings
+
+LISTED = 4
+"""A finding names at most this many variants; beyond, it summarizes."""
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+def _listing(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def findings(comparison: Comparison) -> list[str]:
+    """The comparison in a few sentences: identical runs, seeds that cannot differ, deals, red
+    lines broken, and what the tests against the reference show. Plain text; a list of more
+    than `LISTED` variants is summarized."""
+    groups = comparison.groups
+    out: list[str] = []
+    total, distinct = sum(g.runs or g.n for g in groups), sum(g.n for g in groups)
+    copied = [g for g in groups if g.runs > g.n]
+    if copied:
+        if len(copied) == len(groups) and all(g.n == 1 for g in groups):
+            out.append(f"Identical runs: in every variant the runs are copies of one run (the "
+                       f"same events), so each variant counts one run ({total} runs, "
+                       f"{distinct} distinct).")
+        else:
+            shown = [f"{g.variant}: {g.n} of {g.runs}" for g in copied]
+            if len(shown) > LISTED:
+                shown = [*shown[:LISTED], f"{len(shown) - LISTED} more"]
+            out.append(f"Identical runs are counted once: {total} runs, {distinct} distinct ("
+                       + "; ".join(shown) + ").")
+    scripted = [g.variant for g in groups if g.scripted and g.runs > 1]
+    if scripted:
+        where = ("every variant" if len(scripted) == len(groups)
+                 else _listing(scripted) if len(scripted) <= LISTED
+                 else _count(len(scripted), "variant"))
+        out.append(f"Every agent is scripted in {where}: {SCRIPTED_SEEDS_NOTE}.")
+    out.append(_deal_finding(groups))
+    out.append(_red_line_finding(groups))
+    if comparison.tests:
+        out.append(_test_finding(comparison))
+    if any(g.upper_bound for g in groups):
+        out.append("Runs with the oracle mediator are reference runs (an upper bound), not "
+                   "negotiations.")
+    return out
+
+
+def _deal_finding(groups: Sequence[VariantStats]) -> str:
+    deals = sorted((g for g in groups if g.deals), key=lambda g: -g.deal_rate.rate)
+    if not deals:
+        return "No variant reached a deal."
+
+    def rate(g: VariantStats) -> str:
+        return f"{g.variant} {_pct(g.deal_rate.rate)} ({g.deals}/{g.n})"
+
+    others = len(groups) - len(deals)
+    if len(deals) <= LISTED:
+        return ("Deals: " + "; ".join(rate(g) for g in deals)
+                + (f"; none in the other {_count(others, 'variant')}" if others else "") + ".")
+    top, low = deals[0].deal_rate.rate, deals[-1].deal_rate.rate
+    highest = [rate(g) for g in deals if g.deal_rate.rate == top]
+    lowest = [rate(g) for g in deals if g.deal_rate.rate == low]
+    text = f"Deals in {len(deals)} of {len(groups)} variants; highest: " + "; ".join(
+        highest[:LISTED]) + (f" and {len(highest) - LISTED} more" if len(highest) > LISTED
+                             else "")
+    if low != top:
+        text += "; lowest: " + "; ".join(lowest[:LISTED]) + (
+            f" and {len(lowest) - LISTED} more" if len(lowest) > LISTED else "")
+    return text + "."
+
+
+def _red_line_finding(groups: Sequence[VariantStats]) -> str:
+    broken: dict[str, list[tuple[VariantStats, PartyStats]]] = {}
+    for g in groups:
+        for party, stats in g.parties.items():
+            if stats.violation_rate.count:
+                broken.setdefault(party, []).append((g, stats))
+    if not broken:
+        return "No outcome broke a red line."
+    parts: list[str] = []
+    for party, where in broken.items():
+        if len(where) <= LISTED:
+            parts.append(f"{party}'s in " + "; ".join(
+                f"{g.variant} ({s.violation_rate.count}/{s.violation_rate.n}: "
+                + ", ".join(line for line, p in s.red_lines.items() if p.count) + ")"
+                for g, s in where))
+        else:
+            g, s = max(where, key=lambda gs: gs[1].violation_rate.rate)
+            lines = Counter(line for _, s2 in where for line, p in s2.red_lines.items()
+                            if p.count)
+            parts.append(f"{party}'s in {len(where)} variants (most often "
+                         f"{lines.most_common(1)[0][0]}; highest rate {g.variant}, "
+                         f"{s.violation_rate.count}/{s.violation_rate.n})")
+    return "Red lines broken: " + "; ".join(parts) + "."
+
+
+def _test_finding(comparison: Comparison) -> str:
+    ref = comparison.reference
+    tested = [t for t in comparison.tests if t.note is None]
+    if not tested:
+        return (f"No variant could be tested against {ref}: a test needs {MIN_TEST_RUNS} "
+                "distinct runs in each group.")
+    untested = len(comparison.tests) - len(tested)
+    tail = (f" ({_count(untested, 'variant')} with fewer than {MIN_TEST_RUNS} distinct runs "
+            "not tested)") if untested else ""
+    hits = {t.a: _significant(t) for t in tested}
+    hits = {a: h for a, h in hits.items() if h}
+    performed = sum(_tests_performed(t) for t in tested)
+    if not hits:
+        return f"No difference from {ref} reaches p < {SIGNIFICANT} ({performed} tests){tail}."
+    found = sum(len(h) for h in hits.values())
+    chance = (f"{found} of {performed} tests below it, about {SIGNIFICANT * performed:.1f} "
+              "expected by chance alone")
+    if len(hits) <= LISTED:
+        listed = "; ".join(f"{a}: {', '.join(h)}" for a, h in hits.items())
+        return (f"Against {ref}, p < {SIGNIFICANT} (uncorrected; {chance}): {listed}{tail}.")
+    return (f"Against {ref}, {len(hits)} of {len(tested)} variants differ at p < {SIGNIFICANT} on "
+            f"some measure (uncorrected; {chance}); see the tests table{tail}.")
+
+
+def _tests_performed(test: PairTest) -> int:
+    ps = [test.deal_rate_p, test.distance_to_nash_p]
+    for pt in test.parties.values():
+        ps += [pt.utility_p, pt.violation_p]
+    return sum(p is not None for p in ps)
+
+
+def _significant(test: PairTest) -> list[str]:
+    out: list[str] = []
+    if test.deal_rate_p is not None and test.deal_rate_p < SIGNIFICANT:
+        out.append(f"deal rate {100 * test.deal_rate_diff:+.0f} pts (p {test.deal_rate_p:.3g})")
+    if test.distance_to_nash_p is not None and test.distance_to_nash_p < SIGNIFICANT:
+        out.append(f"distance to Nash (p {test.distance_to_nash_p:.3g})")
+    for party, pt in test.parties.items():
+        if pt.utility_p is not None and pt.utility_p < SIGNIFICANT:
+            out.append(f"{party} utility {pt.utility_diff:+.1f} (p {pt.utility_p:.3g})")
+        if pt.violation_p is not None and pt.violation_p < SIGNIFICANT:
+            out.append(f"{party} red-line violations {100 * pt.violation_diff:+.0f} pts "
+                       f"(p {pt.violation_p:.3g})")
+    return out

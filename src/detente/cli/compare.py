@@ -1,28 +1,39 @@
-"""`detente compare PATH...`: variants side by side, with intervals and tests against one."""
+"""`detente compare PATH...`: variants side by side, with intervals and tests against one.
+
+Tables have one row per variant and are laid out for the terminal: the metric columns are packed
+into as many tables as the width needs, each repeating the variant column, so no cell is ever
+wrapped, folded or cut (a column wider than the whole terminal alone is folded, never cut).
+`--json` and `--csv` hold every figure.
+"""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 
 import typer
+from rich.cells import cell_len
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from detente.cli._app import app, console, err_console
 from detente.compare import (
+    MIN_TEST_RUNS,
+    SIGNIFICANT,
     Comparison,
     GroupBy,
     MeanCI,
     Proportion,
     VariantStats,
     compare_runs,
+    findings,
     load_runs_with_skipped,
 )
 from detente.errors import InputError, Problem
-
-SIGNIFICANT = 0.05
 
 
 @app.command()
@@ -73,7 +84,13 @@ def fmt_rate(p: Proportion) -> str:
 
 
 def fmt_mean(m: MeanCI | None) -> str:
-    return "-" if m is None else f"{m.mean:.1f} [{m.lo:.1f}, {m.hi:.1f}]"
+    """The mean and its interval; the mean alone when the interval is a point (one run, or
+    every run the same)."""
+    if m is None:
+        return "-"
+    if f"{m.lo:.1f}" == f"{m.mean:.1f}" == f"{m.hi:.1f}":
+        return f"{m.mean:.1f}"
+    return f"{m.mean:.1f} [{m.lo:.1f}, {m.hi:.1f}]"
 
 
 def fmt_p(p: float | None) -> Text:
@@ -83,131 +100,10 @@ def fmt_p(p: float | None) -> Text:
     return Text(text, style="bold" if p < SIGNIFICANT else "")
 
 
-def _table(title: str) -> Table:
-    return Table(title=Text(title), title_justify="left")
-
-
-def _row(table: Table, *cells: str | Text) -> None:
-    """Add a row; plain strings are never read as rich markup (labels hold brackets)."""
-    table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
-
-
-def _variant_table(title: str, comparison: Comparison, first: str = "") -> Table:
-    table = _table(title)
-    table.add_column(Text(first), no_wrap=True)
-    for g in comparison.groups:
-        ref = " (reference)" if g.variant == comparison.reference else ""
-        table.add_column(Text(g.variant + ref), justify="right", overflow="fold")
-    return table
-
-
-def _parties(groups: list[VariantStats]) -> list[str]:
-    out: dict[str, None] = {}
-    for g in groups:
-        out.update(dict.fromkeys(g.parties))
-    return list(out)
-
-
-def render(comparison: Comparison) -> None:
-    groups = comparison.groups
-    runs = sum(g.n for g in groups)
-    console.print(f"{runs} finished runs in {len(groups)} variants (grouped by "
-                  f"{comparison.group_by}); reference: {comparison.reference}",
-                  markup=False, highlight=False)
-    if comparison.skipped:
-        console.print(Text(f"skipped {len(comparison.skipped)} unfinished or unreadable runs:",
-                           style="yellow"))
-        for s in comparison.skipped:
-            console.print(f"  {s.run_dir}: {s.status or 'unreadable'}: {s.reason}",
-                          markup=False, highlight=False)
-
-    outcomes = _variant_table("Outcomes", comparison)
-    _row(outcomes, "runs", *(f"{g.n} (seeds {_seeds(g.seeds)})" for g in groups))
-    _row(outcomes, "deal rate", *(fmt_rate(g.deal_rate) for g in groups))
-    _row(outcomes, "outcomes", *(", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items()))
-                                   for g in groups))
-    _row(outcomes, "rounds to agreement", *(
-        f"mean {g.rounds_to_agreement.mean:.1f}, median {g.rounds_to_agreement.median:g}"
-        if g.rounds_to_agreement else "- (no deal)" for g in groups))
-    _row(outcomes, "distance to Nash", *(fmt_mean(g.distance_to_nash) for g in groups))
-    _row(outcomes, "table in zone, any round",
-         *(fmt_rate(g.deal_any_round) if g.deal_any_round else "-" for g in groups))
-    _row(outcomes, "table in zone, final round",
-         *(fmt_rate(g.deal_final_round) if g.deal_final_round else "-" for g in groups))
-    _row(outcomes, "proposals breaking a red line",
-         *(fmt_rate(g.red_line_proposals) if g.red_line_proposals else "-" for g in groups))
-    if any(g.upper_bound for g in groups):
-        _row(outcomes, Text("oracle mediator", style="yellow"),
-             *("upper bound" if g.upper_bound else "" for g in groups))
-    if any(len(g.agents) > 1 for g in groups) or len({a for g in groups for a in g.agents}) > 1:
-        _row(outcomes, "agents", *("; ".join(g.agents) for g in groups))
-    if any(len(g.scenario_hashes) > 1 for g in groups):
-        _row(outcomes, Text("scenario versions", style="yellow"),
-                         *(str(len(g.scenario_hashes)) for g in groups))
-    console.print(outcomes)
-    _note("Deal rate with its 95% Wilson interval; rounds over deals only; distance to Nash: "
-          "mean Euclidean distance of the outcome's utilities to the Nash package's, with a "
-          "95% bootstrap interval. Table in zone: runs in which a tabled package lay in the "
-          "zone of agreement (the rule would pass it if every party voted by its own values "
-          "and red lines), in any round or in the last. Proposals breaking a red line: tabled "
-          "packages breaking a red line of a party the rule needs, over all proposals. An "
-          "oracle mediator's runs are reference runs: an upper bound, not a negotiation.")
-
-    parties = _parties(groups)
-    utility = _variant_table("Mean utility [95% bootstrap interval]", comparison, "party")
-    for party in parties:
-        _row(utility, party, *(fmt_mean(g.parties[party].utility) if party in g.parties
-                                 else "-" for g in groups))
-    console.print(utility)
-    _note("Over every run; a run without a deal scores each party's reservation utility.")
-
-    violations = _variant_table("Red-line violation rate [95% Wilson interval]", comparison,
-                                "party")
-    for party in parties:
-        _row(violations, party, *(fmt_rate(g.parties[party].violation_rate)
-                                    if party in g.parties else "-" for g in groups))
-        lines: dict[str, None] = {}
-        for g in groups:
-            if party in g.parties:
-                lines.update(dict.fromkeys(g.parties[party].red_lines))
-        for line in lines:
-            _row(violations, Text(f"  {line}", style="dim"), *(
-                f"{_pct(g.parties[party].red_lines[line].rate)} "
-                f"({g.parties[party].red_lines[line].count}/{g.parties[party].red_lines[line].n})"
-                if party in g.parties and line in g.parties[party].red_lines else "-"
-                for g in groups))
-    console.print(violations)
-    _note("Share of runs whose outcome breaks at least one of the party's red lines (no deal "
-          "breaks none); indented: each red line broken in any run.")
-
-    if any((p.invalid_rate is not None and p.invalid_rate.count) or p.estimation_error
-           for g in groups for p in g.parties.values()):
-        answers = _variant_table("Answers: invalid-answer rate; value-estimate error", comparison,
-                                 "party")
-        for party in _parties(groups):
-            _row(answers, party, *(_answers(g, party) for g in groups))
-        console.print(answers)
-        _note("Invalid: turns without a valid answer after every retry, over all turns (95% "
-              "Wilson interval). Error: mean absolute error of the party's own estimates of the "
-              "table's worth to it, averaged over runs (95% bootstrap interval).")
-
-    if comparison.tests:
-        _render_tests(comparison)
-    _render_options(comparison)
-
-
-def _answers(group: VariantStats, party: str) -> str:
-    stats = group.parties.get(party)
-    if stats is None:
-        return "-"
-    invalid = fmt_rate(stats.invalid_rate) if stats.invalid_rate is not None else "-"
-    error = fmt_mean(stats.estimation_error) if stats.estimation_error is not None else "-"
-    return f"invalid {invalid}; error {error}"
-
-
-def _note(text: str) -> None:
-    console.print(Text(text, style="dim"))
-    console.print()
+def fmt_runs(g: VariantStats) -> str:
+    """`3` or, with identical runs, `3 (1 distinct)`."""
+    runs = g.runs or g.n
+    return str(runs) if runs == g.n else f"{runs} ({g.n} distinct)"
 
 
 def _seeds(seeds: list[int]) -> str:
@@ -216,64 +112,325 @@ def _seeds(seeds: list[int]) -> str:
     return ",".join(str(s) for s in seeds)
 
 
-def _render_tests(comparison: Comparison) -> None:
-    """Rows are metrics, columns the variants tested against the reference: difference, p."""
-    table = _table(f"Tests against {comparison.reference}: difference, p-value")
-    table.add_column(Text("metric"), no_wrap=True)
-    for test in comparison.tests:
-        table.add_column(Text(test.a), justify="right", overflow="fold")
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass
+class Column:
+    """One metric column of a variant table: its header and one cell per variant."""
+
+    header: str
+    cells: list[Text]
+    justify: Literal["left", "right"] = "right"
+
+
+def _cell(value: str | Text) -> Text:
+    """Plain strings are never read as rich markup (labels hold brackets)."""
+    return Text(value) if isinstance(value, str) else value
+
+
+def _width(text: Text) -> int:
+    return max((cell_len(line) for line in text.plain.split("\n")), default=0)
+
+
+def _longest_word(text: str) -> int:
+    return max((cell_len(word) for word in text.split()), default=0)
+
+
+def packed_tables(title: str, first: str, labels: Sequence[str | Text],
+                  columns: Sequence[Column], width: int) -> list[Table]:
+    """Tables of `columns` beside the label column (`first`, `labels`), as many as it takes
+    for each to fit `width`: every cell keeps its own line; a header wraps between words. A
+    column too wide for the terminal even alone gets a table of its own and folds (nothing is
+    cut)."""
+    label_cells = [_cell(label) for label in labels]
+    label_width = max([_width(c) for c in label_cells] + [_longest_word(first)])
+    room = width - (label_width + 3) - 1  # borders: one left, then `width + 2 padding + 1`
+    groups: list[list[tuple[Column, int]]] = [[]]
+    used = 0
+    for column in columns:
+        need = max([_width(c) for c in column.cells] + [_longest_word(column.header)])
+        if groups[-1] and used + need + 3 > room:
+            groups.append([])
+            used = 0
+        groups[-1].append((column, need))
+        used += need + 3
+    tables: list[Table] = []
+    for k, group in enumerate(g for g in groups if g):
+        name = title if k == 0 else f"{title} (continued)"
+        table = Table(title=Text(name), title_justify="left")
+        table.add_column(Text(first), width=label_width, overflow="fold")
+        spare = room - sum(need + 3 for _, need in group)
+        for column, need in group:
+            fits = need + 3 <= room
+            # room left over goes to headers, so they wrap only when the terminal is narrow
+            extra = max(0, min(cell_len(column.header) - need, spare))
+            spare -= extra
+            table.add_column(Text(column.header), justify=column.justify, overflow="fold",
+                             width=need + extra if fits else max(room - 3, 4))
+        for row, label in enumerate(label_cells):
+            table.add_row(label, *(column.cells[row] for column, _ in group))
+        tables.append(table)
+    return tables
+
+
+def _variant_labels(comparison: Comparison, groups: Sequence[VariantStats]) -> list[str]:
+    return [g.variant + (" (reference)" if g.variant == comparison.reference else "")
+            for g in groups]
+
+
+def _print_variant_tables(out: Console, comparison: Comparison, title: str,
+                          columns: Sequence[Column]) -> None:
+    for table in packed_tables(title, "variant", _variant_labels(comparison, comparison.groups),
+                               columns, out.width):
+        out.print(table)
+
+
+def _parties(groups: Sequence[VariantStats]) -> list[str]:
+    found: dict[str, None] = {}
+    for g in groups:
+        found.update(dict.fromkeys(g.parties))
+    return list(found)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render(comparison: Comparison, out: Console | None = None) -> None:
+    """Print the comparison: findings, then tables with one row per variant."""
+    out = out if out is not None else console
+    groups = comparison.groups
+    runs = sum(g.runs or g.n for g in groups)
+    distinct = sum(g.n for g in groups)
+    what = f"{runs} finished runs" + (f" ({distinct} distinct)" if distinct < runs else "")
+    out.print(f"{what} in {len(groups)} variants (grouped by {comparison.group_by}); "
+              f"reference: {comparison.reference}", markup=False, highlight=False)
+    if comparison.skipped:
+        out.print(Text(f"skipped {len(comparison.skipped)} unfinished or unreadable runs:",
+                       style="yellow"))
+        for s in comparison.skipped:
+            out.print(f"  {s.run_dir}: {s.status or 'unreadable'}: {s.reason}",
+                      markup=False, highlight=False)
+    out.print()
+    out.print(Text("Findings", style="bold"))
+    bullets = Table.grid(padding=(0, 1))
+    bullets.add_column(no_wrap=True)
+    bullets.add_column(overflow="fold")
+    for line in findings(comparison):
+        warn = line.startswith(("Identical runs", "Every agent is scripted"))
+        bullets.add_row("-", Text(line, style="yellow" if warn else ""))
+    out.print(bullets)
+    out.print()
+
+    _render_outcomes(out, comparison)
+    _render_parties(out, comparison)
+    _render_red_lines(out, comparison)
+    _render_answers(out, comparison)
+    if comparison.tests:
+        _render_tests(out, comparison)
+    _render_options(out, comparison)
+
+
+def _note(out: Console, text: str) -> None:
+    out.print(Text(text, style="dim"))
+    out.print()
+
+
+def _render_outcomes(out: Console, comparison: Comparison) -> None:
+    groups = comparison.groups
+
+    def rate(p: Proportion | None) -> Text:
+        return _cell(fmt_rate(p) if p is not None else "-")
+
+    columns = [
+        Column("runs", [_cell(fmt_runs(g)) for g in groups]),
+        Column("seeds", [_cell(_seeds(g.seeds)) for g in groups]),
+        Column("deal rate", [rate(g.deal_rate) for g in groups]),
+        Column("outcomes", [_cell(", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items())))
+                            for g in groups], "left"),
+        Column("rounds to agreement", [_cell(
+            f"mean {g.rounds_to_agreement.mean:.1f}, median {g.rounds_to_agreement.median:g}"
+            if g.rounds_to_agreement else "- (no deal)") for g in groups]),
+        Column("distance to Nash", [_cell(fmt_mean(g.distance_to_nash)) for g in groups]),
+        Column("table in zone, any round", [rate(g.deal_any_round) for g in groups]),
+        Column("table in zone, final round", [rate(g.deal_final_round) for g in groups]),
+        Column("proposals breaking a red line", [rate(g.red_line_proposals) for g in groups]),
+    ]
+    if any(g.upper_bound for g in groups):
+        columns.append(Column("oracle mediator", [
+            Text("upper bound", style="yellow") if g.upper_bound else Text("") for g in groups],
+            "left"))
+    if any(len(g.scenario_hashes) > 1 for g in groups):
+        columns.append(Column("scenario versions", [_cell(str(len(g.scenario_hashes)))
+                                                    for g in groups]))
+    _print_variant_tables(out, comparison, "Outcomes", columns)
+    players: dict[str, list[str]] = {}
+    for g in groups:
+        players.setdefault("; ".join(g.agents), []).append(g.variant)
+    if len(players) > 1 or any(len(g.agents) > 1 for g in groups):
+        out.print(Text("Who played", style="bold"))
+        for label, variants in players.items():
+            out.print(f"  {label}: {', '.join(variants)}", markup=False, highlight=False)
+    _note(out, "Runs: finished runs; identical runs (the same events) count once, and every "
+          "figure is over the distinct runs. Deal rate with its 95% Wilson interval; rounds "
+          "over deals only; distance to Nash: mean Euclidean distance of the outcome's "
+          "utilities to the Nash package's, with a 95% bootstrap interval. Table in zone: runs "
+          "in which a tabled package lay in the zone of agreement (the rule would pass it if "
+          "every party voted by its own values and red lines), in any round or in the last. "
+          "Proposals breaking a red line: tabled packages breaking a red line of a party the "
+          "rule needs, over all proposals. An oracle mediator's runs are reference runs: an "
+          "upper bound, not a negotiation.")
+
+
+def _render_parties(out: Console, comparison: Comparison) -> None:
+    groups = comparison.groups
+    parties = _parties(groups)
+    _print_variant_tables(out, comparison, "Mean utility [95% bootstrap interval]", [
+        Column(party, [_cell(fmt_mean(g.parties[party].utility) if party in g.parties else "-")
+                       for g in groups]) for party in parties])
+    _note(out, "Over every distinct run; a run without a deal scores each party's reservation "
+          "utility. A mean without an interval: one run, or every run the same.")
+    _print_variant_tables(out, comparison, "Red-line violation rate [95% Wilson interval]", [
+        Column(party, [_cell(fmt_rate(g.parties[party].violation_rate) if party in g.parties
+                             else "-") for g in groups]) for party in parties])
+    _note(out, "Share of runs whose outcome breaks at least one of the party's red lines (no "
+          "deal breaks none).")
+
+
+def _render_red_lines(out: Console, comparison: Comparison) -> None:
+    """Per variant, the red lines some run broke (the others broke none)."""
+    shown = False
+    for g in comparison.groups:
+        rows = [(party, line, p) for party, stats in g.parties.items()
+                for line, p in stats.red_lines.items() if p.count]
+        if not rows:
+            continue
+        shown = True
+        out.print(f"Red lines broken: {g.variant}", markup=False, highlight=False)
+        table = Table()
+        table.add_column(Text("party"), overflow="fold")
+        table.add_column(Text("red line"), overflow="fold")
+        table.add_column(Text("runs breaking it"), justify="right", overflow="fold")
+        for party, line, p in rows:
+            table.add_row(Text(party), Text(line), Text(fmt_rate(p)))
+        out.print(table)
+    if shown:
+        _note(out, "Red lines no run of a variant broke are left out (0%); --json and --csv "
+              "list every one.")
+
+
+def _render_answers(out: Console, comparison: Comparison) -> None:
+    groups = comparison.groups
+    if not answers_shown(comparison):
+        out.print("Answers: no invalid answer and no value estimate in any run.", markup=False,
+                  highlight=False)
+        out.print()
+        return
+    parties = _parties(groups)
+
+    def invalid(g: VariantStats, party: str) -> str:
+        stats = g.parties.get(party)
+        return fmt_rate(stats.invalid_rate) if stats and stats.invalid_rate else "-"
+
+    def error(g: VariantStats, party: str) -> str:
+        stats = g.parties.get(party)
+        return fmt_mean(stats.estimation_error) if stats and stats.estimation_error else "-"
+
+    _print_variant_tables(out, comparison, "Invalid-answer rate [95% Wilson interval]", [
+        Column(party, [_cell(invalid(g, party)) for g in groups]) for party in parties])
+    _print_variant_tables(out, comparison, "Value-estimate error [95% bootstrap interval]", [
+        Column(party, [_cell(error(g, party)) for g in groups]) for party in parties])
+    _note(out, "Invalid: turns without a valid answer after every retry, over all turns. "
+          "Error: mean absolute error of the party's own estimates of the table's worth to it, "
+          "averaged over runs.")
+
+
+def answers_shown(comparison: Comparison) -> bool:
+    """Whether some run had an invalid answer or a value estimate (else no answers table)."""
+    return any((p.invalid_rate is not None and p.invalid_rate.count) or p.estimation_error
+               for g in comparison.groups for p in g.parties.values())
+
+
+def _render_tests(out: Console, comparison: Comparison) -> None:
+    """One row per variant tested against the reference: difference and p-value per metric."""
+    ref = comparison.reference
+    tested = [t for t in comparison.tests if t.note is None]
+    untested = [t for t in comparison.tests if t.note is not None]
     stats = {g.variant: g for g in comparison.groups}
+    needs = f"a test needs {MIN_TEST_RUNS} distinct runs in each group"
+    if stats[ref].n < MIN_TEST_RUNS:
+        out.print(Text(f"Tests against {ref}: none: {ref} has {_runs_phrase(stats[ref])}, "
+                       f"and {needs}.", style="bold"))
+        out.print()
+        return
 
     def cell(diff: str, p: float | None) -> Text:
-        return Text.assemble(f"{diff}  p ", fmt_p(p))
+        return Text.assemble(f"{diff} p ", fmt_p(p))
 
-    tests = comparison.tests
-    _row(table, "deal rate", *(cell(f"{100 * t.deal_rate_diff:+.0f} pts", t.deal_rate_p)
-                               for t in tests))
-    _row(table, "distance to Nash", *(
-        cell(_diff(stats[t.a].distance_to_nash, stats[t.b].distance_to_nash),
-             t.distance_to_nash_p) for t in tests))
-    parties = _parties([stats[t.a] for t in tests])
-    for party in parties:
-        _row(table, f"{party} utility", *(
-            cell(f"{t.parties[party].utility_diff:+.1f}", t.parties[party].utility_p)
-            if party in t.parties else "-" for t in tests))
-    table.add_section()
-    for party in parties:
-        _row(table, f"{party} red-line violations", *(
-            cell(f"{100 * t.parties[party].violation_diff:+.0f} pts", t.parties[party].violation_p)
-            if party in t.parties else "-" for t in tests))
-    console.print(table)
-    _note("Two-sided: Fisher's exact test for rates, Mann-Whitney U for utilities and "
-          f"distances; bold: p < {SIGNIFICANT}; n/a: fewer than 2 runs in a group or no "
-          "variation. Not corrected for multiple comparisons.")
+    columns = [
+        Column("deal rate", [cell(f"{100 * t.deal_rate_diff:+.0f} pts", t.deal_rate_p)
+                             for t in tested]),
+        Column("distance to Nash", [cell(_diff(stats[t.a].distance_to_nash,
+                                               stats[t.b].distance_to_nash),
+                                         t.distance_to_nash_p) for t in tested]),
+    ]
+    parties = _parties([stats[t.a] for t in tested])
+    columns += [Column(f"{party} utility", [
+        cell(f"{t.parties[party].utility_diff:+.1f}", t.parties[party].utility_p)
+        if party in t.parties else Text("-") for t in tested]) for party in parties]
+    columns += [Column(f"{party} red-line violations", [
+        cell(f"{100 * t.parties[party].violation_diff:+.0f} pts", t.parties[party].violation_p)
+        if party in t.parties else Text("-") for t in tested]) for party in parties]
+    if tested:
+        for table in packed_tables(f"Tests against {ref}: difference, p-value", "variant",
+                                   [t.a for t in tested], columns, out.width):
+            out.print(table)
+    if untested:
+        out.print(f"Not tested ({needs}): " + "; ".join(
+            f"{t.a} ({_runs_phrase(stats[t.a])})" for t in untested) + ".",
+            markup=False, highlight=False)
+    _note(out, "Two-sided: Fisher's exact test for rates, Mann-Whitney U for utilities and "
+          f"distances, over distinct runs; bold: p < {SIGNIFICANT}; n/a: no variation. Not "
+          "corrected for multiple comparisons.")
+
+
+def _runs_phrase(g: VariantStats) -> str:
+    runs = g.runs or g.n
+    if runs > g.n:
+        return f"{runs} identical runs" if g.n == 1 else f"{g.n} distinct runs of {runs}"
+    return f"{g.n} run{'s' if g.n != 1 else ''}"
 
 
 def _diff(a: MeanCI | None, b: MeanCI | None) -> str:
     return "-" if a is None or b is None else f"{a.mean - b.mean:+.1f}"
 
 
-def _render_options(comparison: Comparison) -> None:
+def _render_options(out: Console, comparison: Comparison) -> None:
+    """One table per variant with deals: each issue (and term) and what its deals chose."""
     groups = comparison.groups
-    if not any(g.deals for g in groups):
-        console.print("No deals: no agreed options to show.", markup=False, highlight=False)
+    with_deals = [g for g in groups if g.deals]
+    if not with_deals:
+        out.print("No deals: no agreed options to show.", markup=False, highlight=False)
         return
-    table = _variant_table("Agreed options (deals choosing it / deals)", comparison,
-                           "issue: option")
-    for kind in ("options", "terms"):
-        keys: dict[str, dict[str, None]] = {}
-        for g in groups:
-            for issue, counts in getattr(g, kind).items():
-                keys.setdefault(issue, {}).update(dict.fromkeys(counts))
-        for issue, values in keys.items():
-            for value in values:
-                cells = []
-                for g in groups:
-                    count = getattr(g, kind).get(issue, {}).get(value, 0)
-                    cells.append(f"{count}/{g.deals}" if g.deals else "-")
-                _row(table, f"{issue}: {value}", *cells)
-            table.add_section()
-    console.print(table)
+    for g in with_deals:
+        out.print(f"Agreed options: {g.variant} ({g.deals} deal{'s' if g.deals != 1 else ''} "
+                  f"in {g.n} distinct run{'s' if g.n != 1 else ''})", markup=False,
+                  highlight=False)
+        table = Table()
+        table.add_column(Text("issue"), overflow="fold")
+        table.add_column(Text("option"), overflow="fold")
+        table.add_column(Text("deals"), justify="right", overflow="fold")
+        for kind in (g.options, g.terms):
+            for issue, counts in kind.items():
+                for k, (value, count) in enumerate(counts.items()):
+                    table.add_row(Text(issue if k == 0 else ""), Text(value),
+                                  Text(f"{count}/{g.deals}"))
+                table.add_section()
+        out.print(table)
+    without = [g.variant for g in groups if not g.deals]
+    if without:
+        out.print(f"No deal in: {', '.join(without)}.", markup=False, highlight=False)
+    out.print()
 
 
 # --------------------------------------------------------------------------- csv
@@ -293,7 +450,11 @@ def csv_rows(comparison: Comparison) -> list[dict[str, str | float | int | None]
 
     for g in comparison.groups:
         v = g.variant
-        add(v, "runs", g.n, n=g.n)
+        add(v, "runs", g.runs or g.n, n=g.runs or g.n)
+        add(v, "distinct_runs", g.n, n=g.n)
+        for ids in g.identical:
+            add(v, "identical_runs", len(ids), n=len(ids), detail=" ".join(ids))
+        add(v, "all_scripted", int(g.scripted))
         add(v, "deal_rate", g.deal_rate.rate, g.deal_rate.lo, g.deal_rate.hi, g.n)
         if g.rounds_to_agreement is not None:
             add(v, "rounds_mean", g.rounds_to_agreement.mean, n=g.rounds_to_agreement.n)
@@ -331,6 +492,8 @@ def csv_rows(comparison: Comparison) -> list[dict[str, str | float | int | None]
         for party, pt in t.parties.items():
             add(t.a, "p_utility", pt.utility_p, party=party, detail=against)
             add(t.a, "p_violation_rate", pt.violation_p, party=party, detail=against)
+        if t.note is not None:
+            add(t.a, "not_tested", None, detail=t.note)
     return rows
 
 
