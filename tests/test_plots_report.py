@@ -2,12 +2,16 @@
 
 The runs are scripted negotiations of the tiny scenario and a variant of it, laid out like a
 sweep (`<sweep>/<scenario id>/seed-<n>/`). One run gets a private caucus exchange added to its log,
-with text that would run script if it were not escaped. `make_runs` is shared with
-`test_report_browser.py`.
+with text that would run script if it were not escaped; the variant's two runs are identical (its
+agents are scripted), so the report names the second instead of repeating it. `make_runs` is
+shared with `test_report_browser.py`. The charts are checked on eleven variants with long names
+and labels: no text outside the figure, one colour per option, a rates chart legible at its
+natural size. The size of a real sweep's report is checked on scripted runs of the baseline.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import struct
 import subprocess
@@ -17,14 +21,32 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 
 from detente.agents import make_agent
+from detente.compare import Comparison
 from detente.events import LOG_NAME, Statement
-from detente.html_report import messages_of, render_report
+from detente.html_report import messages_of, render_report, unpack_messages
 from detente.loading import load_bundle
-from detente.plots import RunData, load_run, load_runs, write_charts
+from detente.plots import (
+    NO_DEAL,
+    RunData,
+    agreed_options_figure,
+    figure_alt,
+    figure_labels,
+    load_run,
+    load_runs,
+    rates_figure,
+    run_utility_figure,
+    write_charts,
+)
 from detente.runner import RunPlan, start_run
+from detente.scenario import Scenario
 from helpers import TINY, scripted, tiny_variant
+from test_compare import many_variants
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -41,6 +63,11 @@ class SampleRuns:
     with_caucus: Path
     """The run whose log holds the added caucus exchange (tiny, seed 0)."""
     variants: tuple[str, str] = ("tiny", "tiny_unanimous")
+
+    @property
+    def copy(self) -> Path:
+        """tiny_unanimous seed 1: identical to its seed 0 (scripted agents ignore the seed)."""
+        return self.sweep / "tiny_unanimous" / "seed-1"
 
 
 def make_runs(root: Path) -> SampleRuns:
@@ -161,8 +188,9 @@ class _Page(HTMLParser):
 
 
 def _parse(page: str) -> _Page:
+    """The page as its script leaves it: transcripts unpacked."""
     parser = _Page()
-    parser.feed(page)
+    parser.feed(unpack_messages(page))
     return parser
 
 
@@ -200,15 +228,61 @@ def test_report_of_a_sweep_compares_the_variants(sample: SampleRuns, sweep_repor
     assert variants == set(sample.variants)
     charts = [a["data-chart"] for t, a in page.tags if t == "img" and a.get("class") == "chart"]
     assert charts[:2] == ["agreed-options", "rates"]
-    assert len(charts) == 2 + 4  # and one utilities chart per run
+    assert len(charts) == 2 + 3  # and one utilities chart per distinct run
     runs = [a for t, a in page.tags if t == "article" and "run" in (a.get("class") or "")]
     assert len(runs) == 4
-    assert {m["data-run"] for m in _messages(page)} == {a["data-run"] for a in runs}
+    copies = [a for a in runs if a.get("data-copy-of")]
+    assert len(copies) == 1 and copies[0]["data-scenario"] == "tiny_unanimous"
+    distinct = {a["data-run"] for a in runs if not a.get("data-copy-of")}
+    assert {m["data-run"] for m in _messages(page)} == distinct
+    assert copies[0]["data-copy-of"] in distinct
+
+
+def test_report_opens_with_contents_and_findings(sweep_report: str) -> None:
+    page = _parse(sweep_report)
+    tags = [(t, a) for t, a in page.tags if t not in ("meta", "title", "style", "html", "head",
+                                                      "body")]
+    assert [t for t, _ in tags[:3]] == ["header", "h1", "nav"]
+    assert tags[2][1].get("id") == "contents"
+    ids = [a.get("id") for _, a in page.tags if a.get("id")]
+    assert ids.index("contents") < ids.index("findings") < ids.index("comparison") \
+        < ids.index("charts") < ids.index("transcripts")
+    links = [a["href"] for t, a in page.tags if t == "a" and (a.get("href") or "").startswith("#")]
+    for section in ("#findings", "#comparison", "#charts", "#transcripts"):
+        assert section in links
+    assert all(link[1:] in ids for link in links)  # every contents link has its target
+    section = sweep_report[sweep_report.index('<section id="findings">'):
+                           sweep_report.index('<section id="comparison">')]
+    findings = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", section)).split())
+    assert "Identical runs are counted once: 4 runs, 3 distinct (tiny_unanimous: 1 of 2)" \
+        in findings
+    assert "Every agent is scripted in every variant" in findings
+    assert "No variant reached a deal." in findings
+    assert "No variant could be tested against tiny: a test needs 2 distinct runs" in findings
+
+
+def test_transcripts_are_collapsed_and_identical_runs_named_once(
+    sample: SampleRuns, sweep_report: str,
+) -> None:
+    page = _parse(sweep_report)
+    transcripts = [a for t, a in page.tags
+                   if t == "details" and "transcript" in (a.get("class") or "")]
+    assert len(transcripts) == 3 and all("open" not in a for a in transcripts)
+    copy_run = load_run(sample.copy).header.run_id
+    original = load_run(sample.copy.parent / "seed-0").header.run_id
+    assert f'href="#run-{original}"' in sweep_report
+    assert re.search(rf'<article class="run copy" id="run-{copy_run}"[^>]*'
+                     rf'data-copy-of="{original}">', sweep_report)
+    one = render_report([load_run(sample.with_caucus)])
+    assert '<details class="transcript" open>' in one  # one run: its transcript is open
+    assert len(sweep_report.encode("utf-8")) < 400_000
 
 
 def test_report_escapes_what_models_said(sample: SampleRuns) -> None:
     run = load_run(sample.with_caucus)
-    text = render_report([run])
+    packed = render_report([run])
+    text = unpack_messages(packed)  # what the page's script puts in the page
+    assert SCRIPT_PAYLOAD not in packed and IMG_PAYLOAD not in packed
     assert SCRIPT_PAYLOAD not in text and IMG_PAYLOAD not in text
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in text
     page = _parse(text)
@@ -274,3 +348,130 @@ def test_bad_paths_exit_2_with_one_message(sample: SampleRuns, tmp_path: Path) -
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, stderr)
     assert not (tmp_path / "o").exists() and not (tmp_path / "r.html").exists()
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _outside(fig: Figure) -> list[str]:
+    """The texts of `fig` that reach beyond its edges (cut off in the PNG)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    undrawn: set[int] = set()  # tick labels beyond an axis's limits are never drawn
+    for ax in fig.axes:
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = sorted(limits)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not lo - 1e-9 <= tick.get_loc() <= hi + 1e-9:
+                    undrawn.update({id(tick.label1), id(tick.label2)})
+    out = []
+    for text in fig.findobj(Text):
+        if not text.get_visible() or not text.get_text().strip() or id(text) in undrawn:
+            continue
+        if text.axes is not None and not text.axes.get_visible():
+            continue
+        box = text.get_window_extent(renderer)
+        if box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > width + 0.5 or box.y1 > height + 0.5:
+            out.append(text.get_text())
+    return out
+
+
+@pytest.fixture(scope="module")
+def eleven() -> tuple[Comparison, dict[str, Scenario]]:
+    """Eleven variants with the shipped names, four distinct runs each, the baseline's labels."""
+    comparison = many_variants()
+    scenario = load_bundle(ROOT / "scenarios" / "baseline.yaml").scenario
+    return comparison, {g.variant: scenario for g in comparison.groups}
+
+
+def test_no_chart_cuts_off_a_label(eleven: tuple[Comparison, dict[str, Scenario]],
+                                   sample: SampleRuns) -> None:
+    comparison, scenarios = eleven
+    figures = {"agreed options": agreed_options_figure(comparison, scenarios),
+               "rates": rates_figure(comparison),
+               "utilities": run_utility_figure(load_run(sample.with_caucus))}
+    for name, fig in figures.items():
+        assert _outside(fig) == [], name
+    labels = figure_labels(figures["agreed options"])
+    # whole names and labels, wrapped but never shortened
+    assert set(labels["ticks"]) >= {g.variant for g in comparison.groups}
+    legends = {" ".join(t.split()) for t in labels["legends"]}
+    assert {"Donbass only, then freeze", "Donbass and a pull-back toward Zaporozhye city",
+            "Outside NATO with multilateral guarantees", "100 thousand troops",
+            "no deal"} <= legends
+    assert not any("…" in t for texts in labels.values() for t in texts)
+
+
+def test_each_option_has_its_own_colour_across_panels(
+    eleven: tuple[Comparison, dict[str, Scenario]],
+) -> None:
+    comparison, scenarios = eleven
+    fig = agreed_options_figure(comparison, scenarios)
+    seen: dict[str, set[tuple[tuple[float, ...], str]]] = {}
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+            assert isinstance(handle, Rectangle)
+            style = (tuple(round(c, 3) for c in handle.get_facecolor()), handle.get_hatch() or "")
+            seen.setdefault(text.get_text(), set()).add(style)
+    assert len(seen) >= 8
+    assert all(len(styles) == 1 for styles in seen.values())  # one style per option...
+    styles = [next(iter(v)) for k, v in seen.items() if k != NO_DEAL]
+    assert len(styles) == len(set(styles))  # ...and no style shared by two options
+
+
+def test_the_rates_chart_is_legible_at_its_natural_size(
+    eleven: tuple[Comparison, dict[str, Scenario]],
+) -> None:
+    comparison, _ = eleven
+    fig = rates_figure(comparison)
+    width, height = (fig.get_size_inches() * 110).round()
+    assert 600 <= width <= 1150 and height <= 900  # shown 1:1 in the report's column
+    labels = figure_labels(fig)
+    assert {"variant", "party whose red lines the outcome breaks"} <= set(labels["axes"])
+    assert {"us", "russia", "ukraine", "eu", "ukraine_eu_no_territorial_concession"} \
+        <= set(labels["ticks"])
+    texts = [t for t in fig.findobj(Text) if t.get_text().strip()]
+    assert min(t.get_fontsize() for t in texts) >= 7.5
+    # every cell names its rate and count; intervals from two distinct runs
+    cells = [t.get_text() for t in fig.axes[1].texts]
+    ukraine = comparison.groups[1].parties["ukraine"].violation_rate
+    assert f"{ukraine.rate:.0%} ({ukraine.count}/{ukraine.n})\n[{ukraine.lo:.0%}, " \
+           f"{ukraine.hi:.0%}]" in cells
+    assert "variant" in figure_alt(fig) and "Legend" not in figure_alt(fig)
+
+
+# --------------------------------------------------------------------------- a real sweep
+
+
+@pytest.fixture(scope="module")
+def baseline_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's sweep in small: the baseline and one variant, two seeds each, scripted."""
+    sweep = tmp_path_factory.mktemp("readme") / "sweep"
+    for path in (ROOT / "scenarios" / "baseline.yaml",
+                 ROOT / "scenarios" / "variants" / "bilateral_us_russia.yaml"):
+        bundle = load_bundle(path)
+        scenario = bundle.scenario
+        agents = {p: scripted("boulware") for p in scenario.voters}
+        assert scenario.mediator is not None
+        agents[scenario.mediator] = scripted("nash")
+        for seed in (0, 1):
+            start_run(RunPlan(bundle=bundle, agents=agents, seed=seed), make_agent,
+                      run_dir=sweep / scenario.id / f"seed-{seed}")
+    return sweep
+
+
+def test_a_real_sweeps_report_stays_small(baseline_sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    done = _detente("report", str(baseline_sweep), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    size = out.stat().st_size
+    # The README's sweep has eleven such variants, 1 MB at most: 1 MB / 11 per distinct run.
+    assert size < 2 * 1_000_000 / 11, size
+    page = out.read_text(encoding="utf-8")
+    assert page.count('<details class="transcript"') == 2
+    assert page.count('<article class="run copy"') == 2

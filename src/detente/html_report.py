@@ -1,19 +1,26 @@
-"""One self-contained HTML page for one or many runs: summary, comparison, charts, transcripts.
+"""One self-contained HTML page for one or many runs: contents, findings, comparison, charts,
+transcripts.
 
 The page needs no network: CSS and JavaScript are inline, charts are PNG data URIs, and a
 Content-Security-Policy forbids loading anything else. Every text from a run (statements come
-from models) is escaped. Transcripts are lists of `.message` elements whose data attributes
-(`data-run`, `data-party`, `data-round`, `data-issue` (space-separated dimension ids),
-`data-kind`, `data-visibility` (`public` or `private`)) drive the filters in `#filters`.
+from models) is escaped. It opens with a contents list and the findings; transcripts are
+collapsed (`<details>`, one open at a time; a contents link or the run filter opens one), and a
+run identical to another (the same events, see `detente.compare`) is named, not repeated.
+Transcripts are lists of `.message` elements whose data attributes (`data-run`, `data-party`,
+`data-round`, `data-issue` (space-separated dimension ids), `data-kind`, `data-visibility`
+(`public` or `private`)) drive the filters in `#filters`.
 
-Stable hooks: `#summary`, `#comparison` (tables `#comparison-variants`, `#comparison-parties`,
-`#comparison-tests`), `#charts`, `img.chart[data-chart]`, `#transcripts`, `#filters`,
-`article.run[data-run]`, `.message`, `table.package`, `#shown-count`. Nothing here prints.
+Stable hooks: `#summary`, `#contents`, `#findings`, `#comparison` (tables
+`#comparison-variants`, `#comparison-parties`, `#comparison-tests`), `#charts`,
+`img.chart[data-chart]`, `#transcripts`, `#filters`, `article.run[data-run]` (a copy:
+`[data-copy-of]`), `details.transcript`, `.message`, `table.package`, `#shown-count`. Nothing
+here prints.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import html
 import re
 from collections import Counter
@@ -21,8 +28,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from detente import __version__
-from detente.compare import Comparison, MeanCI, Proportion, agents_label
+from detente.compare import (
+    MIN_TEST_RUNS,
+    SIGNIFICANT,
+    Comparison,
+    MeanCI,
+    Proportion,
+    VariantStats,
+    agents_label,
+    findings,
+)
 from detente.events import (
     ErrorEvent,
     Outcome,
@@ -37,6 +55,7 @@ from detente.plots import (
     RunData,
     comparison_figures,
     comparison_of,
+    figure_alt,
     figure_png,
     run_utility_figure,
 )
@@ -74,18 +93,20 @@ class Message:
     """Already-escaped HTML."""
 
     def render(self) -> str:
-        classes = f"message {self.visibility} kind-{self.kind}"
         round_label = "opening" if self.round == 0 else f"round {self.round}"
+        # Public is the rule: only private messages (and the record) name their audience.
+        audience = ("" if self.visibility == "public" and self.party != RECORD else
+                    f'<span class="badge audience {e(self.visibility)}">{e(self.audience)}</span>')
         return (
-            f'<li class="{e(classes)}" data-run="{e(self.run)}" data-party="{e(self.party)}" '
-            f'data-round="{self.round}" data-issue="{e(" ".join(self.issues))}" '
-            f'data-kind="{e(self.kind)}" data-visibility="{e(self.visibility)}">'
+            f'<li class="message {e(self.visibility)}" data-run="{e(self.run)}" '
+            f'data-party="{e(self.party)}" data-round="{self.round}" '
+            f'data-issue="{e(" ".join(self.issues))}" data-kind="{e(self.kind)}" '
+            f'data-visibility="{e(self.visibility)}">'
             f'<div class="meta"><span class="speaker">{e(self.title)}</span>'
             f'<span class="badge round">{e(round_label)}</span>'
             + (f'<span class="badge kind">{e(self.kind.replace("_", " "))}</span>'
                if self.kind != "opening" else "")
-            + f'<span class="badge audience {e(self.visibility)}">{e(self.audience)}</span></div>'
-            f"{self.body}</li>"
+            + f"{audience}</div>{self.body}</li>"
         )
 
 
@@ -253,10 +274,12 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _chart(name: str, png: bytes, alt: str, caption: str) -> str:
+def _chart(name: str, fig: Figure, caption: str) -> str:
+    """A chart as an image at its natural size, its alt text naming its axes and legend."""
+    png = figure_png(fig)
     return (f'<figure class="chart-figure"><img class="chart" data-chart="{e(name)}" '
-            f'src="{_data_uri(png)}" alt="{e(alt)}"><figcaption>{e(caption)}</figcaption>'
-            "</figure>")
+            f'src="{_data_uri(png)}" alt="{e(figure_alt(fig))}">'
+            f"<figcaption>{e(caption)}</figcaption></figure>")
 
 
 RUN_CHART_CAPTION = ("Each voting party's utility of the package on the table, by round; dashed "
@@ -264,7 +287,19 @@ RUN_CHART_CAPTION = ("Each voting party's utility of the package on the table, b
                      "party's own red line.")
 
 
-def _summary(runs: Sequence[RunData], title: str) -> str:
+def _header(title: str, contents: Sequence[tuple[str, str, Sequence[tuple[str, str]]]]) -> str:
+    """The title and the contents list: (anchor, label, [(anchor, label)...]) per section."""
+    items = []
+    for anchor, label, children in contents:
+        sub = "".join(f'<li><a href="#{e(a)}">{e(text)}</a></li>' for a, text in children)
+        items.append(f'<li><a href="#{e(anchor)}">{e(label)}</a>'
+                     + (f"<ol>{sub}</ol>" if sub else "") + "</li>")
+    return (f'<header id="summary"><h1>{e(title)}</h1>'
+            '<nav id="contents" aria-label="Contents"><h2>Contents</h2>'
+            f"<ol>{''.join(items)}</ol></nav></header>")
+
+
+def _what_was_run(runs: Sequence[RunData]) -> str:
     scenarios: dict[str, RunData] = {}
     for r in runs:
         scenarios.setdefault(r.bundle.content_hash, r)
@@ -281,17 +316,42 @@ def _summary(runs: Sequence[RunData], title: str) -> str:
         + "</li>" for label, n in agents.items())
     outcome_text = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in outcomes.items())
     return (
-        f'<header id="summary"><h1>{e(title)}</h1><dl>'
+        '<dl class="what-was-run">'
         f"<dt>Scenario{'s' if len(scenarios) > 1 else ''}</dt><dd><ul>{scenario_items}</ul></dd>"
         f'<dt>Runs</dt><dd><span id="run-count">{len(runs)}</span> ({e(outcome_text)})</dd>'
         f"<dt>Agents</dt><dd><ul>{agent_items}</ul></dd>"
-        f"<dt>Made by</dt><dd>detente {e(__version__)}</dd></dl></header>"
+        f"<dt>Made by</dt><dd>detente {e(__version__)}</dd></dl>"
     )
+
+
+def _run_findings(run: RunData) -> list[str]:
+    """One run in a few sentences: its outcome, and whose red lines it breaks."""
+    result = run.result
+    out = [f"{result.status.replace('_', ' ').capitalize()} after "
+           f"{result.rounds_played} round{'s' if result.rounds_played != 1 else ''}: "
+           f"{result.reason}."]
+    broken = {p: ids for p, ids in result.red_lines_broken.items() if ids}
+    if result.status == "deal":
+        out.append("Red lines broken: " + "; ".join(f"{p}'s {', '.join(ids)}"
+                                                     for p, ids in broken.items()) + "."
+                   if broken else "The deal breaks no party's red line.")
+    out.append(f"Tokens: {result.total_tokens:,}.")
+    return out
+
+
+def _findings(items: Sequence[str], runs: Sequence[RunData]) -> str:
+    warn = ("Identical runs", "Every agent is scripted")
+    bullets = "".join(f'<li{" class=warning" if item.startswith(warn) else ""}>{e(item)}</li>'
+                      for item in items)
+    return (f'<section id="findings"><h2>Findings</h2><ul class="findings">{bullets}</ul>'
+            f"{_what_was_run(runs)}</section>")
 
 
 def _ci(stat: MeanCI | None, digits: int = 1) -> str:
     if stat is None:
         return '<span class="na">n/a</span>'
+    if f"{stat.lo:.{digits}f}" == f"{stat.mean:.{digits}f}" == f"{stat.hi:.{digits}f}":
+        return f"{stat.mean:.{digits}f}"
     return (f"{stat.mean:.{digits}f} <span class=\"ci\">[{stat.lo:.{digits}f}, "
             f"{stat.hi:.{digits}f}]</span>")
 
@@ -304,8 +364,16 @@ def _rate(p: Proportion) -> str:
 def _p(value: float | None) -> str:
     if value is None:
         return '<span class="na">n/a</span>'
-    cls = ' class="significant"' if value < 0.05 else ""
+    cls = ' class="significant"' if value < SIGNIFICANT else ""
     return f"<span{cls}>{value:.3g}</span>"
+
+
+def _runs_cell(g: VariantStats) -> str:
+    runs = g.runs or g.n
+    if runs == g.n:
+        return str(runs)
+    return (f'{runs} <span class="identical" title="identical runs (the same events) count '
+            f'once">({g.n} distinct)</span>')
 
 
 def _comparison(comparison: Comparison) -> str:
@@ -317,7 +385,7 @@ def _comparison(comparison: Comparison) -> str:
         statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in g.statuses.items())
         variant_rows.append(
             f'<tr data-variant="{e(g.variant)}"><th scope="row">{e(g.variant)}{ref}</th>'
-            f"<td>{g.n}</td><td>{e(statuses)}</td><td>{_rate(g.deal_rate)}</td>"
+            f"<td>{_runs_cell(g)}</td><td>{e(statuses)}</td><td>{_rate(g.deal_rate)}</td>"
             f"<td>{rounds}</td><td>{_ci(g.distance_to_nash)}</td>"
             f"<td>{e(', '.join(g.agents))}</td></tr>")
     party_rows = []
@@ -334,6 +402,11 @@ def _comparison(comparison: Comparison) -> str:
     if comparison.tests:
         test_rows = []
         for t in comparison.tests:
+            if t.note is not None:
+                test_rows.append(
+                    f'<tr data-variant="{e(t.a)}" class="untested"><th scope="row">{e(t.a)} vs '
+                    f'{e(t.b)}</th><td colspan="3">{e(t.note)}</td></tr>')
+                continue
             parties = "; ".join(
                 f"{party}: utility {pt.utility_diff:+.1f} (p={_p(pt.utility_p)}), violations "
                 f"{pt.violation_diff:+.0%} (p={_p(pt.violation_p)})"
@@ -344,9 +417,11 @@ def _comparison(comparison: Comparison) -> str:
                 f"<td>{t.deal_rate_diff:+.0%} (p={_p(t.deal_rate_p)})</td>"
                 f"<td>{_p(t.distance_to_nash_p)}</td><td>{parties}</td></tr>")
         tests = (
-            "<h3>Tests against the reference</h3>"
+            '<h3 id="comparison-tests-title">Tests against the reference</h3>'
             '<p class="note">Fisher\'s exact test for rates, Mann-Whitney U for utilities and '
-            "distances; two-sided, not corrected for multiple comparisons.</p>"
+            "distances, over distinct runs; two-sided, not corrected for multiple comparisons; "
+            f"in red: p &lt; {SIGNIFICANT}. A group needs {MIN_TEST_RUNS} distinct runs to be "
+            "tested: identical runs are one sample.</p>"
             '<table id="comparison-tests"><thead><tr><th>variant</th><th>deal rate '
             "difference</th><th>distance to Nash p</th><th>per party</th></tr></thead>"
             f"<tbody>{''.join(test_rows)}</tbody></table>")
@@ -356,16 +431,20 @@ def _comparison(comparison: Comparison) -> str:
                    + ", ".join(e(s.run_dir) for s in comparison.skipped) + "</p>")
     return (
         '<section id="comparison"><h2>Comparison</h2>'
-        '<p class="note">Finished runs grouped by variant; 95% intervals (Wilson for rates, '
-        "bootstrap for means). A run without a deal scores every party at its reservation "
-        "utility and breaks no red line.</p>"
+        '<p class="note">Finished runs grouped by variant; identical runs (the same events) '
+        "count once, and every figure is over the distinct runs. 95% intervals (Wilson for "
+        "rates, bootstrap for means; a mean without one: one run, or every run the same). A "
+        "run without a deal scores every party at its reservation utility and breaks no red "
+        "line.</p>"
         '<table id="comparison-variants"><thead><tr><th>variant</th><th>runs</th>'
         "<th>outcomes</th><th>deal rate</th><th>mean rounds to agreement</th>"
         "<th>distance to Nash</th><th>agents</th></tr></thead>"
         f"<tbody>{''.join(variant_rows)}</tbody></table>"
-        '<table id="comparison-parties"><thead><tr><th>variant</th><th>party</th>'
+        '<details class="parties"><summary>Per party: mean utility and red-line violations'
+        '</summary><table id="comparison-parties"><thead><tr><th>variant</th><th>party</th>'
         "<th>mean utility</th><th>red-line violation rate</th><th>red lines broken</th></tr>"
-        f"</thead><tbody>{''.join(party_rows)}</tbody></table>{tests}{skipped}</section>"
+        f"</thead><tbody>{''.join(party_rows)}</tbody></table></details>{tests}{skipped}"
+        "</section>"
     )
 
 
@@ -436,27 +515,90 @@ def _scores(run: RunData, names: _Names) -> str:
     )
 
 
-def _run_article(run: RunData, messages: Sequence[Message], chart: bytes | None) -> str:
+def _run_heading(run: RunData) -> str:
+    h = run.header
+    status = run.result.status.replace("_", " ")
+    return (f"<code>{e(h.scenario_id)}</code> seed {h.seed} · run <code>{e(h.run_id)}</code> · "
+            f"{e(status)}")
+
+
+def _run_article(run: RunData, messages: Sequence[Message], chart: Figure | None, *,
+                 is_open: bool, copies: Sequence[RunData]) -> str:
     names = _Names(run)
     h = run.header
     agents = "".join(f"<li>{e(names.party(p))}: {e(a.label())}</li>" for p, a in h.agents.items())
-    chart_html = _chart(f"utilities-{h.run_id}", chart, f"Utilities by round, run {h.run_id}",
-                        RUN_CHART_CAPTION) if chart is not None else ""
-    status = run.result.status.replace("_", " ")
+    chart_html = _chart(f"utilities-{h.run_id}", chart, RUN_CHART_CAPTION) \
+        if chart is not None else ""
+    same = ""
+    if copies:
+        same = ('<p class="note identical">Identical runs (the same events), not repeated: '
+                + ", ".join(f'<a href="#run-{e(c.header.run_id)}">seed {c.header.seed}, run '
+                            f"<code>{e(c.header.run_id)}</code></a>" for c in copies) + ".</p>")
+    count = f"{len(messages)} messages" + (f", {len(copies)} identical run"
+                                           f"{'s' if len(copies) != 1 else ''}" if copies else "")
     return (
         f'<article class="run" id="run-{e(h.run_id)}" data-run="{e(h.run_id)}" '
         f'data-scenario="{e(h.scenario_id)}" data-status="{e(run.result.status)}">'
-        f"<details open><summary><h3>{e(run.scenario.title)}: <code>{e(h.scenario_id)}</code> "
-        f"seed {h.seed}, run <code>{e(h.run_id)}</code>: {e(status)}</h3></summary>"
-        f'<p class="note">{e(run.result.reason)}. Started {e(h.time)}; at most {h.max_rounds} '
-        f"rounds; folder <code>{e(run.run_dir)}</code>.</p>"
+        f'<details class="transcript"{" open" if is_open else ""}><summary><h3>'
+        f'{_run_heading(run)}</h3> <span class="badge">{e(count)}</span></summary>'
+        f'<p class="note"><strong>{e(run.scenario.title)}</strong>. {e(_sentence(run))} '
+        f"Started {e(h.time)}; at most {h.max_rounds} rounds; folder "
+        f"<code>{e(run.run_dir)}</code>.</p>{same}"
         f'<ul class="agents">{agents}</ul>{_scores(run, names)}{chart_html}'
-        f'<ol class="messages">{"".join(m.render() for m in messages)}</ol>'
-        "</details></article>"
+        f"{packed_messages(messages)}</details></article>"
+    )
+
+
+def packed_messages(messages: Sequence[Message]) -> str:
+    """The transcript's `ol.messages`, its items gzipped in `data-packed` (base64): the page's
+    script unpacks every transcript when it loads. Transcripts repeat themselves (names,
+    options, packages) and compress about tenfold, which keeps a sweep's page small."""
+    items = "".join(m.render() for m in messages).encode("utf-8")
+    packed = base64.b64encode(gzip.compress(items, compresslevel=9, mtime=0)).decode("ascii")
+    return (f'<ol class="messages" data-packed="{packed}" data-count="{len(messages)}">'
+            '<li class="unpacking">Unpacking the transcript… (it needs JavaScript and a '
+            "browser from 2023 or later; the run folder's transcript.md has the same)</li></ol>")
+
+
+def unpack_messages(page: str) -> str:
+    """`page` with every packed transcript unpacked in place, as the page's script does it."""
+    def unpack(match: re.Match[str]) -> str:
+        items = gzip.decompress(base64.b64decode(match.group(1))).decode("utf-8")
+        return f'<ol class="messages" data-count="{match.group(2)}">{items}</ol>'
+
+    return _PACKED.sub(unpack, page)
+
+
+_PACKED = re.compile(r'<ol class="messages" data-packed="([^"]*)" data-count="(\d+)">.*?</ol>',
+                     re.S)
+
+
+def _sentence(run: RunData) -> str:
+    reason = run.result.reason.strip().rstrip(".")
+    return (reason[:1].upper() + reason[1:] + ".") if reason else ""
+
+
+def _copy_article(run: RunData, original: RunData) -> str:
+    h, o = run.header, original.header
+    return (
+        f'<article class="run copy" id="run-{e(h.run_id)}" data-run="{e(h.run_id)}" '
+        f'data-scenario="{e(h.scenario_id)}" data-status="{e(run.result.status)}" '
+        f'data-copy-of="{e(o.run_id)}"><p>{_run_heading(run)}: identical to '
+        f'<a href="#run-{e(o.run_id)}">seed {o.seed}</a> (the same events), not repeated; '
+        f"folder <code>{e(run.run_dir)}</code>.</p></article>"
     )
 
 
 # --------------------------------------------------------------------------- page
+
+
+def copies_of(comparison: Comparison | None) -> dict[str, str]:
+    """Run id -> the run id it is identical to (the one a comparison counts)."""
+    out: dict[str, str] = {}
+    for g in comparison.groups if comparison is not None else []:
+        for ids in g.identical:
+            out.update(dict.fromkeys(ids[1:], ids[0]))
+    return out
 
 
 def render_report(
@@ -468,9 +610,11 @@ def render_report(
 ) -> str:
     """The report page of `runs` as one HTML string.
 
-    With several runs, the comparison (from `comparison`, else computed from the finished runs)
-    and charts (b) and (c) come first; each run's chart (a) goes with its transcript when
-    `run_charts`. With one run, its chart (a) is the page's chart.
+    It opens with a contents list and the findings. With several runs, the comparison (from
+    `comparison`, else computed from the finished runs) and charts (b) and (c) follow; each
+    distinct run's chart (a) goes with its transcript when `run_charts`, and a run identical
+    to another is named instead of repeated. With one run, its chart (a) is the page's chart
+    and its transcript is open.
     """
     if not runs:
         raise ValueError("no runs to report")
@@ -478,37 +622,72 @@ def render_report(
     if title is None:
         ids = list(dict.fromkeys(r.scenario.id for r in runs))
         title = (f"detente: {runs[0].label}" if not several
-                 else f"detente: {len(runs)} runs of {', '.join(ids)}")
-    parts = [_summary(runs, title)]
-    charts: list[str] = []
+                 else f"detente: {len(runs)} runs of {', '.join(ids)}" if len(ids) <= 3
+                 else f"detente: {len(runs)} runs of {len(ids)} scenarios")
     if several:
         comparison = comparison if comparison is not None else comparison_of(runs)
-        if comparison is not None:
-            parts.append(_comparison(comparison))
-            captions = {
-                AGREED_OPTIONS_PNG: ("agreed-options", "What the deals settled each issue on, "
-                                     "per variant (runs without a deal hatched)."),
-                RATES_PNG: ("rates", "Deal rate and each party's red-line violation rate per "
-                            "variant, with 95% Wilson intervals."),
-            }
-            for name, fig in comparison_figures(runs, comparison).items():
-                key, caption = captions[name]
-                charts.append(_chart(key, figure_png(fig), caption, caption))
     else:
-        charts.append(_chart("utilities", figure_png(run_utility_figure(runs[0])),
-                             f"Utilities by round, run {runs[0].header.run_id}",
-                             RUN_CHART_CAPTION))
+        comparison = None
+    copy_of = copies_of(comparison)
+    by_id = {r.header.run_id: r for r in runs}
+    originals = [r for r in runs if r.header.run_id not in copy_of]
+
+    sections: list[str] = []
+    contents: list[tuple[str, str, list[tuple[str, str]]]] = [("findings", "Findings", [])]
+    if comparison is not None:
+        items = findings(comparison)
+    elif several:
+        items = ["No run has finished: nothing to compare."]
+    else:
+        items = _run_findings(runs[0])
+    sections.append(_findings(items, runs))
+    charts: list[str] = []
+    if comparison is not None:
+        sections.append(_comparison(comparison))
+        contents.append(("comparison", "Comparison", [
+            ("comparison-variants", "Outcomes per variant"),
+            *([("comparison-tests-title", "Tests against the reference")]
+              if comparison.tests else [])]))
+        captions = {
+            AGREED_OPTIONS_PNG: ("agreed-options", "What the deals settled each issue on, per "
+                                 "variant with a deal; each option has its own colour, and "
+                                 "runs without a deal are hatched grey."),
+            RATES_PNG: ("rates", "Deal rate and each party's red-line violation rate per "
+                        "variant: the darker, the higher; each cell gives the rate and count, "
+                        "and its 95% Wilson interval where the variant has at least 2 distinct "
+                        "runs."),
+        }
+        for name, fig in comparison_figures(runs, comparison).items():
+            key, caption = captions[name]
+            charts.append(_chart(key, fig, caption))
+    elif not several:
+        charts.append(_chart("utilities", run_utility_figure(runs[0]), RUN_CHART_CAPTION))
     if charts:
-        parts.append(f'<section id="charts"><h2>Charts</h2>{"".join(charts)}</section>')
-    per_run = {r.header.run_id: messages_of(r) for r in runs}
+        sections.append(f'<section id="charts"><h2>Charts</h2>{"".join(charts)}</section>')
+        contents.append(("charts", "Charts", []))
+
+    per_run = {r.header.run_id: messages_of(r) for r in originals}
     everything = [m for ms in per_run.values() for m in ms]
-    articles = [
-        _run_article(r, per_run[r.header.run_id],
-                     figure_png(run_utility_figure(r)) if several and run_charts else None)
-        for r in runs
-    ]
-    parts.append(
-        f'<section id="transcripts"><h2>Transcript{"s" if several else ""}</h2>'
+    articles = []
+    for r in runs:
+        rid = r.header.run_id
+        if rid in copy_of:
+            articles.append(_copy_article(r, by_id[copy_of[rid]]))
+            continue
+        copies = [by_id[c] for c, o in copy_of.items() if o == rid]
+        chart = run_utility_figure(r) if several and run_charts else None
+        articles.append(_run_article(r, per_run[rid], chart, is_open=not several,
+                                     copies=copies))
+    contents.append(("transcripts", "Transcripts" if several else "Transcript", [
+        (f"run-{r.header.run_id}", r.label) for r in originals] if several else []))
+    collapsed = (f'<p class="note">{len(originals)} transcript'
+                 f"{'s' if len(originals) != 1 else ''}, collapsed: open one at a time (a "
+                 "contents link or the run filter opens it). The filters apply to every "
+                 "transcript." + (f" {len(copy_of)} run{'s' if len(copy_of) != 1 else ''} "
+                                  "identical to another are named, not repeated."
+                                  if copy_of else "") + "</p>") if several else ""
+    sections.append(
+        f'<section id="transcripts"><h2>Transcript{"s" if several else ""}</h2>{collapsed}'
         f"{_filters(runs, everything)}{''.join(articles)}</section>"
     )
     return (
@@ -517,7 +696,7 @@ def render_report(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="generator" content="detente {e(__version__)}">'
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
-        f"{''.join(parts)}<script>{_JS}</script></body></html>\n"
+        f"{_header(title, contents)}{''.join(sections)}<script>{_JS}</script></body></html>\n"
     )
 
 
@@ -542,7 +721,12 @@ _CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
   max-width: 1200px; padding: 1rem 1.5rem 4rem; color: #1a202c; background: #fff; }
 h1 { font-size: 1.5rem; } h2 { border-bottom: 2px solid var(--line); padding-bottom: .2rem; }
-h3 { display: inline; font-size: 1.1rem; }
+h3 { display: inline; font-size: 1.05rem; }
+#contents { background: #f7f9fb; border: 1px solid var(--line); padding: .4rem 1rem;
+  display: inline-block; min-width: 20rem; }
+#contents h2 { font-size: 1rem; border: 0; margin: .2rem 0; }
+#contents ol { margin: .2rem 0; padding-left: 1.4rem; } #contents ol ol { font-size: .9rem; }
+ul.findings li { margin: .25rem 0; } ul.findings li.warning { color: #8a4b00; }
 code { font-size: .85em; background: #f1f3f5; padding: 0 .25em; border-radius: 3px; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
 dt { font-weight: 600; } dd { margin: 0; } dd ul { margin: 0; padding-left: 1.1rem; }
@@ -550,11 +734,13 @@ table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
 th, td { border: 1px solid var(--line); padding: .25rem .5rem; text-align: left;
   vertical-align: top; }
 thead th { background: #f5f7fa; }
-.ci, .count, .note, .na { color: #5a6472; } .note { font-size: .88rem; }
+.ci, .count, .note, .na, .identical { color: #5a6472; } .note { font-size: .88rem; }
+tr.untested td { color: #5a6472; font-style: italic; }
 .significant { font-weight: 700; color: #c53030; }
-figure { margin: 1rem 0; } img.chart { max-width: 100%; height: auto;
-  border: 1px solid var(--line); }
-figcaption { font-size: .85rem; color: #5a6472; }
+details.parties > summary { cursor: pointer; margin: .5rem 0; font-weight: 600; }
+figure { margin: 1rem 0; overflow-x: auto; }
+img.chart { display: block; max-width: none; height: auto; border: 1px solid var(--line); }
+figcaption { font-size: .85rem; color: #5a6472; max-width: 60rem; }
 #filters { position: sticky; top: 0; z-index: 2; background: #fbfcfd;
   border: 1px solid var(--line); padding: .5rem .75rem; display: flex; flex-wrap: wrap;
   gap: .5rem 1rem; align-items: center; }
@@ -563,7 +749,11 @@ figcaption { font-size: .85rem; color: #5a6472; }
 #filters legend { font-weight: 600; float: left; margin-right: .5rem; }
 #filters button { font: inherit; font-size: .8rem; }
 #shown-count { font-size: .85rem; color: #5a6472; }
-article.run { margin: 1.2rem 0; } article.run summary { cursor: pointer; }
+article.run { margin: .6rem 0; border-bottom: 1px solid var(--line); padding-bottom: .4rem;
+  scroll-margin-top: 10rem; }
+article.run summary { cursor: pointer; }
+article.run.copy { border: 0; margin: 0 0 0 1.2rem; padding: 0; }
+article.run.copy p { margin: .1rem 0; color: #5a6472; font-size: .85rem; }
 ol.messages { list-style: none; padding: 0; }
 .message { border-left: 4px solid var(--public); background: #f7fafc; margin: .5rem 0;
   padding: .45rem .75rem; border-radius: 0 4px 4px 0; }
@@ -587,6 +777,64 @@ table.package { font-size: .85rem; }
 
 _JS = """
 (function () {
+  'use strict';
+  var transcripts = Array.prototype.slice.call(
+    document.querySelectorAll('details.transcript'));
+  // One transcript open at a time.
+  transcripts.forEach(function (d) {
+    d.addEventListener('toggle', function () {
+      if (!d.open) { return; }
+      transcripts.forEach(function (other) { if (other !== d) { other.open = false; } });
+    });
+  });
+  window.detenteOpenRun = openRun;
+  // Open the transcript of a run (a copy: the run it repeats); true if there was one.
+  function openRun(id, scroll) {
+    var article = document.getElementById('run-' + id);
+    if (!article) { return false; }
+    if (article.dataset.copyOf) {
+      article = document.getElementById('run-' + article.dataset.copyOf) || article;
+    }
+    var details = article.querySelector('details.transcript');
+    if (details) { details.open = true; }
+    if (scroll) { article.scrollIntoView(); }
+    return true;
+  }
+  function fromHash() {
+    var hash = decodeURIComponent(location.hash || '');
+    if (hash.indexOf('#run-') === 0) { openRun(hash.slice(5), true); }
+  }
+  document.addEventListener('click', function (event) {
+    var link = event.target.closest ? event.target.closest('a[href^="#run-"]') : null;
+    if (link) { openRun(decodeURIComponent(link.getAttribute('href').slice(5)), false); }
+  });
+  window.addEventListener('hashchange', fromHash);
+  fromHash();
+
+  // Transcripts come gzipped and base64-encoded in `data-packed`: unpack them all, then
+  // start the filters. `body[data-ready]` says when that is done.
+  function unpack(list) {
+    var text = atob(list.dataset.packed);
+    var bytes = new Uint8Array(text.length);
+    for (var i = 0; i < text.length; i += 1) { bytes[i] = text.charCodeAt(i); }
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+    return new Response(stream).text().then(function (items) {
+      list.innerHTML = items;
+      list.removeAttribute('data-packed');
+    });
+  }
+  var packed = Array.prototype.slice.call(document.querySelectorAll('ol[data-packed]'));
+  var unpacking = typeof DecompressionStream === 'function'
+    ? Promise.all(packed.map(unpack)) : Promise.reject(new Error('no DecompressionStream'));
+  unpacking.then(filters, function () {
+    packed.forEach(function (list) {
+      list.firstElementChild.textContent = 'This browser cannot unpack the transcript; the ' +
+        "run folder's transcript.md has the same.";
+    });
+  }).then(function () { document.body.dataset.ready = '1'; });
+}());
+
+function filters() {
   'use strict';
   var panel = document.getElementById('filters');
   if (!panel) { return; }
@@ -620,7 +868,7 @@ _JS = """
       if (ok) { shown += 1; }
     });
     Array.prototype.forEach.call(document.querySelectorAll('article.run'), function (a) {
-      a.hidden = run !== '' && a.dataset.run !== run;
+      a.hidden = run !== '' && a.dataset.run !== run && a.dataset.copyOf !== run;
     });
     if (count) { count.textContent = shown + ' of ' + messages.length + ' messages shown'; }
   }
@@ -629,7 +877,16 @@ _JS = """
       function (box) { box.checked = on; });
     apply();
   }
-  panel.addEventListener('change', apply);
+  panel.addEventListener('change', function (event) {
+    if (event.target && event.target.id === 'filter-run' && event.target.value !== '') {
+      var article = document.getElementById('run-' + event.target.value);
+      if (article && article.dataset.copyOf) {
+        event.target.value = article.dataset.copyOf;  // its transcript is the original's
+      }
+      window.detenteOpenRun(event.target.value, false);
+    }
+    apply();
+  });
   document.getElementById('party-all').addEventListener('click', function () {
     setParties(true);
   });
@@ -637,5 +894,5 @@ _JS = """
     setParties(false);
   });
   apply();
-}());
+}
 """

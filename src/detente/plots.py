@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,10 @@ from pydantic import ValidationError
 
 from detente.compare import (
     FINISHED_STATUSES,
+    MIN_TEST_RUNS,
     Comparison,
     GroupBy,
+    Proportion,
     RunSummary,
     SkippedRun,
     compare_runs,
@@ -145,13 +148,23 @@ def _result(run_dir: Path, scenario: Scenario, events: list[Event]) -> RunResult
 
 # --------------------------------------------------------------------------- rendering
 
+PNG_COLORS = 256
+"""Charts are saved as palette PNGs of at most this many colours: a third of the size of a
+full-colour PNG, with no visible difference (they are flat colours, lines and text)."""
+
 
 def figure_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes."""
+    """The figure as a palette PNG (see `PNG_COLORS`)."""
+    from PIL import Image  # matplotlib's own dependency: it writes its PNGs with it
+
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
-    return buffer.getvalue()
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    small = io.BytesIO()
+    image.quantize(colors=PNG_COLORS, method=Image.Quantize.MEDIANCUT).save(
+        small, format="PNG", optimize=True)
+    return small.getvalue()
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -160,12 +173,54 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
+PALETTE = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#7f7f7f", "#393b79", "#e7969c", "#637939", "#fdae6b", "#7b4173", "#9edae5",
+    "#843c39", "#8ca252", "#6baed6", "#ce6dbd", "#bd9e39", "#31a354", "#de9ed6", "#3182bd",
+]
+"""Distinct colours: parties, and the options of a chart (each its own colour)."""
+HATCHES = ["", "//", "..", "xx", "\\\\", "oo"]
+
+
 def _colors(n: int, offset: int = 0) -> list[str]:
-    palette = [
-        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-        "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
-    ]
-    return [palette[(offset + k) % len(palette)] for k in range(n)]
+    return [PALETTE[(offset + k) % len(PALETTE)] for k in range(n)]
+
+
+def party_colors(parties: Sequence[str]) -> dict[str, str]:
+    """The colour of each party, the same in every chart of the same parties."""
+    return dict(zip(parties, _colors(len(parties)), strict=True))
+
+
+def figure_labels(fig: Figure) -> dict[str, list[str]]:
+    """The words a figure shows, by role: titles, axis labels, tick labels and legend entries
+    (for alt text, and to check that none is cut off)."""
+    out: dict[str, list[str]] = {"titles": [], "axes": [], "ticks": [], "legends": []}
+    if fig.get_suptitle():
+        out["titles"].append(fig.get_suptitle())
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        if ax.get_title():
+            out["titles"].append(ax.get_title())
+        out["axes"] += [label for label in (ax.get_xlabel(), ax.get_ylabel()) if label]
+        out["ticks"] += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()
+                         if t.get_text()]
+        legend = ax.get_legend()
+        if legend is not None:
+            out["legends"] += [t.get_text() for t in legend.get_texts()]
+    return out
+
+
+def figure_alt(fig: Figure) -> str:
+    """Alt text naming what the chart shows: its titles, axes and legend."""
+    labels = figure_labels(fig)
+    parts = [". ".join(t.replace("\n", " ") for t in labels["titles"])]
+    if labels["axes"]:
+        parts.append("Axes: " + "; ".join(dict.fromkeys(labels["axes"])))
+    if labels["legends"]:
+        parts.append("Legend: " + "; ".join(
+            t.replace("\n", " ") for t in dict.fromkeys(labels["legends"])))
+    return ". ".join(p for p in parts if p) + "."
 
 
 # --------------------------------------------------------------------------- (a) one run
@@ -233,9 +288,9 @@ def run_utility_figure(run: RunData) -> Figure:
     series = table_series(run)
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    colors = _colors(len(series.voters))
+    colors = party_colors(series.voters)
     for v, party in enumerate(series.voters):
-        color = colors[v]
+        color = colors[party]
         if series.rounds:
             ax.plot(series.rounds, series.utilities[:, v], marker="o", color=color, label=party)
             hit = series.breaks_red_line[:, v]
@@ -348,7 +403,7 @@ def _dimensions(comparison: Comparison, scenarios: Mapping[str, Scenario]) -> li
                 for option in issue.options:
                     if option.id not in categories:
                         categories.append(option.id)
-                        names[option.id] = _shorten(option.label, 40)
+                        names[option.id] = option.label
         counts = [dict(g.options.get(issue_id, {})) for g in groups]
         for c in counts:
             categories += [o for o in c if o not in categories]
@@ -373,116 +428,149 @@ def _as_number(text: str) -> float:
         return float("inf")
 
 
+def option_colors(dims: Sequence[_Dimension]) -> dict[tuple[str, str], tuple[str, str]]:
+    """A colour and hatch for every (dimension, category) some deal chose: no two options of a
+    chart share both, so a colour means one option in every panel."""
+    chosen = [(d.id, c) for d in dims for c in d.categories if any(n.get(c) for n in d.counts)]
+    return {key: (PALETTE[k % len(PALETTE)], HATCHES[(k // len(PALETTE)) % len(HATCHES)])
+            for k, key in enumerate(chosen)}
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
 def agreed_options_figure(comparison: Comparison, scenarios: Mapping[str, Scenario]) -> Figure:
-    """Chart (b): per issue (and numeric term), what the deals settled it on, one stacked bar per
-    variant; runs without a deal are stacked on top as "no deal", so every bar is as tall as its
-    variant has runs. `scenarios` gives option labels and order (see `variant_scenarios`)."""
-    groups = comparison.groups
+    """Chart (b): per issue (and numeric term), what the deals settled it on: one panel per
+    issue, one horizontal bar per variant with a deal, stacked by option, with the variant's
+    runs without a deal as a hatched "no deal" segment (bars count distinct runs). Every option
+    has its own colour across the panels; labels are wrapped, never shortened. Variants without
+    any deal are named below the panels. `scenarios` gives option labels and order (see
+    `variant_scenarios`)."""
+    all_groups = comparison.groups
+    shown = [k for k, g in enumerate(all_groups) if g.deals]
+    groups = [all_groups[k] for k in shown]
+    every = _dimensions(comparison, scenarios)
+    dims = [d for d in every if any(d.counts[k] for k in shown)]
+    unsettled = [d.label for d in every if d not in dims]
+    colors = option_colors(dims)
     names = [g.variant for g in groups]
-    dims = _dimensions(comparison, scenarios)
-    n = max(len(dims), 1)
-    cols = min(n, 2)
-    rows = (n + cols - 1) // cols
-    panel = max(5.5, 0.7 * len(groups) + 4.0)
-    fig = Figure(figsize=(panel * cols, 3.3 * rows + 0.5), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    x = np.arange(len(groups))
+    rows = max(len(groups), 1)
+    panel_height = 0.32 * rows + 0.75
+    name_width = max((len(n) for n in names), default=8)
+    width = min(max(9.0, 0.075 * name_width + 7.2), 12.0)
+    without = [g.variant for g in all_groups if not g.deals]
+    notes = []
+    if without:
+        notes.append("No deal in: " + ", ".join(without) + ".")
+    if unsettled and groups:
+        notes.append("No deal settled: " + ", ".join(unsettled) + " (not an issue of the "
+                     "variants with deals).")
+    note = "\n".join(_wrap(n, int(width * 12)) for n in notes)
+    footer = 0.3 + 0.17 * note.count("\n") if note else 0.0
+    fig = Figure(figsize=(width, panel_height * max(len(dims), 1) + 1.0 + footer),
+                 layout="constrained")
+    axes = fig.subplots(max(len(dims), 1), 1, squeeze=False, sharex=True)[:, 0]
+    y = np.arange(len(groups))
     no_deal = np.array([max(g.n - g.deals, 0) for g in groups], dtype=np.float64)
-    for k, dim in enumerate(dims):
-        ax = axes[k // cols][k % cols]
-        bottom = np.zeros(len(groups))
-        for j, category in enumerate(dim.categories):
-            counts = np.array([c.get(category, 0) for c in dim.counts], dtype=np.float64)
+    copies = any(g.runs > g.n for g in all_groups)
+    for ax, dim in zip(axes, dims, strict=False):
+        left = np.zeros(len(groups))
+        for category in dim.categories:
+            counts = np.array([dim.counts[k].get(category, 0) for k in shown],
+                              dtype=np.float64)
             if not counts.any():
                 continue
-            ax.bar(x, counts, bottom=bottom, color=_colors(1, j)[0], width=0.6,
-                   label=dim.names.get(category, category))
-            bottom += counts
+            color, hatch = colors[(dim.id, category)]
+            ax.barh(y, counts, left=left, color=color, hatch=hatch, edgecolor="white",
+                    height=0.6, label=_wrap(dim.names.get(category, category), 34))
+            left += counts
         if no_deal.any():
-            ax.bar(x, no_deal, bottom=bottom, color="#eeeeee", hatch="//", edgecolor="#999999",
-                   width=0.6, label=NO_DEAL)
-        ax.set_title(dim.label, fontsize=10)
-        _variant_ticks(ax, x, names)
-        ax.set_ylabel("runs")
-        ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    if not dims:
-        axes[0][0].text(0.5, 0.5, "no issues", ha="center", va="center")
-    for k in range(len(dims), rows * cols):
-        axes[k // cols][k % cols].set_visible(False)
-    fig.suptitle("What the deals settled each issue on (per variant)", fontsize=11)
+            ax.barh(y, no_deal, left=left, color="#eeeeee", hatch="//", edgecolor="#999999",
+                    height=0.6, label=NO_DEAL)
+        ax.set_title(dim.label, fontsize=10, loc="left")
+        ax.set_yticks(y, names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_ylabel("variant", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_xlim(0, max([g.n for g in groups] + [1]))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes[-1].set_xlabel(("distinct runs" if copies else "runs") + " (deals by option; "
+                        "hatched grey: no deal)", fontsize=8)
+    if not dims or not groups:
+        axes[0].text(0.5, 0.5, "no deal in any variant" if dims else "no issues",
+                     ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+    fig.suptitle("What the deals settled each issue on, per variant", fontsize=11)
+    if note:
+        fig.supxlabel(note, fontsize=8, color="#444444")
     return fig
-
-
-def _variant_ticks(ax: Axes, x: np.ndarray, names: Sequence[str]) -> None:
-    slanted = len(names) > 2 or max((len(n) for n in names), default=0) > 14
-    ax.set_xticks(x, [_shorten(n, 24) for n in names], rotation=25 if slanted else 0,
-                  ha="right" if slanted else "center", fontsize=8)
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --------------------------------------------------------------------------- (c) rates
 
 
 def rates_figure(comparison: Comparison) -> Figure:
-    """Chart (c): per variant, the deal rate and each party's red-line violation rate (share of
-    runs whose outcome breaks one of its red lines), with Wilson 95% intervals."""
+    """Chart (c): per variant (rows), the deal rate and each party's red-line violation rate
+    (share of runs whose outcome breaks one of its red lines) as shaded cells, each labelled
+    with its rate and count, and with its Wilson 95% interval where the variant has at least
+    two distinct runs (an interval of one run says nothing a count does not)."""
     groups = comparison.groups
     names = [g.variant for g in groups]
     parties: list[str] = []
     for g in groups:
         parties += [p for p in g.parties if p not in parties]
-    x = np.arange(len(groups))
-    right_width = max(4.5, 0.35 * len(groups) * max(len(parties), 1) + 2.5)
-    left_width = max(2.5, 0.6 * len(groups) + 1.5)
-    fig = Figure(figsize=(left_width + right_width + 1.2, 4.0), layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[left_width, right_width])
-
-    rate = np.array([g.deal_rate.rate for g in groups])
-    low = np.array([g.deal_rate.lo for g in groups])
-    high = np.array([g.deal_rate.hi for g in groups])
-    left.bar(x, rate, color="#4c72b0", width=0.6)
-    left.errorbar(x, rate, yerr=_yerr(rate, low, high), fmt="o", color="#222222", markersize=3,
-                  capsize=4)
-    for xi, g in zip(x, groups, strict=True):
-        left.annotate(f"{g.deals}/{g.n}", (xi, 1.0), xycoords=("data", "axes fraction"),
-                      xytext=(0, -10), textcoords="offset points", ha="center", fontsize=7)
-    _variant_ticks(left, x, names)
-    left.set_ylim(0, 1.08)
-    left.set_ylabel("share of runs")
-    left.set_title("deal rate", fontsize=10)
-    left.grid(axis="y", alpha=0.3)
-
-    widest = max((len(g.parties) for g in groups), default=1) or 1
-    bar = 0.8 / widest
-    labelled: set[str] = set()
+    name_width = max((len(n) for n in names), default=8)
+    label_width = 0.075 * name_width + 0.6
+    width = label_width + 1.3 + 1.05 * max(len(parties), 1) + 0.6
+    height = 0.42 * len(groups) + 1.5
+    fig = Figure(figsize=(width, height), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True,
+                               width_ratios=[1.0, 1.05 * max(len(parties), 1) / 1.3])
+    deal = np.array([[g.deal_rate.rate] for g in groups])
+    left.imshow(deal, cmap="Blues", vmin=0, vmax=1.6, aspect="auto")
     for i, g in enumerate(groups):
-        present = [p for p in parties if p in g.parties]
-        for j, party in enumerate(present):
-            stats = g.parties[party].violation_rate
-            pos = x[i] - bar * len(present) / 2 + bar * (j + 0.5)
-            color = _colors(1, parties.index(party))[0]
-            right.bar(pos, stats.rate, width=bar * 0.9, color=color,
-                      label=None if party in labelled else party)
-            labelled.add(party)
-            right.errorbar(pos, stats.rate, yerr=[[max(stats.rate - stats.lo, 0)],
-                                                  [max(stats.hi - stats.rate, 0)]],
-                           fmt="o", color=color, markersize=3, capsize=2, linewidth=1)
-    _variant_ticks(right, x, names)
-    right.set_ylim(0, 1.08)
-    right.set_title("red-line violation rate per party", fontsize=10)
-    right.grid(axis="y", alpha=0.3)
-    if parties:
-        right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.suptitle("Per variant, with 95% Wilson intervals", fontsize=11)
+        _cell_label(left, 0, i, g.deal_rate, deal[i, 0], dark_above=0.95)
+    left.set_xticks([0], ["deal rate"], fontsize=8)
+    left.set_yticks(np.arange(len(groups)), names, fontsize=8)
+    left.set_ylabel("variant")
+    left.set_title("deal rate", fontsize=10)
+
+    values = np.full((len(groups), max(len(parties), 1)), np.nan)
+    for i, g in enumerate(groups):
+        for j, party in enumerate(parties):
+            if party in g.parties:
+                v = g.parties[party].violation_rate
+                values[i, j] = v.rate
+                _cell_label(right, j, i, v, v.rate, dark_above=0.55)
+            else:
+                right.text(j, i, "-", ha="center", va="center", fontsize=8, color="#666666")
+    right.imshow(values, cmap="Reds", vmin=0, vmax=1.25, aspect="auto")
+    right.set_xticks(np.arange(len(parties)), parties, fontsize=8)
+    right.tick_params(axis="y", left=False, labelleft=False)
+    right.set_xlabel("party whose red lines the outcome breaks")
+    right.set_title("red-line violation rate", fontsize=10)
+    for ax in (left, right):
+        ax.set_xticks(np.arange(-0.5, ax.get_xlim()[1], 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, len(groups), 1), minor=True)
+        ax.grid(which="minor", color="white", linewidth=2)
+        ax.tick_params(which="minor", length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    copies = any(g.runs > g.n for g in groups)
+    fig.suptitle("Share of " + ("distinct runs" if copies else "runs") + " per variant "
+                 "(count; 95% Wilson interval from 2 distinct runs)", fontsize=10)
     return fig
 
 
-def _yerr(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    return np.vstack([np.clip(value - low, 0, None), np.clip(high - value, 0, None)])
+def _cell_label(ax: Axes, x: int, y: int, p: Proportion, shade: float,
+                dark_above: float) -> None:
+    text = f"{p.rate:.0%} ({p.count}/{p.n})"
+    if p.n >= MIN_TEST_RUNS:
+        text += f"\n[{p.lo:.0%}, {p.hi:.0%}]"
+    ax.text(x, y, text, ha="center", va="center", fontsize=7.5,
+            color="white" if shade >= dark_above else ("#222222" if p.count else "#777777"))
 
 
 # --------------------------------------------------------------------------- files
