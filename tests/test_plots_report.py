@@ -12,7 +12,9 @@ natural size. The size of a real sweep's report is checked on scripted runs of t
 from __future__ import annotations
 
 import html
+import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -322,6 +324,50 @@ def test_report_needs_no_network(sweep_report: str) -> None:
     csp = [a for t, a in page.tags
            if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
     assert csp and "default-src 'none'" in (csp[0].get("content") or "")
+
+
+# --------------------------------------------------------------------------- where files go
+
+
+def _detente_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "detente", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_plot_and_report_write_into_the_sweep_or_run_folder(sample: SampleRuns,
+                                                             tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sample.sweep, sweep)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = sweep / "tiny" / "seed-0"
+    done = [_detente_in(elsewhere, *args) for args in (
+        ("plot", str(sweep)), ("report", str(sweep)), ("plot", str(run)), ("report", str(run)),
+        ("plot", f"{sweep}/*/seed-1"))]
+    assert [d.returncode for d in done] == [0] * 5, [d.stderr for d in done]
+    assert [Path(line) for line in done[0].stdout.split()] == [
+        sweep / "plots" / "agreed-options.png", sweep / "plots" / "rates.png"]
+    assert done[1].stdout.strip() == str(sweep / "report.html")
+    assert (sweep / "report.html").stat().st_size > 0
+    (chart,) = [Path(line) for line in done[2].stdout.split()]
+    assert chart.parent == run / "plots" and chart.name.startswith("utilities-tiny-seed0-")
+    assert done[3].stdout.strip() == str(run / "report.html")
+    assert Path(done[4].stdout.split()[0]).parent == sweep / "plots"  # the runs' common folder
+    assert list(elsewhere.iterdir()) == []  # nothing where the command was run
+    assert load_runs(sorted(sweep.glob("*/seed-*")))  # the folder still reads as a sweep
+
+
+def test_runs_without_a_common_folder_need_out(sample: SampleRuns, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        shutil.copytree(sample.sweep / "tiny" / f"seed-{0 if name == 'a' else 1}",
+                        tmp_path / name / "run")
+    for command in ("plot", "report"):
+        done = _detente_in(tmp_path, command, "a/run", "b/run")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: --out: ") and "--out" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
 # --------------------------------------------------------------------------- bad input

@@ -1,7 +1,10 @@
-"""`detente plot PATH... --out DIR`: charts of runs as PNG files."""
+"""`detente plot PATH... [--out DIR]`: charts of runs as PNG files (by default in plots/ inside
+the run or sweep folder)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -10,6 +13,9 @@ import typer
 from detente.cli._app import app, console
 from detente.compare import GroupBy, find_run_dirs
 from detente.errors import InputError, Problem
+
+PLOTS_FOLDER = "plots"
+"""Where `plot` writes by default, inside the run or sweep folder."""
 
 # Options `plot` and `report` share.
 RunPaths = Annotated[list[str], typer.Argument(
@@ -23,6 +29,24 @@ MovedScenario = Annotated[Path | None, typer.Option(
     "--scenario", help="The runs' scenario, if it has moved.")]
 
 
+def home_of(run_dirs: Sequence[Path]) -> Path:
+    """Where `plot` and `report` write by default: the run folder of one run, else the folder
+    holding every run (a sweep folder). Runs with no common folder below the working folder
+    (or the filesystem's root) are refused: the charts would land where the command runs."""
+    if len(run_dirs) == 1:
+        return run_dirs[0]
+    try:
+        common = Path(os.path.commonpath([str(d) for d in run_dirs]))
+    except ValueError:  # relative and absolute paths mixed
+        common = Path(os.path.commonpath([str(d.resolve()) for d in run_dirs]))
+    resolved = common.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents \
+            or resolved == Path(resolved.anchor):
+        raise InputError("--out", [Problem("", "these runs share no folder of their own to "
+                                           "write into; say where with --out")])
+    return common
+
+
 def check_group_by(by: str) -> GroupBy:
     choices: tuple[str, ...] = get_args(GroupBy)
     if by not in choices:
@@ -34,8 +58,9 @@ def check_group_by(by: str) -> GroupBy:
 @app.command()
 def plot(
     paths: RunPaths,
-    out: Path = typer.Option(Path("plots"), "--out", metavar="DIR",
-                             help="Folder the PNG files go to (created if need be)."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR",
+                                    help="Folder the PNG files go to (created if need be; "
+                                         "default: plots/ in the run or sweep folder)."),
     per_run: bool = typer.Option(False, "--per-run",
                                  help="With several runs, also chart each run's utilities."),
     against: Against = None,
@@ -44,9 +69,11 @@ def plot(
 ) -> None:
     """Chart runs: one run's utilities by round; for several, agreed options and rates."""
     group_by = check_group_by(by)
-    if out.exists() and not out.is_dir():
+    if out is not None and out.exists() and not out.is_dir():
         raise InputError(out, [Problem("--out", "expected a folder, got a file")])
     run_dirs = find_run_dirs(paths)
+    if out is None:
+        out = home_of(run_dirs) / PLOTS_FOLDER
     # matplotlib loads only when charts are drawn, not with every command
     from detente.plots import comparison_of, load_runs, write_charts
     runs = load_runs(run_dirs, scenario)

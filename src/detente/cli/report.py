@@ -1,4 +1,5 @@
-"""`detente report PATH... --out report.html`: one self-contained HTML page of runs."""
+"""`detente report PATH... [--out FILE]`: one self-contained HTML page of runs (by default
+report.html in the run or sweep folder)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ from pathlib import Path
 import typer
 
 from detente.cli._app import app, console
-from detente.cli.plot import Against, By, MovedScenario, RunPaths, check_group_by
+from detente.cli.plot import Against, By, MovedScenario, RunPaths, check_group_by, home_of
 from detente.compare import find_run_dirs
 from detente.errors import InputError, Problem
+
+REPORT_NAME = "report.html"
+"""What `report` writes by default, inside the run or sweep folder."""
 
 
 @app.command()
 def report(
     paths: RunPaths,
-    out: Path = typer.Option(Path("report.html"), "--out", metavar="FILE",
-                             help="The HTML file to write."),
+    out: Path | None = typer.Option(None, "--out", metavar="FILE",
+                                    help="The HTML file to write (default: report.html in the "
+                                         "run or sweep folder)."),
     run_charts: bool = typer.Option(True, "--run-charts/--no-run-charts",
                                     help="With several runs, chart each run's utilities too."),
     against: Against = None,
@@ -26,9 +31,11 @@ def report(
 ) -> None:
     """Write one HTML page (no network needed) with comparison, charts and transcripts."""
     group_by = check_group_by(by)
-    if out.is_dir():
+    if out is not None and out.is_dir():
         raise InputError(out, [Problem("--out", "expected a file name, got a folder")])
     run_dirs = find_run_dirs(paths)
+    if out is None:
+        out = home_of(run_dirs) / REPORT_NAME
     # matplotlib loads only when charts are drawn, not with every command
     from detente.html_report import write_report
     from detente.plots import comparison_of, load_runs
