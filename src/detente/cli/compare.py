@@ -144,7 +144,9 @@ def packed_tables(title: str, first: str, labels: Sequence[str | Text],
     column too wide for the terminal even alone gets a table of its own and folds (nothing is
     cut)."""
     label_cells = [_cell(label) for label in labels]
-    label_width = max([_width(c) for c in label_cells] + [_longest_word(first)])
+    # Labels with spaces (agents labels) wrap between words rather than crowd the figures out.
+    label_width = max([_longest_word(c.plain) for c in label_cells] + [_longest_word(first)]
+                      + [min(max(_width(c) for c in label_cells), width // 2)])
     room = width - (label_width + 3) - 1  # borders: one left, then `width + 2 padding + 1`
     groups: list[list[tuple[Column, int]]] = [[]]
     used = 0
