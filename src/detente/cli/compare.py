@@ -17,6 +17,7 @@ from typing import Literal, get_args
 import typer
 from rich.cells import cell_len
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -266,13 +267,6 @@ def _render_outcomes(out: Console, comparison: Comparison) -> None:
         columns.append(Column("scenario versions", [_cell(str(len(g.scenario_hashes)))
                                                     for g in groups]))
     _print_variant_tables(out, comparison, "Outcomes", columns)
-    players: dict[str, list[str]] = {}
-    for g in groups:
-        players.setdefault("; ".join(g.agents), []).append(g.variant)
-    if len(players) > 1 or any(len(g.agents) > 1 for g in groups):
-        out.print(Text("Who played", style="bold"))
-        for label, variants in players.items():
-            out.print(f"  {label}: {', '.join(variants)}", markup=False, highlight=False)
     _note(out, "Runs: finished runs; identical runs (the same events) count once, and every "
           "figure is over the distinct runs. Deal rate with its 95% Wilson interval; rounds "
           "over deals only; distance to Nash: mean Euclidean distance of the outcome's "
@@ -282,6 +276,15 @@ def _render_outcomes(out: Console, comparison: Comparison) -> None:
           "Proposals breaking a red line: tabled packages breaking a red line of a party the "
           "rule needs, over all proposals. An oracle mediator's runs are reference runs: an "
           "upper bound, not a negotiation.")
+    players: dict[str, list[str]] = {}
+    for g in groups:
+        players.setdefault("; ".join(g.agents), []).append(g.variant)
+    if len(players) > 1 or any(len(g.agents) > 1 for g in groups):
+        out.print(Text("Who played", style="bold"))
+        for label, variants in players.items():
+            out.print(Padding(Text(label), (0, 0, 0, 2)))
+            out.print(Padding(Text(", ".join(variants), style="dim"), (0, 0, 0, 4)))
+        out.print()
 
 
 def _render_parties(out: Console, comparison: Comparison) -> None:
