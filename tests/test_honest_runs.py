@@ -32,7 +32,7 @@ from detente.agents.base import (
 from detente.analysis import analyze
 from detente.events import AgentSettings
 from detente.loading import ScenarioBundle, load_bundle
-from detente.protocol import MAX_REFUSALS
+from detente.protocols.engine import MAX_REFUSALS
 from detente.runner import RunPlan, RunRecord, start_run
 from fake_openai import Reply
 from helpers import (

@@ -19,9 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from detente.errors import InputError, Problem
 from detente.scenario import Package
 
-EVENT_FORMAT_VERSION = 2
+EVENT_FORMAT_VERSION = 3
 """2: per-turn request hashes and settings (`llm`), value estimates, refused proposals, tool
-calls, the assist setting and the quote key. Logs of format 1 still read."""
+calls, the assist setting and the quote key. 3: the protocol in the header; proposals,
+responses and tallies may be private to some parties (`visible_to`) and belong to a `phase`;
+sequential answers carry their `slot`. Logs of formats 1 and 2 still read."""
+
+Phase = Literal["plenary", "bilateral"]
 
 EVERYONE: Literal["all"] = "all"
 
@@ -167,6 +171,10 @@ class RunHeader(_Event):
     party can know (and forge) the delimiter of another party's prompt."""
     log_prompts: bool = False
     """Whether `prompts.jsonl` keeps every request and raw response."""
+    protocol: str = ""
+    """Who proposes, who answers, what each sees (see `detente.protocols`); empty in logs
+    written before format 3: the scenario's default then."""
+    protocol_params: dict[str, Any] = {}
 
 
 class LLMCall(BaseModel):
@@ -202,7 +210,8 @@ class Proposal(_Event):
     type: Literal["proposal"] = "proposal"
     round: int
     speaker: str
-    visible_to: Literal["all"] = EVERYONE
+    visible_to: list[str] | Literal["all"] = EVERYONE
+    phase: Phase = "plenary"
     package: Package
     rationale: str
     usage: Usage = Usage()
@@ -253,6 +262,10 @@ class Response(_Event):
     type: Literal["response"] = "response"
     round: int
     speaker: str
+    visible_to: list[str] | Literal["all"] = EVERYONE
+    phase: Phase = "plenary"
+    slot: int = 0
+    """Its place among answers given one after another (alternating offers); 0: all at once."""
     vote: Literal["accept", "reject"]
     stances: dict[str, IssueStance]
     statement: str
@@ -273,6 +286,8 @@ class Response(_Event):
 class Tally(_Event):
     type: Literal["tally"] = "tally"
     round: int
+    visible_to: list[str] | Literal["all"] = EVERYONE
+    phase: Phase = "plenary"
     package: Package
     votes: dict[str, Literal["accept", "reject"]]
     accepted: bool

@@ -33,6 +33,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
@@ -75,6 +76,8 @@ class EndpointConfig(BaseModel):
     """Seconds per HTTP request."""
     validation_retries: int = Field(default=2, ge=0)
     """How many corrected answers to ask for after an invalid one."""
+    max_connections: int = Field(default=64, ge=1)
+    """Connections the async client may open to this endpoint at once (per event loop)."""
 
 
 @dataclass(frozen=True)
@@ -422,12 +425,131 @@ def _status_message(exc: openai.APIStatusError) -> str:
     return _short(text or exc.message)
 
 
+class _Conversation(Generic[T]):
+    """One structured answer being asked for: the messages so far and what each reply did.
+
+    Shared by the sync and the async transport, which differ only in how a body is sent.
+    """
+
+    def __init__(self, client: LLMClient, messages: Sequence[Mapping[str, Any]],
+                 response_model: type[T], tool: Tool | None) -> None:
+        self.client = client
+        self.model = response_model
+        self.tool = tool
+        self.convo: list[dict[str, Any]] = [dict(m) for m in messages]
+        if client.config.structured_mode == "prompt":
+            self.convo = _with_schema_instruction(
+                self.convo, inline_refs(response_model.model_json_schema()))
+        self.errors: list[str] = []
+        self.raw_texts: list[str] = []
+        self.exchanges: list[Exchange] = []
+        self.tool_calls: list[ToolCallRecord] = []
+        self.prompt_tokens = self.completion_tokens = 0
+        self.started = time.monotonic()
+        self.attempts = 0
+
+    def going(self) -> bool:
+        return self.attempts <= self.client.config.validation_retries
+
+    def body(self) -> dict[str, Any]:
+        tools_left = self.tool.max_calls - len(self.tool_calls) if self.tool is not None else 0
+        return self.client.request_body(self.convo, self.model, self.tool, tools_left > 0)
+
+    def malformed(self, exc: Exception) -> None:
+        # Not the model's fault: ask the same again, without a correction.
+        self.attempts += 1
+        self.errors.append(str(exc))
+        self.raw_texts.append("")
+
+    def absorb(self, reply: _Reply) -> ChatResult[T] | None:
+        """Take a reply in: run its tool calls, or validate it; the result once valid."""
+        self.prompt_tokens += reply.prompt_tokens
+        self.completion_tokens += reply.completion_tokens
+        tool = self.tool
+        if reply.tool_calls and tool is not None:
+            self.convo = [*self.convo, {"role": "assistant", "content": reply.text,
+                                        "tool_calls": reply.tool_calls}]
+            for call in reply.tool_calls:
+                record = self.client._run_tool(tool, call,
+                                               allowed=len(self.tool_calls) < tool.max_calls)
+                if record is not None:
+                    self.tool_calls.append(record)
+                answer = (record.result if record is not None and record.error is None
+                          else {"error": record.error if record is not None else
+                                f"no more {tool.name} calls this turn: answer now"})
+                self.convo.append({"role": "tool", "tool_call_id": call.get("id", ""),
+                                   "content": json.dumps(answer)})
+            return None
+        self.attempts += 1
+        said = reply.text if reply.text is not None else (reply.refusal or "")
+        self.raw_texts.append(said)
+        try:
+            parsed = self.client._validate(reply, self.model)
+        except _Invalid as exc:
+            self.errors.append(str(exc))
+            self.convo = [*self.convo, {"role": "assistant", "content": said},
+                          {"role": "user", "content": _correction(str(exc))}]
+            return None
+        return ChatResult(
+            parsed=parsed, raw_text=said, prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_s=time.monotonic() - self.started, attempts=self.attempts,
+            validation_errors=self.errors, raw_texts=self.raw_texts,
+            exchanges=self.exchanges, tool_calls=self.tool_calls,
+        )
+
+    def failed(self) -> InvalidResponseError:
+        return InvalidResponseError(
+            f"{self.client.config.model} gave no valid {self.model.__name__} in "
+            f"{self.attempts} attempt(s); last error: {_short(self.errors[-1], 200)}",
+            errors=self.errors, raw_texts=self.raw_texts, prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens, attempts=self.attempts,
+            latency_s=time.monotonic() - self.started, exchanges=self.exchanges,
+            tool_calls=self.tool_calls,
+        )
+
+
+DEFAULT_MAX_CONNECTIONS = 64
+"""Open connections to one endpoint from one event loop (all runs of a sweep share them)."""
+_ASYNC_CLIENTS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], openai.AsyncOpenAI]] = (
+    weakref.WeakKeyDictionary())
+"""Per event loop (gone with it): one async client per endpoint."""
+_ASYNC_LOCK = threading.Lock()
+
+
+def async_client(config: EndpointConfig, key: str) -> openai.AsyncOpenAI:
+    """The async client for an endpoint in the running event loop, shared by every agent on
+    the loop: at most `config.max_connections` connections to it at once, and openai's retries
+    with backoff on 429, 5xx and timeouts."""
+    import asyncio
+
+    import httpx2
+
+    loop = asyncio.get_running_loop()
+    ident = (config.base_url, key, config.timeout, config.max_retries_http,
+             config.max_connections)
+    with _ASYNC_LOCK:
+        clients = _ASYNC_CLIENTS.setdefault(loop, {})
+        client = clients.get(ident)
+        if client is None:
+            limits = httpx2.Limits(max_connections=config.max_connections,
+                                   max_keepalive_connections=config.max_connections)
+            client = openai.AsyncOpenAI(
+                api_key=key, base_url=config.base_url, max_retries=config.max_retries_http,
+                timeout=config.timeout,
+                http_client=openai.DefaultAsyncHttpx2Client(limits=limits,
+                                                            timeout=config.timeout))
+            clients[ident] = client
+        return client
+
+
 class LLMClient:
     """Calls one endpoint. Thread-safe: one openai client per LLMClient, shared by all threads."""
 
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
         key = config.api_key or os.environ.get("OPENAI_API_KEY") or ""
+        self._key = key or _PLACEHOLDER_KEY
         self._key_missing = not key
         self._redact = Redactor([key, *url_secrets(config.base_url)])
         self._client = openai.OpenAI(
@@ -475,84 +597,42 @@ class LLMClient:
         With a `tool`, the model may call it up to `tool.max_calls` times before it answers;
         each call is run here and its result sent back. Tool rounds are not answer attempts.
         """
-        mode = self.config.structured_mode
-        convo: list[dict[str, Any]] = [dict(m) for m in messages]
-        if mode == "prompt":
-            convo = _with_schema_instruction(convo, inline_refs(response_model.model_json_schema()))
-
-        errors: list[str] = []
-        raw_texts: list[str] = []
-        exchanges: list[Exchange] = []
-        tool_calls: list[ToolCallRecord] = []
-        prompt_tokens = completion_tokens = 0
-        started = time.monotonic()
-        attempts = 0
-        while attempts <= self.config.validation_retries:
-            tools_left = tool.max_calls - len(tool_calls) if tool is not None else 0
-            body = self.request_body(convo, response_model, tool, tools_left > 0)
+        talk = _Conversation(self, messages, response_model, tool)
+        while talk.going():
             try:
-                reply = self._call(body, exchanges)
-            except LLMTransportError as exc:
-                exc.exchanges = exchanges
-                raise
+                reply = self._call(talk.body(), talk.exchanges)
             except _Malformed as exc:
-                # Not the model's fault: ask the same again, without a correction.
-                attempts += 1
-                errors.append(str(exc))
-                raw_texts.append("")
+                talk.malformed(exc)
                 continue
-            prompt_tokens += reply.prompt_tokens
-            completion_tokens += reply.completion_tokens
-            if reply.tool_calls and tool is not None:
-                convo = [*convo, {"role": "assistant", "content": reply.text,
-                                  "tool_calls": reply.tool_calls}]
-                for call in reply.tool_calls:
-                    record = self._run_tool(tool, call, allowed=len(tool_calls) < tool.max_calls)
-                    if record is not None:
-                        tool_calls.append(record)
-                    answer = (record.result if record is not None and record.error is None
-                              else {"error": record.error if record is not None else
-                                    f"no more {tool.name} calls this turn: answer now"})
-                    convo.append({"role": "tool", "tool_call_id": call.get("id", ""),
-                                  "content": json.dumps(answer)})
-                continue
-            attempts += 1
-            said = reply.text if reply.text is not None else (reply.refusal or "")
-            raw_texts.append(said)
+            except LLMTransportError as exc:
+                exc.exchanges = talk.exchanges
+                raise
+            done = talk.absorb(reply)
+            if done is not None:
+                return done
+        raise talk.failed()
+
+    async def acomplete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        response_model: type[T],
+        tool: Tool | None = None,
+    ) -> ChatResult[T]:
+        """`complete` on the async client: many calls share one event loop."""
+        talk = _Conversation(self, messages, response_model, tool)
+        while talk.going():
             try:
-                parsed = self._validate(reply, response_model)
-            except _Invalid as exc:
-                errors.append(str(exc))
-                convo = [
-                    *convo,
-                    {"role": "assistant", "content": said},
-                    {"role": "user", "content": _correction(str(exc))},
-                ]
+                reply = await self._acall(talk.body(), talk.exchanges)
+            except _Malformed as exc:
+                talk.malformed(exc)
                 continue
-            return ChatResult(
-                parsed=parsed,
-                raw_text=said,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                latency_s=time.monotonic() - started,
-                attempts=attempts,
-                validation_errors=errors,
-                raw_texts=raw_texts,
-                exchanges=exchanges,
-                tool_calls=tool_calls,
-            )
-        raise InvalidResponseError(
-            f"{self.config.model} gave no valid {response_model.__name__} in {attempts} "
-            f"attempt(s); last error: {_short(errors[-1], 200)}",
-            errors=errors,
-            raw_texts=raw_texts,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            attempts=attempts,
-            latency_s=time.monotonic() - started,
-            exchanges=exchanges,
-            tool_calls=tool_calls,
-        )
+            except LLMTransportError as exc:
+                exc.exchanges = talk.exchanges
+                raise
+            done = talk.absorb(reply)
+            if done is not None:
+                return done
+        raise talk.failed()
 
     def _run_tool(
         self, tool: Tool, call: Mapping[str, Any], *, allowed: bool
@@ -638,11 +718,35 @@ class LLMClient:
                 model=body["model"], messages=body["messages"], extra_body=extra)
             text = raw.text
         except openai.OpenAIError as exc:
-            error = self._transport_error(exc)
-            exchanges.append(Exchange(body, digest, None, str(error),
-                                      time.monotonic() - started))
-            raise error from None
-        latency = time.monotonic() - started
+            raise self._failed(exc, body, digest, started, exchanges) from None
+        return self._reply(text, body, digest, time.monotonic() - started, exchanges)
+
+    async def _acall(self, body: dict[str, Any], exchanges: list[Exchange]) -> _Reply:
+        digest = request_hash(body)
+        extra = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        started = time.monotonic()
+        client = self._async_client()
+        try:
+            raw = await client.chat.completions.with_raw_response.create(
+                model=body["model"], messages=body["messages"], extra_body=extra)
+            text = raw.text
+        except openai.OpenAIError as exc:
+            raise self._failed(exc, body, digest, started, exchanges) from None
+        return self._reply(text, body, digest, time.monotonic() - started, exchanges)
+
+    def _async_client(self) -> openai.AsyncOpenAI:
+        """The async client of this endpoint in the running event loop (shared by every agent
+        of every run on the loop, so a connection limit holds per endpoint)."""
+        return async_client(self.config, self._key)
+
+    def _failed(self, exc: openai.OpenAIError, body: dict[str, Any], digest: str,
+                started: float, exchanges: list[Exchange]) -> LLMTransportError:
+        error = self._transport_error(exc)
+        exchanges.append(Exchange(body, digest, None, str(error), time.monotonic() - started))
+        return error
+
+    def _reply(self, text: str, body: dict[str, Any], digest: str, latency: float,
+               exchanges: list[Exchange]) -> _Reply:
         try:
             payload: Any = json.loads(self._redact(text))
         except ValueError:

@@ -294,6 +294,10 @@ def load_bundle(path: Path) -> ScenarioBundle:
     data = resolve_extends(path, load_yaml(path), load_yaml)
     scenario = validate_model(Scenario, data, path)
     problems = check_scenario(scenario) + scenario_problems(scenario, path)
+    if not problems:
+        from detente.protocols import protocol_problems
+
+        problems = protocol_problems(scenario)
     if problems:
         raise InputError(path, problems)
     briefs = _load_party_briefs(path, scenario)

@@ -438,6 +438,18 @@ def round_table(m: RoundMeasures, responses: dict[str, Response], order: list[st
     return out
 
 
+def _protocol_line(scenario: Scenario, header: RunHeader) -> str:
+    from detente.protocols import PROTOCOLS
+
+    name = header.protocol or scenario.protocol_spec().name
+    try:
+        description = PROTOCOLS.get(name).description
+    except KeyError:
+        description = "not installed here"
+    params = f" {header.protocol_params}" if header.protocol_params else ""
+    return f"`{name}`{params}: {description}"
+
+
 def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) -> str:
     header = header_of(events)
     out: list[str] = [f"# {scenario.title}: run {header.run_id}", ""]
@@ -449,6 +461,7 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
         f"- Started: {header.time}; seed {header.seed}; at most {header.max_rounds} rounds; "
         f"each agent sees the last {header.bounded_context} public statements; "
         f"detente {header.package_version}",
+        f"- Protocol: {_protocol_line(scenario, header)}",
         f"- Decision rule: {describe_rule(scenario)}",
         f"- Outcome: **{result.status}**: {result.reason}",
         "",
@@ -476,7 +489,10 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
     measures = {m.round: m for m in result.rounds}
     order = list(scenario.parties)
     for r in sorted(by_round):
-        out += [f"## Round {r}", ""]
+        private = next((e.visible_to for e in by_round[r] if isinstance(e, Proposal | Tally)
+                        and isinstance(e.visible_to, list)), None)
+        track = f" (private track: {' and '.join(private)} only)" if private else ""
+        out += [f"## Round {r}{track}", ""]
         for item in by_round[r]:
             if isinstance(item, RefusedProposal):
                 out += [f"*Refused:* **{item.speaker}** tabled `{item.package.describe()}` "

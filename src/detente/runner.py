@@ -9,19 +9,19 @@ reconciled with the log, so the log holds every committed event exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
-
-from langgraph.checkpoint.sqlite import SqliteSaver
+from typing import Any, NoReturn, TypeVar
+from typing import Protocol as TypingProtocol
 
 from detente import __version__
 from detente.agents.base import Agent, Turn
@@ -41,13 +41,8 @@ from detente.events import (
 )
 from detente.files import DiskError, RunLock, write_atomic
 from detente.loading import ScenarioBundle, load_bundle
-from detente.protocol import (
-    DEFAULT_CONTEXT,
-    NegotiationState,
-    build_graph,
-    initial_state,
-    recursion_limit,
-)
+from detente.protocols.base import Protocol
+from detente.protocols.engine import DEFAULT_CONTEXT, NegotiationState, initial_state
 from detente.report import RunResult, build_result, final_outcome, header_of, render_markdown
 
 EVENTS = LOG_NAME
@@ -57,9 +52,10 @@ CHECKPOINTS = "checkpoints.sqlite"
 PROMPTS = "prompts.jsonl"
 
 AgentFactory = Callable[[str, AgentSettings, ScenarioBundle], Agent]
+T = TypeVar("T")
 
 
-class RunObserver(Protocol):
+class RunObserver(TypingProtocol):
     """Receives progress for a live display. Library code prints nothing itself."""
 
     def started(self, run_dir: Path, header: RunHeader) -> None: ...
@@ -180,11 +176,29 @@ def start_run(
     run_dir: Path | None = None,
 ) -> RunRecord:
     """Run a new negotiation to its end; returns the run folder and its result."""
+    return run_async(astart_run(plan, agent_factory, observer, run_dir))
+
+
+def resume_run(
+    run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None
+) -> RunRecord:
+    """Continue an interrupted run from its last completed step."""
+    return run_async(aresume_run(run_dir, agent_factory, observer))
+
+
+async def astart_run(
+    plan: RunPlan,
+    agent_factory: AgentFactory,
+    observer: RunObserver | None = None,
+    run_dir: Path | None = None,
+) -> RunRecord:
+    """`start_run` as a coroutine: many runs can share one event loop (see `detente.sweep`)."""
     bundle = plan.bundle
     scenario = bundle.scenario
     missing = [p for p in scenario.parties if p not in plan.agents]
     if missing:
         raise InputError(bundle.path, [Problem("parties", f"no agent for: {', '.join(missing)}")])
+    protocol = _protocol(bundle)
     settings = effective_settings({p: plan.agents[p] for p in scenario.parties}, plan.seed)
     agents = {p: agent_factory(p, settings[p], bundle) for p in scenario.parties}
     max_rounds = plan.max_rounds or scenario.decision.max_rounds
@@ -209,6 +223,8 @@ def start_run(
         bounded_context=plan.context_size,
         quote_key=plan.quote_key or secrets.token_hex(16),
         log_prompts=plan.log_prompts,
+        protocol=protocol.name,
+        protocol_params=protocol.settings(),
     )
     observer = observer or _Silent()
     with RunLock(run_dir), _disk_errors(run_dir), \
@@ -216,8 +232,17 @@ def start_run(
         log.write(header)
         observer.started(run_dir, header)
         state = initial_state(scenario, plan.seed, max_rounds)
-        _drive(bundle, agents, header, state, run_dir, log, observer)
+        await _drive(bundle, protocol, agents, header, state, run_dir, log, observer)
         return RunRecord(run_dir, finish(run_dir, bundle))
+
+
+def _protocol(bundle: ScenarioBundle) -> Protocol:
+    from detente.protocols import protocol_for
+
+    try:
+        return protocol_for(bundle.scenario)
+    except ValueError as exc:
+        raise InputError(bundle.path, [Problem("protocol", str(exc))]) from None
 
 
 @contextlib.contextmanager
@@ -229,10 +254,10 @@ def _disk_errors(run_dir: Path) -> Iterator[None]:
         raise DiskError(run_dir, exc) from None
 
 
-def resume_run(
+async def aresume_run(
     run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None
 ) -> RunRecord:
-    """Continue an interrupted run from its last completed step."""
+    """`resume_run` as a coroutine."""
     with RunLock(run_dir), _disk_errors(run_dir):
         events = read_events(run_dir / EVENTS)
         try:
@@ -244,6 +269,7 @@ def resume_run(
             raise InputError(bundle.path, [Problem("", "the scenario changed since this run "
                                                    "started (content hash differs); resume "
                                                    "needs the same scenario")])
+        protocol = _protocol(bundle)
         outcome = final_outcome(events)
         observer = observer or _Silent()
         observer.started(run_dir, header)
@@ -259,7 +285,8 @@ def resume_run(
             log.write(Resumed(id=f"resumed/{n}", note=note))
             # A run killed before its first checkpoint starts over; the log keeps its turns.
             fresh = initial_state(bundle.scenario, header.seed, header.max_rounds)
-            _drive(bundle, agents, header, fresh, run_dir, log, observer, resuming=True)
+            await _drive(bundle, protocol, agents, header, fresh, run_dir, log, observer,
+                         resuming=True)
         return RunRecord(run_dir, finish(run_dir, bundle))
 
 
@@ -272,8 +299,49 @@ def finish(run_dir: Path, bundle: ScenarioBundle) -> RunResult:
     return result
 
 
-def _drive(
+# --------------------------------------------------------------------------- the event loop
+
+_ACTIVE: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+_ACTIVE_LOCK = threading.Lock()
+_INTERRUPTING = threading.Event()
+"""Set by `interrupt_active`: a failure that follows (a stopped server) is the interruption."""
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to its end on a new event loop; `interrupt_active` can cancel it."""
+
+    _INTERRUPTING.clear()
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        entry = (asyncio.get_running_loop(), task)
+        with _ACTIVE_LOCK:
+            _ACTIVE.append(entry)
+        try:
+            return await coro
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.remove(entry)
+
+    return asyncio.run(main())
+
+
+def interrupt_active() -> bool:
+    """Cancel every running negotiation (from a signal handler): each logs that it was
+    interrupted, writes its result and raises `RunInterrupted`. False if none is running."""
+    with _ACTIVE_LOCK:
+        active = list(_ACTIVE)
+    if active:
+        _INTERRUPTING.set()
+    for loop, task in active:
+        loop.call_soon_threadsafe(task.cancel)
+    return bool(active)
+
+
+async def _drive(
     bundle: ScenarioBundle,
+    protocol: Protocol,
     agents: Mapping[str, Agent],
     header: RunHeader,
     state: NegotiationState,
@@ -282,33 +350,38 @@ def _drive(
     observer: RunObserver,
     resuming: bool = False,
 ) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from detente.protocols.engine import RunContext
+
     prompts = PromptLog(run_dir / PROMPTS if header.log_prompts else None)
-    graph = build_graph(bundle.scenario, agents, log, context_size=header.bounded_context,
-                        quote_key=header.quote_key, on_turn=prompts.record)
+    context = RunContext(scenario=bundle.scenario, agents=agents, log=log,
+                         context_size=header.bounded_context, quote_key=header.quote_key,
+                         on_turn=prompts.record)
     config: Any = {
         "configurable": {"thread_id": header.run_id},
-        "recursion_limit": recursion_limit(header.max_rounds),
+        "recursion_limit": protocol.recursion_limit(header.max_rounds),
     }
-    with SqliteSaver.from_conn_string(str(run_dir / CHECKPOINTS)) as saver:
-        app = graph.compile(checkpointer=saver)
+    async with AsyncSqliteSaver.from_conn_string(str(run_dir / CHECKPOINTS)) as saver:
+        app = protocol.build().compile(checkpointer=saver)
         start: NegotiationState | None = state
-        if resuming and app.get_state(config).created_at is not None:
+        if resuming and (await app.aget_state(config)).created_at is not None:
             start = None  # continue from the last checkpoint
         try:
-            for chunk in app.stream(start, config, stream_mode="custom", durability="sync"):
+            async for chunk in app.astream(start, config, stream_mode="custom",
+                                           durability="sync", context=context):
                 payload: Any = chunk
                 observer.speaking(payload["speaking"], payload["turn"], payload["round"])
-        except KeyboardInterrupt:
-            n = sum(1 for e in log.raw() if e["type"] == "error") + 1
-            log.write(ErrorEvent(id=f"interrupted/{n}", message="the run was interrupted"))
-            finish(run_dir, bundle)
-            raise RunInterrupted(run_dir) from None
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            _interrupted(log, run_dir, bundle)
         except DiskError:
             raise
         except (OSError, sqlite3.Error) as exc:
             # The log or the checkpoints could not be written: what is on disk stays readable.
             raise DiskError(run_dir, exc) from None
         except DetenteError as exc:
+            if _INTERRUPTING.is_set():  # the call failed because Ctrl-C stopped its server
+                _interrupted(log, run_dir, bundle)
             # A failed model call keeps what it sent (and any answer) for the post-mortem.
             prompts.write(getattr(exc, "turn_id", "failed"), getattr(exc, "exchanges", []))
             _fail(log, run_dir, bundle, str(exc))
@@ -316,6 +389,13 @@ def _drive(
         except Exception as exc:
             _fail(log, run_dir, bundle, f"internal error: {type(exc).__name__}: {exc}")
             raise
+
+
+def _interrupted(log: EventLog, run_dir: Path, bundle: ScenarioBundle) -> NoReturn:
+    n = sum(1 for e in log.raw() if e["type"] == "error") + 1
+    log.write(ErrorEvent(id=f"interrupted/{n}", message="the run was interrupted"))
+    finish(run_dir, bundle)
+    raise RunInterrupted(run_dir) from None
 
 
 def _fail(log: EventLog, run_dir: Path, bundle: ScenarioBundle, message: str) -> None:

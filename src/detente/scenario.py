@@ -223,6 +223,22 @@ class DecisionRule(_Strict):
     """The run ends in deadlock when the same package is rejected this many times."""
 
 
+class ProtocolSpec(_Strict):
+    """Which negotiation protocol stages the scenario (`detente.protocols`), with its settings.
+
+    A scenario may give just the name (`protocol: no_talk`); without one, a scenario with a
+    mediator is `mediated` and one without is `rotating`.
+    """
+
+    name: Id
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
 class Scenario(_Strict):
     format: Literal[1] = 1
     id: Id
@@ -242,6 +258,8 @@ class Scenario(_Strict):
     terms: list[NumericTerm] = []
     preferences: dict[Id, Preferences]
     decision: DecisionRule
+    protocol: ProtocolSpec | None = None
+    """The protocol; None means `mediated` with a mediator, `rotating` without."""
 
     @property
     def voters(self) -> list[str]:
@@ -262,6 +280,12 @@ class Scenario(_Strict):
 
     def dimension_ids(self) -> list[str]:
         return [i.id for i in self.issues] + [t.id for t in self.terms]
+
+    def protocol_spec(self) -> ProtocolSpec:
+        """The protocol, the default made explicit."""
+        if self.protocol is not None:
+            return self.protocol
+        return ProtocolSpec(name="mediated" if self.mediator is not None else "rotating")
 
 
 class Package(_Strict):

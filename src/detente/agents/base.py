@@ -74,6 +74,8 @@ class Context:
     """The run's secret from which quote delimiters are derived."""
     last_round: int = 0
     """The round of `last_votes` (0: no vote yet)."""
+    talk: bool = True
+    """False under a protocol without talk (`no_talk`): packages and votes only, no text."""
 
 
 @dataclass(frozen=True)

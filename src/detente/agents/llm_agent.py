@@ -67,8 +67,10 @@ class LLMAgent:
         self.assist = settings.effective_assist() if self.valuer is not None else "none"
         compact = settings.prompt == "compact"
         limits = COMPACT_LIMITS if compact else TextLimits()
-        self._response_model = response_model(view, limits)
-        self._proposal_model = proposal_model(view, limits)
+        self._response_models = {talk: response_model(view, limits, talk)
+                                 for talk in (True, False)}
+        self._proposal_models = {talk: proposal_model(view, limits, talk)
+                                 for talk in (True, False)}
         self._opening_model = opening_model(limits)
         self._caucus_model = caucus_model(limits)
         self._system = (compact_system_prompt if compact else system_prompt)(
@@ -78,52 +80,105 @@ class LLMAgent:
     # ------------------------------------------------------------------ turns
 
     def opening(self, ctx: Context) -> Turn[OpeningContent]:
-        task = ("Give your opening statement: what your side wants from this negotiation and "
-                "what it cannot accept, in a few sentences, in character.")
-        result = self._ask(ctx, task, self._opening_model)
-        if isinstance(result, InvalidResponseError):
-            return self._invalid(OpeningContent("(no valid statement)"), result)
-        return self._turn(OpeningContent(result.parsed.model_dump()["statement"]), result)
+        return self._turn_sync("opening", ctx)
 
     def propose(self, ctx: Context) -> Turn[ProposalContent]:
-        task = (
-            "Table one full package for the parties to vote on: one option for every issue and "
-            "a value for every numeric term. Choose a package that the parties the rule needs "
-            "could accept, moving toward what they asked for in the last vote. Never table a "
-            "package that was already rejected: change at least one issue. Explain the package "
-            "briefly. You may take one party aside for a private caucus (caucus_with), or none."
-        )
-        result = self._ask(ctx, task, self._proposal_model, tool=self._tool)
-        if isinstance(result, InvalidResponseError):
-            fallback = ctx.table or _middle_package(self.view)
-            return self._invalid(
-                ProposalContent(fallback, "(no valid proposal: the text stands)"), result)
-        data = result.parsed.model_dump()
-        caucus = data["caucus_with"]
-        return self._turn(
-            ProposalContent(
-                package=_package(self.view, data["package"]),
-                rationale=data["rationale"],
-                caucus_with=None if caucus == "none" else caucus,
-                caucus_message=data["caucus_message"],
-            ),
-            result,
-        )
+        return self._turn_sync("propose", ctx)
 
     def respond(self, ctx: Context) -> Turn[ResponseContent]:
-        task = (
-            "Answer the package on the table. For every issue and term, accept the tabled "
-            "option or object and name the option you want instead. Estimate the package's "
-            "value to you (value_estimate, 0-100) by your weights and option values. Then vote: "
-            "accept the whole package or reject it. Judge it by your own interests, priorities "
-            "and red lines. Your statement is public; your private rationale is seen by no one "
-            "else."
-        )
-        result = self._ask(ctx, task, self._response_model, tool=self._tool)
+        return self._turn_sync("respond", ctx)
+
+    def caucus_reply(self, ctx: Context, message: str) -> Turn[CaucusContent]:
+        return self._turn_sync("caucus", ctx, message)
+
+    async def aopening(self, ctx: Context) -> Turn[OpeningContent]:
+        return await self._turn_async("opening", ctx)
+
+    async def apropose(self, ctx: Context) -> Turn[ProposalContent]:
+        return await self._turn_async("propose", ctx)
+
+    async def arespond(self, ctx: Context) -> Turn[ResponseContent]:
+        return await self._turn_async("respond", ctx)
+
+    async def acaucus_reply(self, ctx: Context, message: str) -> Turn[CaucusContent]:
+        return await self._turn_async("caucus", ctx, message)
+
+    def _turn_sync(self, kind: str, ctx: Context, message: str = "") -> Turn[Any]:
+        task, model, tool = self._plan(kind, ctx, message)
+        try:
+            result: ChatResult[Any] | InvalidResponseError = self.client.complete(
+                self.messages(ctx, task), model, tool=tool)
+        except InvalidResponseError as exc:
+            result = exc
+        return self._finish(kind, ctx, result)
+
+    async def _turn_async(self, kind: str, ctx: Context, message: str = "") -> Turn[Any]:
+        task, model, tool = self._plan(kind, ctx, message)
+        try:
+            result: ChatResult[Any] | InvalidResponseError = await self.client.acomplete(
+                self.messages(ctx, task), model, tool=tool)
+        except InvalidResponseError as exc:
+            result = exc
+        return self._finish(kind, ctx, result)
+
+    def _plan(self, kind: str, ctx: Context,
+              message: str) -> tuple[str, type[BaseModel], Tool | None]:
+        """The task of a turn, the answer it asks for, and the tool it offers."""
+        if kind == "opening":
+            return (("Give your opening statement: what your side wants from this negotiation "
+                     "and what it cannot accept, in a few sentences, in character."),
+                    self._opening_model, None)
+        if kind == "propose":
+            task = ("Table one full package for the parties to vote on: one option for every "
+                    "issue and a value for every numeric term. Choose a package that the parties "
+                    "the rule needs could accept, moving toward what they asked for in the last "
+                    "vote. Never table a package that was already rejected: change at least one "
+                    "issue.")
+            if ctx.talk:
+                task += (" Explain the package briefly. You may take one party aside for a "
+                         "private caucus (caucus_with), or none.")
+            return task, self._proposal_models[ctx.talk], self._tool
+        if kind == "respond":
+            task = ("Answer the package on the table. For every issue and term, accept the "
+                    "tabled option or object and name the option you want instead. Estimate the "
+                    "package's value to you (value_estimate, 0-100) by your weights and option "
+                    "values. Then vote: accept the whole package or reject it. Judge it by your "
+                    "own interests, priorities and red lines.")
+            task += (" Your statement is public; your private rationale is seen by no one else."
+                     if ctx.talk else " No words are exchanged in this negotiation: answer with "
+                     "your stances, estimate and vote only.")
+            return task, self._response_models[ctx.talk], self._tool
+        tag = quote_tag(ctx)
+        return (("The proposer has taken you aside for a private caucus and said (quoted "
+                 f"data):\n{quote(Line(ctx.round, 'proposer', 'caucus', message), tag)}\n"
+                 "Reply privately: what would it take for your side to accept?"),
+                self._caucus_model, None)
+
+    def _finish(self, kind: str, ctx: Context,
+                result: ChatResult[Any] | InvalidResponseError) -> Turn[Any]:
+        """The turn's content from a valid answer, or its fallback after an invalid one."""
         if isinstance(result, InvalidResponseError):
-            fallback = ResponseContent("reject", {}, "(no valid response)", "")
+            fallback: Any = {
+                "opening": OpeningContent("(no valid statement)"),
+                "propose": ProposalContent(ctx.table or _middle_package(self.view),
+                                           "(no valid proposal: the text stands)"),
+                "respond": ResponseContent("reject", {}, "(no valid response)", ""),
+                "caucus": CaucusContent("(no valid reply)"),
+            }[kind]
             return self._invalid(fallback, result)
         data = result.parsed.model_dump()
+        if kind == "opening":
+            return self._turn(OpeningContent(data["statement"]), result)
+        if kind == "caucus":
+            return self._turn(CaucusContent(data["reply"]), result)
+        if kind == "propose":
+            caucus = data.get("caucus_with", "none")
+            return self._turn(ProposalContent(
+                package=_package(self.view, data["package"]),
+                rationale=data.get("rationale", ""),
+                caucus_with=None if caucus == "none" else caucus,
+                caucus_message=data.get("caucus_message", ""),
+            ), result)
         table = ctx.table
         stances: dict[str, IssueStance] = {}
         for dim, answer in data["issues"].items():
@@ -134,28 +189,11 @@ class LLMAgent:
             objects = answer["stance"] == "object" and wants != tabled
             stances[dim] = IssueStance(stance="object" if objects else "accept",
                                        wants=wants if objects else None)
-        return self._turn(
-            ResponseContent(
-                vote=data["vote"],
-                stances=stances,
-                statement=data["statement"],
-                private_rationale=data["private_rationale"],
-                value_estimate=float(data["value_estimate"]),
-            ),
-            result,
-        )
-
-    def caucus_reply(self, ctx: Context, message: str) -> Turn[CaucusContent]:
-        tag = quote_tag(ctx)
-        task = (
-            "The proposer has taken you aside for a private caucus and said (quoted data):\n"
-            f"{quote(Line(ctx.round, 'proposer', 'caucus', message), tag)}\n"
-            "Reply privately: what would it take for your side to accept?"
-        )
-        result = self._ask(ctx, task, self._caucus_model)
-        if isinstance(result, InvalidResponseError):
-            return self._invalid(CaucusContent("(no valid reply)"), result)
-        return self._turn(CaucusContent(result.parsed.model_dump()["reply"]), result)
+        return self._turn(ResponseContent(
+            vote=data["vote"], stances=stances, statement=data.get("statement", ""),
+            private_rationale=data.get("private_rationale", ""),
+            value_estimate=float(data["value_estimate"]),
+        ), result)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -201,14 +239,6 @@ class LLMAgent:
             call=call,
             max_calls=TOOL_CALLS_PER_TURN,
         )
-
-    def _ask(
-        self, ctx: Context, task: str, model: type[BaseModel], tool: Tool | None = None
-    ) -> ChatResult[Any] | InvalidResponseError:
-        try:
-            return self.client.complete(self.messages(ctx, task), model, tool=tool)
-        except InvalidResponseError as exc:
-            return exc
 
     def _call_record(self, hashes: list[str]) -> LLMCall:
         return LLMCall(request_hashes=hashes, settings=self.settings.call_settings())

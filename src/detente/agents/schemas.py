@@ -86,8 +86,18 @@ def stances_model(scenario: Scenario) -> type[BaseModel]:
     return _model("Stances", fields)
 
 
-def response_model(scenario: Scenario, limits: TextLimits = TextLimits()) -> type[BaseModel]:
-    """A voting party's answer; reasoning fields come before the vote on purpose."""
+def response_model(
+    scenario: Scenario, limits: TextLimits = TextLimits(), talk: bool = True
+) -> type[BaseModel]:
+    """A voting party's answer; reasoning fields come before the vote on purpose. Without talk
+    (`no_talk`): stances, estimate and vote only."""
+    if not talk:
+        return _model("SilentResponse", {
+            "issues": (stances_model(scenario), ...),
+            "value_estimate": (int, Field(ge=0, le=100, description="your estimate of the "
+                                          "package's value to you, 0-100")),
+            "vote": (_enum(["accept", "reject"]), ...),
+        })
     return _model("NegotiationResponse", {
         "statement": (str, Field(max_length=limits.statement,
                                  description="what you say publicly to all parties")),
@@ -100,8 +110,13 @@ def response_model(scenario: Scenario, limits: TextLimits = TextLimits()) -> typ
     })
 
 
-def proposal_model(scenario: Scenario, limits: TextLimits = TextLimits()) -> type[BaseModel]:
-    """What a proposer tables: a full package, why, and an optional private caucus."""
+def proposal_model(
+    scenario: Scenario, limits: TextLimits = TextLimits(), talk: bool = True
+) -> type[BaseModel]:
+    """What a proposer tables: a full package, why, and an optional private caucus. Without
+    talk: the package alone."""
+    if not talk:
+        return _model("SilentProposal", {"package": (package_model(scenario), ...)})
     return _model("NegotiationProposal", {
         "rationale": (str, Field(max_length=limits.statement,
                                  description="why this package, said publicly")),

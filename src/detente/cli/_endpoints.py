@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
@@ -94,9 +95,14 @@ def terminate_as_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM unwind the run, so servers stop and the run folder is finalized."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        runner = sys.modules.get("detente.runner")
+        # A negotiation on an event loop is cancelled there (it logs the interruption and
+        # writes its result); anything else is interrupted where it stands.
+        cancelled = runner is not None and runner.interrupt_active()
         while _ON_INTERRUPT:
             _ON_INTERRUPT.pop()()
-        raise KeyboardInterrupt
+        if not cancelled:
+            raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
