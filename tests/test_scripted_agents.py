@@ -17,7 +17,6 @@ import pytest
 from detente.agents.base import Context, private_view
 from detente.agents.scripted import (
     NASH_EPSILON,
-    SCRIPTED_STRATEGIES,
     NashMediator,
     SingleTextMediator,
     TimeDependentNegotiator,
@@ -26,6 +25,7 @@ from detente.agents.scripted import (
 from detente.analysis import analyze
 from detente.events import IssueStance, Usage
 from detente.loading import load_scenario
+from detente.registry import MEDIATORS, STRATEGIES
 from detente.scenario import Package, Scenario
 
 ROOT = Path(__file__).parent.parent
@@ -401,7 +401,7 @@ def test_nash_mediator_on_the_baseline_never_retables(baseline: Scenario) -> Non
         turn = mediator.propose(ctx("un_mediator", round, 8, table, positions,
                                     rejected=rejected))
         assert turn.content.package not in rejected
-        assert turn.latency < 0.5
+        assert turn.latency < 5  # a sanity bound; bench/ measures speed
         table = turn.content.package
         rejected.append(table)
 
@@ -478,7 +478,8 @@ def test_single_text_never_retables_a_rejected_text(tiny: Scenario) -> None:
 
 
 def test_factory_checks_roles_and_records_settings(tiny: Scenario) -> None:
-    assert set(SCRIPTED_STRATEGIES) == {"boulware", "linear", "conceder", "nash", "snt", "oracle"}
+    assert {"boulware", "linear", "conceder"} <= set(STRATEGIES.names())
+    assert {"nash", "snt", "oracle"} <= set(MEDIATORS.names())
     for strategy in NEGOTIATORS:
         agent = make_scripted(strategy, "b", private_view(tiny, "b"))
         assert isinstance(agent, TimeDependentNegotiator)

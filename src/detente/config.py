@@ -39,12 +39,11 @@ from pathlib import Path
 from typing import Any, get_args
 
 from detente.errors import InputError, Problem, did_you_mean
-from detente.events import ASSIST_MODES, ORACLE_STRATEGY, AgentSettings, StructuredMode
+from detente.events import ASSIST_MODES, AgentSettings, StructuredMode
+from detente.registry import MEDIATORS, PROVIDERS, STRATEGIES
 from detente.scenario import Scenario
 
 SCRIPTED_PREFIX = "scripted:"
-NEGOTIATOR_STRATEGIES = ("boulware", "linear", "conceder")
-MEDIATOR_STRATEGIES = ("nash", "snt", ORACLE_STRATEGY)
 DEFAULT_MEDIATOR_STRATEGY = "nash"
 CONFIG_NAME = "detente.toml"
 
@@ -209,8 +208,9 @@ def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, Age
         is_mediator = party == scenario.mediator
         if spec is not None and spec.startswith(SCRIPTED_PREFIX):
             strategy = spec[len(SCRIPTED_PREFIX):]
-            allowed = MEDIATOR_STRATEGIES if is_mediator else NEGOTIATOR_STRATEGIES
-            if is_mediator and spec_from_all and strategy in NEGOTIATOR_STRATEGIES:
+            negotiators, mediators = STRATEGIES.names(), MEDIATORS.names()
+            allowed = mediators if is_mediator else negotiators
+            if is_mediator and spec_from_all and strategy in negotiators:
                 strategy = DEFAULT_MEDIATOR_STRATEGY
             if strategy not in allowed:
                 role = "the mediator" if is_mediator else "a negotiating party"
@@ -221,6 +221,11 @@ def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, Age
             settings[party] = AgentSettings(kind="scripted", strategy=strategy)
             continue
         model = spec if spec is not None else lookup(party, "model")
+        provider = None
+        if isinstance(model, str):
+            prefix, sep, rest = model.partition(":")
+            if sep and rest and prefix in PROVIDERS:  # `openai:gpt-4o`; `llama3.1:8b` is a model
+                provider, model = prefix, rest
         mode = lookup(party, "structured_mode")
         if mode is not None and mode not in get_args(StructuredMode):
             raise InputError("agents", [Problem(f"{party}.structured_mode", f"expected one of: "
@@ -240,6 +245,7 @@ def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, Age
         party_seed = lookup(party, "seed")
         settings[party] = AgentSettings(
             kind="llm",
+            provider=provider,
             model=model,
             base_url=lookup(party, "base_url"),
             temperature=0.7 if temperature is None else float(temperature),

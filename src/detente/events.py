@@ -76,6 +76,8 @@ class AgentSettings(BaseModel):
     """How one party is played: a scripted strategy or a model behind an endpoint."""
 
     kind: Literal["scripted", "llm"]
+    provider: str | None = None
+    """How an LLM agent is reached (`detente.registry.PROVIDERS`); None means `openai`."""
     strategy: str | None = None
     """Scripted strategy name (`boulware`, `linear`, `conceder`, `nash`, `snt`, `oracle`)."""
     model: str | None = None
@@ -102,7 +104,8 @@ class AgentSettings(BaseModel):
         if self.kind == "scripted":
             upper = " (upper bound)" if self.strategy == ORACLE_STRATEGY else ""
             return f"scripted:{self.strategy}{upper}"
-        return f"{self.model} (embedded)" if self.local_model else str(self.model)
+        prefix = f"{self.provider}:" if self.provider and self.provider != "openai" else ""
+        return f"{prefix}{self.model} (embedded)" if self.local_model else f"{prefix}{self.model}"
 
     @property
     def upper_bound(self) -> bool:
@@ -122,6 +125,7 @@ class AgentSettings(BaseModel):
             return {"kind": "scripted", "strategy": self.strategy}
         return {
             "kind": "llm",
+            "provider": self.provider or "openai",
             "model": self.model,
             "local_model": Path(self.local_model).name if self.local_model else None,
             "temperature": self.temperature,

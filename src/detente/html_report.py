@@ -195,23 +195,25 @@ def messages_of(run: RunData) -> list[Message]:
                            visibility=visibility, issues=issues, title=title, audience=audience,
                            body=body))
 
+    def seen_by(visible_to: Sequence[str] | str) -> tuple[str, str]:
+        """(visibility, audience in words) of an event seen by `visible_to`."""
+        if visible_to == "all" or isinstance(visible_to, str):
+            return "public", "public: every party"
+        return "private", "private: seen by " + " and ".join(names.party(p) for p in visible_to)
+
     for ev in run.events:
         if isinstance(ev, Statement):
             flag = ' <span class="badge invalid">invalid response</span>' if ev.invalid else ""
-            if ev.visible_to == "all":
-                visibility, audience = "public", "public: every party"
-            else:
-                visibility = "private"
-                audience = "private: seen by " + " and ".join(names.party(p)
-                                                               for p in ev.visible_to)
+            visibility, audience = seen_by(ev.visible_to)
             add(party=ev.speaker, round=ev.round, kind=ev.kind, visibility=visibility,
                 issues=names.mentioned(ev.text), title=names.party(ev.speaker),
                 audience=audience, body=_text(ev.text) + flag)
         elif isinstance(ev, Proposal):
             flag = ' <span class="badge invalid">invalid proposal</span>' if ev.invalid else ""
-            add(party=ev.speaker, round=ev.round, kind="proposal", visibility="public",
+            visibility, audience = seen_by(ev.visible_to)
+            add(party=ev.speaker, round=ev.round, kind="proposal", visibility=visibility,
                 issues=dims, title=f"{names.party(ev.speaker)} tables a package",
-                audience="public: every party",
+                audience=audience,
                 body=package_table(names, ev.package) + _text(ev.rationale) + flag)
         elif isinstance(ev, Response):
             objected = [d for d, s in ev.stances.items() if s.stance == "object"]
@@ -225,9 +227,10 @@ def messages_of(run: RunData) -> list[Message]:
             body = (f'<div class="vote {e(ev.vote)}">votes <strong>{e(vote)}</strong></div>'
                     + (f'<ul class="stances">{stances}</ul>' if stances else "")
                     + _text(ev.statement))
-            add(party=ev.speaker, round=ev.round, kind="response", visibility="public",
+            visibility, audience = seen_by(ev.visible_to)
+            add(party=ev.speaker, round=ev.round, kind="response", visibility=visibility,
                 issues=_union(objected, names.mentioned(ev.statement)),
-                title=names.party(ev.speaker), audience="public: every party", body=body)
+                title=names.party(ev.speaker), audience=audience, body=body)
             private = "; ".join(ev.errors) if ev.invalid else ev.private_rationale
             add(party=ev.speaker, round=ev.round, kind="private_rationale",
                 visibility="private", issues=_union(objected, names.mentioned(private)),
@@ -240,8 +243,9 @@ def messages_of(run: RunData) -> list[Message]:
             verdict = "passes" if ev.accepted else "fails"
             votes = "".join(f'<li class="{e(v)}">{e(names.party(p))}: {e(v)}</li>'
                             for p, v in ev.votes.items())
-            add(party=RECORD, round=ev.round, kind="tally", visibility="public",
-                issues=dims, title="Tally", audience="public: every party",
+            visibility, audience = seen_by(ev.visible_to)
+            add(party=RECORD, round=ev.round, kind="tally", visibility=visibility,
+                issues=dims, title="Tally", audience=audience,
                 body=f'<div class="text">The package <strong>{verdict}</strong> the decision '
                      f"rule ({accepts} of {len(ev.votes)} accept).</div>"
                      f'<ul class="votes">{votes}</ul>')

@@ -1,7 +1,7 @@
 """One registry for everything that can be named on the command line or in a scenario.
 
-Scripted strategies and mediators, negotiation protocols and LLM providers register with a
-decorator, the built-in ones exactly as outside ones do:
+Scripted strategies and mediators, negotiation protocols and LLM providers are registered by
+name, the built-in ones exactly as outside ones are:
 
     from detente.registry import STRATEGIES
 
@@ -14,8 +14,9 @@ point names a module (or a callable) that registers on import. In its `pyproject
     [project.entry-points."detente.plugins"]
     my_plugin = "my_package.detente_plugin"
 
-Built-ins and plug-ins load the first time a registry is read, so naming them costs nothing until
-then. A plug-in that fails to load is reported by name, with the error, when it is needed.
+Built-ins are registered lazily, by import path (`detente.builtins`): naming them costs nothing,
+and a built-in's module loads the first time it is used. Plug-ins load the first time a registry
+is read; one that fails to load is reported by name, with its error, and the others still work.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from detente.errors import DetenteError
@@ -37,34 +38,40 @@ class PluginError(DetenteError):
     """An installed plug-in could not be loaded."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Entry(Generic[T]):
     name: str
-    value: T
     description: str
     origin: str
     """`detente` for built-ins, else the plug-in's distribution or module."""
+    target: str = ""
+    """`module:attribute` of a lazily registered entry (loaded on first use)."""
+    value: Any = None
+    loaded: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> T:
+        if not self.loaded:
+            module, _, attribute = self.target.partition(":")
+            self.value = getattr(importlib.import_module(module), attribute)
+            self.loaded = True
+        value: T = self.value
+        return value
 
 
-_BUILTINS = (
-    "detente.agents.scripted",
-    "detente.protocols",
-    "detente.providers",
-)
-_loaded = False
 _lock = threading.RLock()
+_plugins_loaded = False
 _failures: list[str] = []
 
 
-def load_all() -> None:
-    """Import the built-ins, then every plug-in of the entry-point group (once)."""
-    global _loaded
+def load_plugins() -> None:
+    """Register the built-ins, then import every plug-in of the entry-point group (once)."""
+    global _plugins_loaded
     with _lock:
-        if _loaded:
+        if _plugins_loaded:
             return
-        _loaded = True
-        for module in _BUILTINS:
-            importlib.import_module(module)
+        _plugins_loaded = True
+        importlib.import_module("detente.builtins")
         from importlib.metadata import entry_points
 
         for point in entry_points(group=ENTRY_POINT_GROUP):
@@ -84,58 +91,71 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, *, description: str = "",
-                 origin: str | None = None) -> Callable[[T], T]:
-        """Register the decorated object under `name` (a later registration of the same name
-        replaces it: a plug-in may override a built-in)."""
+    def register(self, name: str, *, description: str = "", origin: str | None = None,
+                 **extra: Any) -> Callable[[T], T]:
+        """Register the decorated object under `name`. A later registration of the same name
+        replaces the earlier one: a plug-in may override a built-in."""
 
         def decorate(value: T) -> T:
             module = getattr(value, "__module__", "") or ""
-            source = origin or ("detente" if module.startswith("detente.") else module)
+            source = origin or ("detente" if module.startswith("detente.") else
+                                module.split(".")[0])
             doc = description or (getattr(value, "__doc__", None) or "").strip().split("\n")[0]
             with _lock:
-                self._entries[name] = Entry(name, value, doc, source)
+                old = self._entries.get(name)
+                keep = {**(old.extra if old is not None else {}), **extra}
+                self._entries[name] = Entry(name, doc or (old.description if old else ""),
+                                            source, value=value, loaded=True, extra=keep)
             return value
 
         return decorate
 
-    def get(self, name: str) -> T:
-        """The thing registered as `name`; KeyError if none is."""
-        load_all()
+    def lazy(self, name: str, target: str, description: str, **extra: Any) -> None:
+        """Register `module:attribute` under `name` without importing it."""
         with _lock:
-            entry = self._entries.get(name)
-        if entry is None:
+            if name not in self._entries:
+                self._entries[name] = Entry(name, description, "detente", target=target,
+                                            extra=extra)
+
+    def entry(self, name: str) -> Entry[T]:
+        load_plugins()
+        with _lock:
+            found = self._entries.get(name)
+        if found is None:
             raise KeyError(name)
-        return entry.value
+        return found
+
+    def get(self, name: str) -> T:
+        """The thing registered as `name` (imported now if it was lazy); KeyError if none."""
+        return self.entry(name).load()
 
     def __contains__(self, name: object) -> bool:
-        load_all()
+        load_plugins()
         return name in self._entries
 
     def names(self) -> list[str]:
-        load_all()
+        load_plugins()
         return list(self._entries)
 
     def entries(self) -> Iterator[Entry[T]]:
-        load_all()
+        load_plugins()
         yield from list(self._entries.values())
-
-    def describe(self) -> str:
-        """`name (description)` for every entry, for help texts and error messages."""
-        return ", ".join(e.name for e in self.entries())
 
 
 def failures() -> list[str]:
     """Plug-ins that failed to load, with why."""
-    load_all()
+    load_plugins()
     return list(_failures)
 
 
 STRATEGIES: Registry[Any] = Registry("negotiator strategy")
 """Scripted negotiators: `make(party, view) -> Agent`, named `scripted:<name>` on the CLI."""
 MEDIATORS: Registry[Any] = Registry("mediator strategy")
-"""Scripted mediators: `make(party, scenario) -> Agent`; `scripted:<name>` for the mediator."""
+"""Scripted mediators: `make(party, scenario) -> Agent`; `scripted:<name>` for the mediator.
+An entry with `sees_all=True` is given the whole scenario (the oracle), every other one only
+its private view."""
 PROTOCOLS: Registry[Any] = Registry("protocol")
 """Negotiation protocols: `detente.protocols.Protocol` subclasses, chosen by `protocol:`."""
 PROVIDERS: Registry[Any] = Registry("provider")
-"""LLM providers: how an agent spec that is not `scripted:` becomes an agent."""
+"""LLM providers: `make(party, settings, bundle) -> Agent` for an agent spec `PROVIDER:MODEL`
+(a plain model name is `openai:MODEL`)."""

@@ -42,19 +42,26 @@ def endpoint_config(settings: AgentSettings) -> EndpointConfig:
 
 def make_agent(party: str, settings: AgentSettings, bundle: ScenarioBundle) -> Agent:
     """Build the agent that plays `party`; it sees only its private view of the scenario."""
+    from detente.registry import MEDIATORS, PROVIDERS
+
     view = private_view(bundle.scenario, party)
     if settings.kind == "scripted":
         from detente.agents.scripted import make_scripted
 
-        # The oracle mediator is the one agent that knows everything: it is a reference.
-        known = bundle.scenario if settings.upper_bound else view
+        # A mediator registered as seeing all (the oracle) knows every party's numbers: it is
+        # a reference, not a negotiator.
+        strategy = str(settings.strategy)
+        sees_all = strategy in MEDIATORS and MEDIATORS.entry(strategy).extra.get("sees_all")
         try:
-            return make_scripted(str(settings.strategy), party, known)
+            return make_scripted(strategy, party, bundle.scenario if sees_all else view)
         except ValueError as exc:
             raise InputError("agents", [Problem(party, str(exc))]) from None
-    from detente.agents.llm_agent import LLMAgent
-    from detente.llm import LLMClient
-
-    return LLMAgent(party, view, bundle.briefs[party], settings,
-                    LLMClient(endpoint_config(settings)))
+    provider = settings.provider or "openai"
+    try:
+        make = PROVIDERS.get(provider)
+    except KeyError:
+        raise InputError("agents", [Problem(party, f"unknown provider '{provider}'; expected "
+                                            f"one of: {', '.join(PROVIDERS.names())}")]) from None
+    agent: Agent = make(party, settings, bundle)
+    return agent
 

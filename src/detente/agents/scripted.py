@@ -46,17 +46,7 @@ CONCESSION_EXPONENTS: dict[str, float] = {"boulware": 0.2, "linear": 1.0, "conce
 """Faratin et al.'s concession exponent e: aspiration(t) = U_max - (U_max - U_res)(t/T)^(1/e)."""
 
 MEDIATOR_STRATEGIES = ("nash", "snt", ORACLE_STRATEGY)
-
-SCRIPTED_STRATEGIES: dict[str, str] = {
-    "boulware": "negotiator that holds near its ideal and concedes only at the end (e = 0.2)",
-    "linear": "negotiator whose aspiration falls evenly from its ideal to its reservation (e = 1)",
-    "conceder": "negotiator that concedes most of the way early on (e = 5)",
-    "nash": "mediator tabling the Nash product maximum of the parties' stated positions",
-    "snt": "mediator revising a single negotiating text toward majority objections (Raiffa)",
-    ORACLE_STRATEGY: "reference mediator that knows every party's utilities and tables the Nash "
-                     "package of the zone of agreement: an upper bound, not a negotiation",
-}
-"""Every scripted strategy with a one-line description."""
+"""The built-in scripted mediators (see `detente.builtins` for every registered one)."""
 
 _TOL = 1e-9
 """Utilities are sums of floats: within this of a threshold counts as reaching it."""
@@ -682,8 +672,14 @@ class NashMediator(_Mediator):
             # partisan of the equally good.
             return np.asarray((np.abs(grid.points(flat) - center) / grid.scales).sum(axis=1))
 
-        flat = _first_best_chunked(grid.total, fresh,
-                                   lambda f: -self.estimated_products(ctx, f), to_middle)
+        # One pass computes both keys (16 bytes a package, for this turn only).
+        products = np.empty(grid.total)
+        nearness = np.empty(grid.total)
+        for chunk in _flat_chunks(grid.total):
+            products[chunk] = self.estimated_products(ctx, chunk)
+            nearness[chunk] = to_middle(chunk)
+        every_flat = np.arange(grid.total, dtype=np.int64)
+        flat = _first_best(fresh(every_flat), -products, nearness)
         return grid.package_at(flat), self._rationale(ctx, grid.points(np.array([flat]))[0],
                                                       targets)
 
@@ -882,21 +878,47 @@ class OracleMediator(_Mediator):
 # =========================================================================== factory
 
 
+def make_boulware(party: str, view: Scenario) -> Agent:
+    return TimeDependentNegotiator(party, view, "boulware")
+
+
+def make_linear(party: str, view: Scenario) -> Agent:
+    return TimeDependentNegotiator(party, view, "linear")
+
+
+def make_conceder(party: str, view: Scenario) -> Agent:
+    return TimeDependentNegotiator(party, view, "conceder")
+
+
+def make_nash(party: str, view: Scenario) -> Agent:
+    return NashMediator(party, view)
+
+
+def make_snt(party: str, view: Scenario) -> Agent:
+    return SingleTextMediator(party, view)
+
+
+def make_oracle(party: str, scenario: Scenario) -> Agent:
+    return OracleMediator(party, scenario)
+
+
 def make_scripted(strategy: str, party: str, scenario: Scenario) -> Agent:
-    """A scripted agent playing `party` from its private view of `scenario` (the oracle
-    mediator alone is given the whole scenario)."""
-    if strategy in CONCESSION_EXPONENTS:
+    """A scripted agent playing `party` from its private view of `scenario` (a mediator
+    registered with `sees_all`, the oracle, is given the whole scenario). Strategies and
+    mediators come from the registry, so a plug-in's are found by name too."""
+    from detente.registry import MEDIATORS, STRATEGIES
+
+    if strategy in STRATEGIES:
         if party == scenario.mediator:
             raise ValueError(f"'{strategy}' is a negotiator strategy; the mediator '{party}' "
-                             f"needs one of: {', '.join(MEDIATOR_STRATEGIES)}")
-        return TimeDependentNegotiator(party, scenario, strategy)
-    if strategy in MEDIATOR_STRATEGIES:
+                             f"needs one of: {', '.join(MEDIATORS.names())}")
+        agent: Agent = STRATEGIES.get(strategy)(party, scenario)
+        return agent
+    if strategy in MEDIATORS:
         if party != scenario.mediator:
             raise ValueError(f"'{strategy}' is a mediator strategy; the voting party '{party}' "
-                             f"needs one of: {', '.join(CONCESSION_EXPONENTS)}")
-        if strategy == ORACLE_STRATEGY:
-            return OracleMediator(party, scenario)
-        return NashMediator(party, scenario) if strategy == "nash" else \
-            SingleTextMediator(party, scenario)
+                             f"needs one of: {', '.join(STRATEGIES.names())}")
+        agent = MEDIATORS.get(strategy)(party, scenario)
+        return agent
     raise ValueError(f"unknown scripted strategy '{strategy}'; expected one of: "
-                     f"{', '.join(SCRIPTED_STRATEGIES)}")
+                     f"{', '.join([*STRATEGIES.names(), *MEDIATORS.names()])}")

@@ -8,6 +8,7 @@ from detente.cli import analyze as _analyze  # noqa: F401  (registers the comman
 from detente.cli import compare as _compare  # noqa: F401
 from detente.cli import diff as _diff  # noqa: F401
 from detente.cli import plot as _plot  # noqa: F401
+from detente.cli import plugins as _plugins  # noqa: F401
 from detente.cli import replay as _replay  # noqa: F401
 from detente.cli import report as _report  # noqa: F401
 from detente.cli import run as _run  # noqa: F401

@@ -8,13 +8,6 @@ package adds its own by registering a `Protocol` subclass (`detente.registry.PRO
 from __future__ import annotations
 
 from detente.errors import Problem
-from detente.protocols import (  # noqa: F401  (each module registers its protocol)
-    alternating_offers,
-    bilateral_first,
-    mediated,
-    no_talk,
-    rotating,
-)
 from detente.protocols.base import Protocol
 from detente.registry import PROTOCOLS
 from detente.scenario import ProtocolSpec, Scenario
