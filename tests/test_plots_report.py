@@ -12,6 +12,7 @@ natural size. The size of a real sweep's report is checked on scripted runs of t
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
@@ -305,6 +306,28 @@ def test_caucus_and_private_rationales_are_marked_private(sample: SampleRuns) ->
                               for m in rationales)
     public = [m for m in messages if m.kind == "response"]
     assert len(public) == len(rationales) and all(m.visibility == "public" for m in public)
+
+
+def test_private_proposals_answers_and_tallies_are_marked_private(sample: SampleRuns,
+                                                                   tmp_path: Path) -> None:
+    """Protocols with a bilateral phase log proposals, answers and tallies seen by a few."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(sample.with_caucus, run_dir)
+    log = run_dir / LOG_NAME
+    lines = log.read_text(encoding="utf-8").splitlines()
+    for k, line in enumerate(lines):
+        event = json.loads(line)
+        if event.get("type") in ("proposal", "response", "tally") and event.get("round") == 1:
+            event.update(visible_to=["m", "a"], phase="bilateral")
+            lines[k] = json.dumps(event)
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    messages = messages_of(load_run(run_dir))
+    first = [m for m in messages if m.round == 1 and m.kind in ("proposal", "response", "tally")]
+    assert first and all(m.visibility == "private" for m in first)
+    assert all("seen by" in m.audience and "(m)" in m.audience and "(a)" in m.audience
+               for m in first)
+    later = [m for m in messages if m.round == 2 and m.kind in ("proposal", "response", "tally")]
+    assert later and all(m.visibility == "public" for m in later)
 
 
 def test_report_needs_no_network(sweep_report: str) -> None:
