@@ -9,8 +9,9 @@
    complete in the first pass, and after the rerun.
 2. `--kills` runs killed with SIGKILL at a random moment and resumed: how many end with the
    result an uninterrupted run gets (the fake endpoint answers from the request alone).
-3. Every file written is searched for the API key (a sentinel the endpoint echoes in 401
-   answers), and every line of every log must parse.
+3. Runs against an endpoint that answers every seventh call with a 401 echoing the API key (a
+   sentinel); then every file written is searched for it, and every line of every log must
+   parse.
 
 The fake server and the fault injector are the test suite's (tests/fake_openai.py,
 tests/reliability/faults.py). Prints one table; exits 1 if any check fails.
@@ -84,7 +85,7 @@ def detente(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 
 def sweep_phase(out: Path, runs: int, concurrency: int, rate: float) -> dict[str, Any]:
-    faulty = Faulty(Echoing(Deterministic()), rate=rate, stall=4.0, salt="soak")
+    faulty = Faulty(Deterministic(), rate=rate, stall=4.0, salt="soak")
     args = ["sweep", str(TINY), "--seeds", str(runs), "--concurrency", str(concurrency),
             "--agent", "all=fake-model", "--rounds", "3", "--timeout", "1.5",
             "--out", str(out), "--name", "soak"]
@@ -134,6 +135,20 @@ def kill_phase(out: Path, kills: int, seed: int) -> dict[str, Any]:
             "reference": f"{reference.returncode} {expected['status']}"}
 
 
+def secret_phase(out: Path, runs: int) -> dict[str, Any]:
+    """Runs against an endpoint that now and then answers 401 with the API key in the text."""
+    failed = 0
+    with serve(Echoing(Deterministic(), every=7), calls=10**7) as fake:
+        for seed in range(runs):
+            done = detente("run", str(TINY), "--model", "fake-model", "--base-url",
+                           fake.base_url, "--seed", str(seed), "--max-retries", "0",
+                           "--out", str(out / "secret"), timeout=600)
+            failed += done.returncode != 0
+            if SENTINEL in done.stdout + done.stderr:
+                return {"runs": runs, "key printed": True}
+    return {"runs": runs, "ended on a 401": failed, "key printed": False}
+
+
 def audit(out: Path) -> dict[str, Any]:
     files = [p for p in out.rglob("*") if p.is_file()]
     leaks = [str(p) for p in files if SENTINEL.encode() in p.read_bytes()]
@@ -162,13 +177,15 @@ def main() -> int:
         out = Path(tmp)
         sweep = sweep_phase(out, args.runs, args.concurrency, args.fault_rate)
         kills = kill_phase(out, args.kills, args.seed)
+        secrets = secret_phase(out, 5)
         checked = audit(out)
     print(f"soak on {os.cpu_count()} cores")
     for name, figures in (("faulty sweep", sweep), ("kill and resume", kills),
-                          ("audit", checked)):
+                          ("401s echoing the key", secrets), ("audit", checked)):
         print(f"{name}: " + "; ".join(f"{k} {v}" for k, v in figures.items()))
     ok = (sweep["after rerun"] == sweep["runs"] and kills["resumed to the reference result"]
           == kills["kills"] and checked["files holding the key"] == 0
+          and not secrets["key printed"]
           and checked["lines that do not parse"] == 0)
     print("all checks passed" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1

@@ -48,7 +48,7 @@ DEFAULT_MEDIATOR_STRATEGY = "nash"
 CONFIG_NAME = "detente.toml"
 
 _ENDPOINT_KEYS = ("model", "base_url", "temperature", "max_tokens", "max_retries",
-                  "structured_mode", "prompt", "assist", "timeout")
+                  "structured_mode", "prompt", "assist", "timeout", "max_connections")
 _PARTY_KEYS = (*_ENDPOINT_KEYS, "seed", "spec")
 
 
@@ -79,12 +79,14 @@ def flag_layer(
     temperature: float | None = None, max_tokens: int | None = None,
     max_retries: int | None = None, structured_mode: str | None = None,
     assist: Sequence[str] = (), timeout: float | None = None,
+    max_connections: int | None = None,
 ) -> Layer:
     defaults = {
         k: v for k, v in {
             "model": model, "base_url": base_url, "temperature": temperature,
             "max_tokens": max_tokens, "max_retries": max_retries,
             "structured_mode": structured_mode, "timeout": timeout,
+            "max_connections": max_connections,
         }.items() if v is not None
     }
     layer = Layer("command line", defaults=defaults, specs=parse_agent_flags(agents))
@@ -114,7 +116,7 @@ def env_layer(env: Mapping[str, str] | None = None) -> Layer:
     if env.get("OPENAI_BASE_URL"):
         defaults["base_url"] = env["OPENAI_BASE_URL"]
     for key, cast in (("temperature", float), ("max_tokens", int), ("max_retries", int),
-                      ("timeout", float)):
+                      ("timeout", float), ("max_connections", int)):
         raw = env.get(f"DETENTE_{key.upper()}")
         if raw:
             try:
@@ -173,6 +175,15 @@ def _check_keys(path: Path, where: str, table: Mapping[str, Any], allowed: Seque
     if bad:
         raise InputError(path, [Problem(f"{where}.{k}", f"unknown key; expected one of: "
                                         f"{', '.join(allowed)}") for k in bad])
+
+
+def _positive_int(party: str, key: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError("agents", [Problem(f"{party}.{key}", f"expected a whole number above "
+                                            f"0, got {value!r}")])
+    return value
 
 
 def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, AgentSettings]:
@@ -256,5 +267,7 @@ def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, Age
             prompt=lookup(party, "prompt"),
             assist=assist,
             timeout=None if timeout is None else float(timeout),
+            max_connections=_positive_int(party, "max_connections",
+                                          lookup(party, "max_connections")),
         )
     return settings

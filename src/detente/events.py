@@ -99,6 +99,9 @@ class AgentSettings(BaseModel):
     """See `Assist`; None means the default: `table` on the embedded model, else `none`."""
     timeout: float | None = None
     """Seconds an HTTP request may take; None means the default (see `detente.agents`)."""
+    max_connections: int | None = None
+    """Connections to this agent's endpoint at once, from one process (shared by every run of
+    a local sweep); None means 64."""
 
     def label(self) -> str:
         if self.kind == "scripted":

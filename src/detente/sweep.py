@@ -4,6 +4,11 @@ A sweep folder holds `sweep.json` (the manifest: what was asked and each run's s
 run folder per (scenario, seed): `<scenario id>/seed-<n>/`. Running the same sweep again skips
 completed runs, resumes interrupted ones from their checkpoints, and retries failed ones. A
 failed run is recorded with its reason and never stops the others.
+
+Executors: `local` runs the negotiations concurrently in this process, on one event loop (model
+calls are awaited, so hundreds can be in flight; scripted turns run in threads); `processes`
+runs each in a worker process (for CPU-heavy scripted sweeps); `ray` runs each as a Ray task on
+a cluster (`detente.ray_executor`).
 """
 
 from __future__ import annotations
@@ -147,20 +152,85 @@ def save_manifest(sweep_dir: Path, manifest: SweepManifest) -> None:
         raise DiskError(sweep_dir / MANIFEST, exc) from None
 
 
+Executor = Literal["local", "processes", "ray"]
+EXECUTORS: tuple[str, ...] = ("local", "processes", "ray")
+
+
 def run_sweep(
     sweep_dir: Path,
     manifest: SweepManifest,
     concurrency: int,
     on_done: Callable[[SweepEntry], None] | None = None,
+    executor: Executor = "local",
+    address: str | None = None,
 ) -> SweepManifest:
-    """Run every pending or failed entry, at most `concurrency` at once, in worker processes.
+    """Run every pending or failed entry, at most `concurrency` at once (see the executors in
+    the module's docstring)."""
+    todo = [e for e in manifest.entries if e.status != "complete"]
+    if not todo:
+        return manifest
+    if executor == "local":
+        import asyncio
+
+        from detente.runner import run_async
+
+        try:
+            return run_async(_run_local(sweep_dir, manifest, todo, concurrency, on_done))
+        except asyncio.CancelledError:  # Ctrl-C: each run logged it; a rerun resumes them
+            raise KeyboardInterrupt from None
+    if executor == "ray":
+        from detente.ray_executor import run_on_ray
+
+        done: SweepManifest = run_on_ray(sweep_dir, manifest, todo, concurrency, on_done,
+                                         address)
+        return done
+    return _run_processes(sweep_dir, manifest, todo, concurrency, on_done)
+
+
+def _record(sweep_dir: Path, manifest: SweepManifest, entry: SweepEntry, status: str,
+            detail: str | None, seconds: float,
+            on_done: Callable[[SweepEntry], None] | None) -> None:
+    entry.seconds = round(seconds, 3)
+    if status == "failed":
+        entry.status, entry.reason, entry.outcome = "failed", detail, None
+    else:
+        entry.status, entry.outcome, entry.reason = "complete", detail, None
+    save_manifest(sweep_dir, manifest)
+    if on_done is not None:
+        on_done(entry)
+
+
+async def _run_local(
+    sweep_dir: Path, manifest: SweepManifest, todo: list[SweepEntry], concurrency: int,
+    on_done: Callable[[SweepEntry], None] | None,
+) -> SweepManifest:
+    """Every entry a task on this event loop, at most `concurrency` running at once."""
+    import asyncio
+
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(entry: SweepEntry) -> None:
+        async with gate:
+            agents = manifest.agents[entry.scenario_id]
+            status, detail, seconds = await arun_entry(
+                entry.scenario_path, str(sweep_dir / entry.run_dir),
+                {p: s.model_dump() for p, s in agents.items()}, entry.seed, manifest.rounds,
+                manifest.log_prompts)
+            _record(sweep_dir, manifest, entry, status, detail, seconds, on_done)
+
+    await asyncio.gather(*(one(entry) for entry in todo))
+    return manifest
+
+
+def _run_processes(
+    sweep_dir: Path, manifest: SweepManifest, todo: list[SweepEntry], concurrency: int,
+    on_done: Callable[[SweepEntry], None] | None,
+) -> SweepManifest:
+    """Each entry in a worker process, at most `concurrency` at once.
 
     A worker process that dies (killed, out of memory) takes down its pool: every run it held is
     recorded as failed (a rerun resumes them), a new pool replaces it, and the sweep goes on.
     """
-    todo = [e for e in manifest.entries if e.status != "complete"]
-    if not todo:
-        return manifest
     # Spawned workers: forking a process that runs threads (rich, langgraph) can deadlock.
     context = multiprocessing.get_context("spawn")
     workers = max(1, concurrency)
@@ -169,14 +239,7 @@ def run_sweep(
     queue = list(todo)
 
     def record(entry: SweepEntry, status: str, detail: str | None, seconds: float) -> None:
-        entry.seconds = round(seconds, 3)
-        if status == "failed":
-            entry.status, entry.reason, entry.outcome = "failed", detail, None
-        else:
-            entry.status, entry.outcome, entry.reason = "complete", detail, None
-        save_manifest(sweep_dir, manifest)
-        if on_done is not None:
-            on_done(entry)
+        _record(sweep_dir, manifest, entry, status, detail, seconds, on_done)
 
     try:
         while queue or running:
@@ -222,10 +285,20 @@ def run_entry(
     rounds: int | None, log_prompts: bool = True,
 ) -> tuple[str, str | None, float]:
     """One run in a worker process: ("complete", outcome) or ("failed", reason), and seconds."""
+    from detente.runner import run_async
+
+    return run_async(arun_entry(scenario_path, run_dir, agents, seed, rounds, log_prompts))
+
+
+async def arun_entry(
+    scenario_path: str, run_dir: str, agents: dict[str, dict[str, object]], seed: int,
+    rounds: int | None, log_prompts: bool = True,
+) -> tuple[str, str | None, float]:
+    """One run on the running event loop: started, or resumed from its folder."""
     from detente.agents import make_agent
     from detente.errors import DetenteError
     from detente.loading import load_bundle
-    from detente.runner import RunPlan, resume_run, start_run
+    from detente.runner import RunPlan, aresume_run, astart_run
 
     started = time.perf_counter()
     folder = Path(run_dir)
@@ -239,14 +312,14 @@ def run_entry(
 
     try:
         if _has_header(folder / "events.jsonl"):
-            record = resume_run(folder, current)  # the log (and any checkpoint) carries it on
+            record = await aresume_run(folder, current)  # the log carries it on
         else:
             if folder.exists():
                 shutil.rmtree(folder)  # a run that never got going: start it afresh
             bundle = load_bundle(Path(scenario_path))
             plan = RunPlan(bundle=bundle, agents=settings, seed=seed, max_rounds=rounds,
                            log_prompts=log_prompts)
-            record = start_run(plan, current, run_dir=folder)
+            record = await astart_run(plan, current, run_dir=folder)
     except DetenteError as exc:
         return "failed", str(exc).splitlines()[0], time.perf_counter() - started
     except Exception as exc:

@@ -198,7 +198,7 @@ def test_a_killed_sweep_worker_fails_its_runs_and_the_sweep_goes_on(tmp_path: Pa
     with serve(Slow(0.2)) as fake:
         args = ["sweep", TINY, "--seeds", "6", "--concurrency", "2", "--agent",
                 "all=fake-model", "--base-url", fake.base_url, "--rounds", "2",
-                "--out", tmp_path, "--name", "s"]
+                "--executor", "processes", "--out", tmp_path, "--name", "s"]
         sweep = detente(*args)
         wait_for(lambda: len(list((tmp_path / "s").glob("tiny/seed-*/events.jsonl"))) >= 2)
         workers = [p for p in _children(sweep.pid)

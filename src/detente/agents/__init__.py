@@ -37,6 +37,7 @@ def endpoint_config(settings: AgentSettings) -> EndpointConfig:
         structured_mode=settings.structured_mode or "json_schema",
         timeout=settings.timeout or (EMBEDDED_TIMEOUT if settings.local_model else
                                      DEFAULT_TIMEOUT),
+        max_connections=settings.max_connections or 64,
     )
 
 

@@ -74,6 +74,9 @@ def run(
     timeout: float | None = typer.Option(
         None, "--timeout", min=0.001, metavar="SECONDS",
         help="Seconds a model request may take (default 60; 600 on the embedded model)."),
+    max_connections: int | None = typer.Option(
+        None, "--max-connections", min=1,
+        help="Connections to one endpoint at once (default 64)."),
     config: Path | None = typer.Option(None, "--config", help="A TOML config file."),
     model_path: Path | None = typer.Option(
         None, "--model-path", help="A local GGUF model to serve instead of the embedded one."),
@@ -97,7 +100,7 @@ def run(
                 flag_layer(model=model, agents=agent, base_url=base_url,
                            temperature=temperature, max_tokens=max_tokens,
                            max_retries=max_retries, structured_mode=structured_mode,
-                           assist=assist, timeout=timeout),
+                           assist=assist, timeout=timeout, max_connections=max_connections),
                 env_layer(),
                 file_layer(config),
             ]

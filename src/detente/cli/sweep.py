@@ -44,6 +44,17 @@ def sweep(
     timeout: float | None = typer.Option(
         None, "--timeout", min=0.001, metavar="SECONDS",
         help="Seconds a model request may take (default 60; 600 on the embedded model)."),
+    executor: str = typer.Option(
+        "local", "--executor",
+        help="local: every run on one event loop in this process (hundreds of model calls in "
+             "flight); processes: a worker process per run (CPU-heavy scripted sweeps); ray: a "
+             "Ray task per run on a cluster (--address)."),
+    address: str | None = typer.Option(
+        None, "--address", help="The Ray cluster for --executor ray (ray://HOST:10001, "
+                                "HOST:6379 or auto; default: a new local instance)."),
+    max_connections: int | None = typer.Option(
+        None, "--max-connections", min=1,
+        help="Connections to one endpoint at once, shared by every run (default 64)."),
     config: Path | None = typer.Option(None, "--config", help="A TOML config file."),
     out: Path = typer.Option(Path("transcripts/sweeps"), "--out",
                              help="Where sweep folders go."),
@@ -68,8 +79,13 @@ def sweep(
     if dupes:
         raise InputError("detente sweep", [Problem("SCENARIO", "scenario ids must be unique in a "
                                                    f"sweep; repeated: {', '.join(dupes)}")])
+    if executor not in ("local", "processes", "ray"):
+        raise InputError("--executor", [Problem("", f"expected local, processes or ray; got "
+                                                f"'{executor}'")])
+    if address is not None and executor != "ray":
+        raise InputError("--address", [Problem("", "--address is for --executor ray")])
     layers = [flag_layer(model=model, agents=agent, base_url=base_url, assist=assist,
-                         timeout=timeout),
+                         timeout=timeout, max_connections=max_connections),
               env_layer(), file_layer(config)]
     # No seed here: every run of the sweep sends its own seed to the model.
     agents: dict[str, dict[str, AgentSettings]] = {
@@ -108,7 +124,9 @@ def sweep(
                             f"{getattr(entry, 'reason', '')}", markup=False, highlight=False)
                     progress.update(task, advance=1, failed=failed)
 
-                manifest = run_sweep(sweep_dir, manifest, concurrency, on_done)
+                manifest = run_sweep(sweep_dir, manifest, concurrency, on_done,
+                                     executor,  # type: ignore[arg-type]
+                                     address)
     _summary(manifest, sweep_dir)
     if manifest.counts()["failed"]:
         raise typer.Exit(1)
