@@ -1,10 +1,49 @@
-"""detente: stage peace negotiations between LLM agents and judge their outcomes."""
+"""detente: stage peace negotiations between LLM agents and judge their outcomes.
+
+    import detente
+
+    folder = detente.run("scenarios/baseline.yaml", agents="all=scripted:boulware")
+    print(folder.result.status)
+
+The functions are loaded on first use (see `detente.api`), so `import detente` stays fast.
+"""
+
+from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("detente")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from detente.api import (
+        Sweep,
+        analyze,
+        compare,
+        load_run,
+        load_runs,
+        resume,
+        run,
+        sweep,
+    )
+    from detente.runs import RunFolder
+
+_API = {"run", "resume", "sweep", "Sweep", "analyze", "compare", "load_run", "load_runs"}
+
+__all__ = ["RunFolder", "Sweep", "__version__", "analyze", "compare", "load_run", "load_runs",
+           "resume", "run", "sweep"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from detente import api
+
+        return getattr(api, name)
+    if name == "RunFolder":
+        from detente.runs import RunFolder
+
+        return RunFolder
+    raise AttributeError(f"module 'detente' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from detente.errors import DetenteError
-from detente.sweep import WORKER_DIED, SweepEntry, SweepManifest, _record, run_entry
+from detente.sweeps import WORKER_DIED, SweepEntry, SweepManifest, _record, run_entry
 
 RAY_HINT = "pip install 'detente[ray]'"
 

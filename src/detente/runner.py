@@ -192,7 +192,7 @@ async def astart_run(
     observer: RunObserver | None = None,
     run_dir: Path | None = None,
 ) -> RunRecord:
-    """`start_run` as a coroutine: many runs can share one event loop (see `detente.sweep`)."""
+    """`start_run` as a coroutine: many runs can share one event loop (see `detente.sweeps`)."""
     bundle = plan.bundle
     scenario = bundle.scenario
     missing = [p for p in scenario.parties if p not in plan.agents]

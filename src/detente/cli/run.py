@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Group
@@ -12,14 +11,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from detente.agents import Agent, make_agent
-from detente.cli._app import app, console
-from detente.cli._endpoints import embedded_server, preflight, terminate_as_interrupt
-from detente.config import env_layer, file_layer, flag_layer, resolve_agents
+from detente.cli._app import agent_help, app, console
+from detente.cli._endpoints import terminate_as_interrupt
 from detente.errors import DetenteError, InputError, Problem
 from detente.events import (
     LOG_NAME,
-    AgentSettings,
     Event,
     Outcome,
     Proposal,
@@ -31,12 +27,9 @@ from detente.events import (
     ToolCall,
     read_events,
 )
-from detente.loading import ScenarioBundle, load_bundle
-from detente.report import RunResult, describe_package, header_of
+from detente.loading import load_bundle
+from detente.report import RunResult, describe_package
 from detente.scenario import Scenario
-
-if TYPE_CHECKING:
-    from detente.runner import RunRecord
 
 EVENTS = LOG_NAME
 
@@ -51,9 +44,7 @@ def run(
                              "settings pin none."),
     model: str | None = typer.Option(None, "--model", help="Model for every LLM agent."),
     agent: list[str] = typer.Option([], "--agent", metavar="PARTY=SPEC",
-                                    help="Who plays a party: a model name or scripted:boulware, "
-                                         "scripted:linear, scripted:conceder (parties), "
-                                         "scripted:nash, scripted:snt (mediator); all=SPEC."),
+                                    help=agent_help()),
     base_url: str | None = typer.Option(None, "--base-url",
                                         help="OpenAI-compatible endpoint for LLM agents (with "
                                              "--resume: the endpoint to resume on)."),
@@ -85,64 +76,27 @@ def run(
                                        help="Continue an interrupted run."),
 ) -> None:
     """Run a negotiation and write its transcript, events and scored result."""
-    from detente.runner import RunPlan, start_run  # langgraph loads only when needed
+    from detente import api
+
     with terminate_as_interrupt():
         if resume is not None:
-            bundle, record = _resume(resume, base_url)
+            scenario = api.load_run(resume).scenario
+            with LiveDisplay(scenario) as display:
+                folder = api.resume(resume, base_url=base_url, observer=display,
+                                    notice=display.notice)
         else:
             if scenario_path is None:
                 raise InputError("detente run", [Problem("SCENARIO", "give a scenario file, "
                                                          "or --resume RUN_DIR")])
-            if model_path is not None and not model_path.is_file():
-                raise InputError(model_path, [Problem("--model-path", "no such GGUF file")])
-            bundle = load_bundle(scenario_path)
-            layers = [
-                flag_layer(model=model, agents=agent, base_url=base_url,
-                           temperature=temperature, max_tokens=max_tokens,
-                           max_retries=max_retries, structured_mode=structured_mode,
-                           assist=assist, timeout=timeout, max_connections=max_connections),
-                env_layer(),
-                file_layer(config),
-            ]
-            settings = resolve_agents(bundle.scenario, layers)
-            if model_path is not None:
-                settings = {p: s.model_copy(update={"model": None, "base_url": None})
-                            if s.kind == "llm" else s for p, s in settings.items()}
-            with embedded_server(settings, model_path) as agents:
-                preflight(agents)
-                plan = RunPlan(bundle=bundle, agents=agents, seed=seed, max_rounds=rounds,
-                               out_root=out, log_prompts=log_prompts)
-                with LiveDisplay(bundle.scenario) as display:
-                    record = start_run(plan, make_agent, display)
-    summarize(bundle.scenario, record)
-
-
-def _resume(run_dir: Path, base_url: str | None = None) -> tuple[ScenarioBundle, RunRecord]:
-    from detente.runner import resume_run
-
-    if not run_dir.is_dir():
-        raise InputError(run_dir, [Problem("", "not a run folder")])
-    try:
-        header = header_of(read_events(run_dir / EVENTS))
-    except ValueError:
-        raise InputError(run_dir / EVENTS, [Problem("", "the log has no header")]) from None
-    bundle = load_bundle(Path(header.scenario_path))
-    local = {s.local_model for s in header.agents.values() if s.local_model}
-    model_path = Path(next(iter(local))) if local else None
-    settings = dict(header.agents)
-    if base_url is not None:
-        # The stored URL never keeps credentials; give the endpoint again to resume with them.
-        settings = {p: s.model_copy(update={"base_url": base_url})
-                    if s.kind == "llm" and not s.local_model else s for p, s in settings.items()}
-    with embedded_server(settings, model_path, resuming=True) as agents:
-        preflight(agents)
-
-        def factory(party: str, _: AgentSettings, current: ScenarioBundle) -> Agent:
-            # Today's endpoints: an embedded server listens on a new port every time.
-            return make_agent(party, agents[party], current)
-
-        with LiveDisplay(bundle.scenario) as display:
-            return bundle, resume_run(run_dir, factory, display)
+            scenario = load_bundle(scenario_path).scenario
+            with LiveDisplay(scenario) as display:
+                folder = api.run(
+                    scenario_path, agent, seed, rounds=rounds, model=model, base_url=base_url,
+                    temperature=temperature, max_tokens=max_tokens, max_retries=max_retries,
+                    structured_mode=structured_mode, assist=assist, timeout=timeout,
+                    max_connections=max_connections, config=config, model_path=model_path,
+                    out=out, log_prompts=log_prompts, observer=display, notice=display.notice)
+    summarize(scenario, folder.result, folder.path)
 
 
 # --------------------------------------------------------------------------- display
@@ -180,7 +134,12 @@ class LiveDisplay:
     def __exit__(self, *exc: object) -> None:
         self.live.__exit__(None, None, None)
 
+    def notice(self, text: str) -> None:
+        """A note from setting up (the local model server starting), printed above."""
+        self._line(text)
+
     def started(self, run_dir: Path, header: RunHeader) -> None:
+        self.began = time.monotonic()  # the run's clock starts with the run, not the server
         self.max_rounds = header.max_rounds
         self.llm = {p for p, a in header.agents.items() if a.kind == "llm"}
         self.embedded = any(a.local_model for a in header.agents.values())
@@ -311,8 +270,7 @@ def _short(text: str, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def summarize(scenario: Scenario, record: RunRecord) -> None:
-    result: RunResult = record.result
+def summarize(scenario: Scenario, result: RunResult, run_dir: Path) -> None:
     style = "bold green" if result.status == "deal" else "bold yellow"
     console.print(Text(f"{result.status.upper()}: {result.reason}", style=style))
     if result.upper_bound:
@@ -346,5 +304,5 @@ def summarize(scenario: Scenario, record: RunRecord) -> None:
     else:
         console.print("No vote went against the voter's own red lines.", markup=False,
                       highlight=False)
-    console.print(f"Transcript: {record.run_dir / 'transcript.md'}", markup=False,
+    console.print(f"Transcript: {run_dir / 'transcript.md'}", markup=False,
                   highlight=False)

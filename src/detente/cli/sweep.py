@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
 
-from detente.cli._app import app, console
-from detente.cli._endpoints import embedded_server, preflight, terminate_as_interrupt
-from detente.config import env_layer, file_layer, flag_layer, resolve_agents
+from detente.cli._app import agent_help, app, console
+from detente.cli._endpoints import terminate_as_interrupt
 from detente.errors import InputError, Problem
-from detente.events import AgentSettings
-from detente.files import RunLock
-from detente.loading import load_bundle
+
+if TYPE_CHECKING:
+    from detente.sweeps import SweepEntry, SweepManifest
 
 
 @app.command()
@@ -33,7 +34,7 @@ def sweep(
     rounds: int | None = typer.Option(None, "--rounds", min=1, max=100),
     model: str | None = typer.Option(None, "--model", help="Model for every LLM agent."),
     agent: list[str] = typer.Option([], "--agent", metavar="PARTY=SPEC",
-                                    help="Who plays a party (as for detente run)."),
+                                    help=agent_help()),
     base_url: str | None = typer.Option(None, "--base-url"),
     assist: list[str] = typer.Option(
         [], "--assist", metavar="[PARTY=]MODE",
@@ -62,80 +63,63 @@ def sweep(
                                     "derived from what is swept, so a rerun finds it)."),
 ) -> None:
     """Run every scenario x seed into one sweep folder; rerunning skips what is complete."""
-    from detente.sweep import plan_sweep, run_sweep, sweep_name
+    from detente import api
 
-    files: list[Path] = []
-    for path in scenario_paths:
-        if path.is_dir():
-            found = sorted(path.glob("*.yaml"))
-            if not found:
-                raise InputError(path, [Problem("", "no .yaml scenario files in this folder")])
-            files += found
-        else:
-            files.append(path)
-    bundles = [load_bundle(f) for f in files]
-    ids = [b.scenario.id for b in bundles]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise InputError("detente sweep", [Problem("SCENARIO", "scenario ids must be unique in a "
-                                                   f"sweep; repeated: {', '.join(dupes)}")])
     if executor not in ("local", "processes", "ray"):
         raise InputError("--executor", [Problem("", f"expected local, processes or ray; got "
                                                 f"'{executor}'")])
     if address is not None and executor != "ray":
         raise InputError("--address", [Problem("", "--address is for --executor ray")])
-    layers = [flag_layer(model=model, agents=agent, base_url=base_url, assist=assist,
-                         timeout=timeout, max_connections=max_connections),
-              env_layer(), file_layer(config)]
-    # No seed here: every run of the sweep sends its own seed to the model.
-    agents: dict[str, dict[str, AgentSettings]] = {
-        b.scenario.id: resolve_agents(b.scenario, layers) for b in bundles
-    }
-    seed_list = list(range(seeds))
-    sweep_dir = out / (name or sweep_name(bundles, seed_list, agents, rounds))
+    progress = Progress(
+        TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("failed: {task.fields[failed]}"), TimeElapsedColumn(),
+        TextColumn("left:"), TimeRemainingColumn(), console=console,
+    )
+    task: TaskID | None = None
+    failed = 0
 
-    with terminate_as_interrupt(), RunLock(sweep_dir, "sweep"):
-        every = {f"{sid}/{p}": s for sid, team in agents.items() for p, s in team.items()}
-        with embedded_server(every, None) as served:
-            preflight(served)
-            for key, settings in served.items():
-                sid, party = key.split("/", 1)
-                agents[sid][party] = settings
-            manifest = plan_sweep(sweep_dir, bundles, seed_list, agents, rounds, log_prompts)
-            counts = manifest.counts()
-            console.print(f"Sweep {sweep_dir}: {len(manifest.entries)} runs "
-                          f"({len(bundles)} scenarios x {seeds} seeds); {counts['complete']} "
-                          "already complete", markup=False, highlight=False)
-            failed = 0
-            with Progress(
-                TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("failed: {task.fields[failed]}"), TimeElapsedColumn(),
-                TextColumn("left:"), TimeRemainingColumn(), console=console,
-            ) as progress:
-                task = progress.add_task("runs", total=len(manifest.entries),
-                                         completed=counts["complete"], failed=0)
+    def on_start(manifest: SweepManifest) -> None:
+        nonlocal task
+        counts = manifest.counts()
+        scenarios = len({e.scenario_id for e in manifest.entries})
+        console.print(f"Sweep {manifest_dir(manifest)}: {len(manifest.entries)} runs "
+                      f"({scenarios} scenarios x {seeds} seeds); {counts['complete']} "
+                      "already complete", markup=False, highlight=False)
+        progress.start()
+        task = progress.add_task("runs", total=len(manifest.entries),
+                                 completed=counts["complete"], failed=0)
 
-                def on_done(entry: object) -> None:
-                    nonlocal failed
-                    if getattr(entry, "status", "") == "failed":
-                        failed += 1
-                        progress.console.print(
-                            f"failed: {getattr(entry, 'run_dir', '')}: "
-                            f"{getattr(entry, 'reason', '')}", markup=False, highlight=False)
-                    progress.update(task, advance=1, failed=failed)
+    def on_done(entry: SweepEntry) -> None:
+        nonlocal failed
+        if entry.status == "failed":
+            failed += 1
+            progress.console.print(f"failed: {entry.run_dir}: {entry.reason}", markup=False,
+                                   highlight=False)
+        if task is not None:
+            progress.update(task, advance=1, failed=failed)
 
-                manifest = run_sweep(sweep_dir, manifest, concurrency, on_done,
-                                     executor,  # type: ignore[arg-type]
-                                     address)
-    _summary(manifest, sweep_dir)
-    if manifest.counts()["failed"]:
+    def manifest_dir(manifest: SweepManifest) -> Path:
+        return out / manifest.name
+
+    def notice(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    with terminate_as_interrupt():
+        try:
+            done = api.sweep(
+                scenario_paths, seeds, agents=agent, concurrency=concurrency, rounds=rounds,
+                model=model, base_url=base_url, assist=assist, timeout=timeout,
+                max_connections=max_connections, config=config, out=out, name=name,
+                log_prompts=log_prompts, executor=executor,  # type: ignore[arg-type]
+                address=address, on_start=on_start, on_done=on_done, notice=notice)
+        finally:
+            progress.stop()
+    _summary(done.manifest, done.path)
+    if done.manifest.counts()["failed"]:
         raise typer.Exit(1)
 
 
-def _summary(manifest: object, sweep_dir: Path) -> None:
-    from detente.sweep import SweepManifest
-
-    assert isinstance(manifest, SweepManifest)
+def _summary(manifest: SweepManifest, sweep_dir: Path) -> None:
     table = Table(title=f"Sweep {manifest.name}")
     for col in ("scenario", "runs", "deal", "no deal", "deadlock", "failed"):
         table.add_column(col, justify="left" if col == "scenario" else "right")
