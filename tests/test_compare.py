@@ -1,4 +1,4 @@
-"""`detente.compare` and `detente compare`: loading runs, statistics checked by hand, the CLI.
+"""`detente.comparison` and `detente compare`: loading runs, statistics checked by hand, the CLI.
 
 Runs here are crafted run folders (a header line in `events.jsonl` and a `result.json` built from
 the real models), so every count, rate and p-value can be computed by hand: a baseline of four
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from detente.agents import make_agent
-from detente.compare import (
+from detente.comparison import (
     SCRIPTED_SEEDS_NOTE,
     Comparison,
     RunSummary,

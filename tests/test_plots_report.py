@@ -30,7 +30,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
 from detente.agents import make_agent
-from detente.compare import Comparison
+from detente.comparison import Comparison
 from detente.events import LOG_NAME, Statement
 from detente.html_report import messages_of, render_report, unpack_messages
 from detente.loading import load_bundle

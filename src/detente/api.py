@@ -29,7 +29,7 @@ from detente.errors import InputError, Problem
 
 if TYPE_CHECKING:
     from detente.analysis import Analysis
-    from detente.compare import Comparison, GroupBy
+    from detente.comparison import Comparison, GroupBy
     from detente.config import Layer
     from detente.events import AgentSettings
     from detente.loading import ScenarioBundle
@@ -253,7 +253,7 @@ def compare(
     *paths: str | Path, by: GroupBy = "scenario", against: str | None = None
 ) -> Comparison:
     """Finished runs under `paths`, compared per group (see `detente compare`)."""
-    from detente.compare import compare_runs, load_runs_with_skipped
+    from detente.comparison import compare_runs, load_runs_with_skipped
 
     loaded = load_runs_with_skipped(list(paths))
     comparison = compare_runs(loaded.runs, against, by=by)

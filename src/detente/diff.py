@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from detente.compare import RESULT_NAME, agents_label, read_result
+from detente.comparison import RESULT_NAME, agents_label, read_result
 from detente.errors import InputError, Problem
 from detente.events import LOG_NAME, Event, Proposal, Response, Tally, read_events
 from detente.report import RunResult, header_of

@@ -5,7 +5,7 @@ The page needs no network: CSS and JavaScript are inline, charts are PNG data UR
 Content-Security-Policy forbids loading anything else. Every text from a run (statements come
 from models) is escaped. It opens with a contents list and the findings; transcripts are
 collapsed (`<details>`, one open at a time; a contents link or the run filter opens one), and a
-run identical to another (the same events, see `detente.compare`) is named, not repeated.
+run identical to another (the same events, see `detente.comparison`) is named, not repeated.
 Transcripts are lists of `.message` elements whose data attributes (`data-run`, `data-party`,
 `data-round`, `data-issue` (space-separated dimension ids), `data-kind`, `data-visibility`
 (`public` or `private`)) drive the filters in `#filters`.
@@ -31,7 +31,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from detente import __version__
-from detente.compare import (
+from detente.comparison import (
     MIN_TEST_RUNS,
     SIGNIFICANT,
     Comparison,

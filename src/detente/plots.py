@@ -12,8 +12,8 @@ the PNG bytes, or the paths they wrote.
 - `rates_figure`: per variant, the deal rate and each party's red-line violation rate, with their
   intervals.
 
-`load_runs` reads run folders (as found by `detente.compare.find_run_dirs`) with their scenarios,
-for these charts and for `detente.html_report`; the cross-run statistics are `detente.compare`'s.
+`load_runs` reads run folders (as found by `detente.comparison.find_run_dirs`) with their scenarios,
+for these charts and for `detente.html_report`; the cross-run statistics are `detente.comparison`'s.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pydantic import ValidationError
 
-from detente.compare import (
+from detente.comparison import (
     FINISHED_STATUSES,
     MIN_TEST_RUNS,
     Comparison,
@@ -328,7 +328,7 @@ def run_utility_figure(run: RunData) -> Figure:
 
 
 def summaries_of(runs: Sequence[RunData]) -> list[RunSummary]:
-    """`detente.compare` summaries of the finished runs among `runs`."""
+    """`detente.comparison` summaries of the finished runs among `runs`."""
     return [summarize_run(r.run_dir, r.header, r.result,
                           [e.model_dump(mode="json") for e in r.events])
             for r in runs if r.result.status in FINISHED_STATUSES]
@@ -337,7 +337,7 @@ def summaries_of(runs: Sequence[RunData]) -> list[RunSummary]:
 def comparison_of(
     runs: Sequence[RunData], reference: str | None = None, by: GroupBy = "scenario"
 ) -> Comparison | None:
-    """`detente.compare` statistics of the finished runs among `runs`, grouped `by` scenario
+    """`detente.comparison` statistics of the finished runs among `runs`, grouped `by` scenario
     (or agents), tested against `reference`; the unfinished ones are listed as skipped. None
     when no run has finished."""
     summaries = summaries_of(runs)

@@ -119,7 +119,7 @@ def load_runs(*paths: str | Path | Sequence[str | Path], finished: bool = True
               ) -> list[RunFolder]:
     """Every run folder under `paths` (run folders, sweep folders, glob patterns), finished ones
     only unless `finished=False`."""
-    from detente.compare import find_run_dirs
+    from detente.comparison import find_run_dirs
 
     flat: list[str | Path] = []
     for path in paths:

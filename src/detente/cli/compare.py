@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from detente.cli._app import app, console, err_console
-from detente.compare import (
+from detente.comparison import (
     MIN_TEST_RUNS,
     SIGNIFICANT,
     Comparison,

@@ -11,7 +11,7 @@ from typing import Annotated, get_args
 import typer
 
 from detente.cli._app import app, console
-from detente.compare import GroupBy, find_run_dirs
+from detente.comparison import GroupBy, find_run_dirs
 from detente.errors import InputError, Problem
 
 PLOTS_FOLDER = "plots"

@@ -9,7 +9,7 @@ import typer
 
 from detente.cli._app import app, console
 from detente.cli.plot import Against, By, MovedScenario, RunPaths, check_group_by, home_of
-from detente.compare import find_run_dirs
+from detente.comparison import find_run_dirs
 from detente.errors import InputError, Problem
 
 REPORT_NAME = "report.html"

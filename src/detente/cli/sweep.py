@@ -64,6 +64,7 @@ def sweep(
 ) -> None:
     """Run every scenario x seed into one sweep folder; rerunning skips what is complete."""
     from detente import api
+    from detente.comparison import SCRIPTED_SEEDS_NOTE, all_scripted
 
     if executor not in ("local", "processes", "ray"):
         raise InputError("--executor", [Problem("", f"expected local, processes or ray; got "
@@ -85,6 +86,9 @@ def sweep(
         console.print(f"Sweep {manifest_dir(manifest)}: {len(manifest.entries)} runs "
                       f"({scenarios} scenarios x {seeds} seeds); {counts['complete']} "
                       "already complete", markup=False, highlight=False)
+        if seeds > 1 and all(all_scripted(team.values()) for team in manifest.agents.values()):
+            console.print(f"note: every agent is scripted: {SCRIPTED_SEEDS_NOTE}.",
+                          style="yellow", markup=False, highlight=False)
         progress.start()
         task = progress.add_task("runs", total=len(manifest.entries),
                                  completed=counts["complete"], failed=0)
