@@ -191,14 +191,7 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
     votes = outcome.votes if outcome else (tallies[-1].votes if tallies else {})
     analysis = analyze(scenario, frontier=False)
     scores = score(scenario, package, votes, analysis=analysis)
-    against: list[RedLineVote] = []
-    for tally in tallies:
-        tabled = score(scenario, tally.package, tally.votes, analysis=analysis)
-        against += [
-            RedLineVote(round=tally.round, party=party,
-                        red_lines=[b.id for b in s.red_lines_broken])
-            for party, s in tabled.parties.items() if s.voted_against_own_red_line
-        ]
+    against = votes_against_own_red_lines(scenario, tallies)
 
     usage: dict[str, Usage] = defaultdict(Usage)
     calls: dict[str, int] = defaultdict(int)
@@ -243,6 +236,23 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
         best_round=best_round(measured),
         metrics=run_metrics(scenario, events, measured, package is not None),
     )
+
+
+def votes_against_own_red_lines(scenario: Scenario, tallies: list[Tally]) -> list[RedLineVote]:
+    """Every accept of a tabled package that breaks the voter's own red lines, in round order
+    (one evaluation of all the tables, not a full score per round)."""
+    if not tallies:
+        return []
+    space = PackageSpace(scenario)
+    ev = space.evaluate(space.columns_for_packages([t.package for t in tallies]))
+    against: list[RedLineVote] = []
+    for i, tally in enumerate(tallies):
+        broken = [space.red_lines[r] for r in np.flatnonzero(ev.broken[i])]
+        for party in space.voters:
+            own = [b.rule.id for b in broken if b.party == party]
+            if own and tally.votes.get(party) == "accept":
+                against.append(RedLineVote(round=tally.round, party=party, red_lines=own))
+    return against
 
 
 def measure_rounds(scenario: Scenario, events: list[Event]) -> list[RoundMeasures]:
