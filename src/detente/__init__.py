@@ -10,15 +10,12 @@ The functions are loaded on first use (see `detente.api`), so `import detente` s
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("detente")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0+unknown"
-
 if TYPE_CHECKING:
+    __version__: str
+
     from detente.api import (
         Sweep,
         analyze,
@@ -37,7 +34,20 @@ __all__ = ["RunFolder", "Sweep", "__version__", "analyze", "compare", "load_run"
            "resume", "run", "sweep"]
 
 
+@cache
+def _version() -> str:
+    # importlib.metadata alone takes longer to import than the CLI's help needs to print.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("detente")
+    except PackageNotFoundError:  # running from a source tree without installation
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     if name in _API:
         from detente import api
 

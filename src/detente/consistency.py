@@ -27,13 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from detente.analysis import zone_of_agreement
 from detente.briefs import LINKS, Brief
 from detente.errors import Problem
 from detente.scenario import Scenario
-from detente.space import PackageSpace
 
 if TYPE_CHECKING:
     from detente.loading import ScenarioBundle
@@ -129,6 +125,12 @@ def contradictions(
 def _rejected_in_zone(
     bundle: ScenarioBundle, rejected: list[tuple[str, int, str, _Link, str]], chunk_size: int
 ) -> list[tuple[str, Problem]]:
+    # Here, not at the top: every load checks links (above), only validate needs numpy.
+    import numpy as np
+
+    from detente.analysis import zone_of_agreement
+    from detente.space import PackageSpace
+
     scenario = bundle.scenario
     space = PackageSpace(scenario)
     counts = np.zeros(len(rejected), dtype=np.int64)

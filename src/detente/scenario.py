@@ -10,12 +10,14 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from detente.errors import InputError, Problem, did_you_mean
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 SECTION_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
@@ -104,6 +106,8 @@ class NumericTerm(_Strict):
         return round((self.max - self.min) / self.step) + 1
 
     def values(self) -> np.ndarray:
+        import numpy as np  # numpy only where grids are built: commands that need none start fast
+
         return self.min + self.step * np.arange(self.count(), dtype=np.float64)
 
     def snap(self, value: float) -> float:

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator
 from types import FrameType
 
-from detente.endpoints import ON_INTERRUPT
 from detente.errors import DetenteError
 
 
@@ -25,8 +24,11 @@ def terminate_as_interrupt() -> Iterator[None]:
         # A negotiation on an event loop is cancelled there (it logs the interruption and
         # writes its result); anything else is interrupted where it stands.
         cancelled = runner is not None and runner.interrupt_active()
-        while ON_INTERRUPT:
-            ON_INTERRUPT.pop()()
+        # Only a command that imported detente.endpoints can have registered a hook there.
+        endpoints = sys.modules.get("detente.endpoints")
+        hooks = endpoints.ON_INTERRUPT if endpoints is not None else []
+        while hooks:
+            hooks.pop()()
         if not cancelled:
             raise KeyboardInterrupt
 
@@ -38,4 +40,6 @@ def terminate_as_interrupt() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        ON_INTERRUPT.clear()
+        endpoints = sys.modules.get("detente.endpoints")
+        if endpoints is not None:
+            endpoints.ON_INTERRUPT.clear()

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from detente.analysis import Analysis, PackageReport, analyze
 from detente.cli._app import app, console
-from detente.loading import load_scenario
-from detente.scenario import Scenario
-from detente.sensitivity import OFFSETS, Sensitivity, sensitivity
+
+if TYPE_CHECKING:  # numpy comes with these: imported when the command runs, not for --help
+    from detente.analysis import Analysis, PackageReport
+    from detente.scenario import Scenario
+    from detente.sensitivity import Sensitivity
 
 
 @app.command("analyze")
@@ -29,6 +31,10 @@ def analyze_command(
     ),
 ) -> None:
     """Enumerate every package: ZOPA, Pareto frontier, Nash and Kalai-Smorodinsky packages."""
+    from detente.analysis import analyze
+    from detente.loading import load_scenario
+    from detente.sensitivity import sensitivity
+
     scenario = load_scenario(scenario_path)
     report = analyze(scenario, frontier=frontier)
     moves = sensitivity(scenario) if with_sensitivity else None
@@ -95,6 +101,8 @@ def _package_table(scenario: Scenario, title: str, pkg: PackageReport, report: A
 
 def render_sensitivity(moves: Sensitivity) -> None:
     """Two tables: the ZOPA against each walk-away value, and against each weight."""
+    from detente.sensitivity import OFFSETS
+
     console.print(
         "\n[bold]Sensitivity[/]: the ZOPA as one assumed number moves, every other number fixed. "
         "Walk-away values, weights and utilities are the modeller's assumptions."

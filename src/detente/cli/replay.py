@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markdown import Markdown
 
 from detente.cli._app import app, console
 from detente.cli.run import summarize
-from detente.report import render_markdown
-from detente.runs import RunFolder
 
 
 @app.command()
@@ -22,6 +19,7 @@ def replay(
     """Rebuild transcript.md and re-score result.json from events.jsonl (no model calls)."""
     from detente.files import RunLock
     from detente.runner import finish
+    from detente.runs import RunFolder
 
     folder = RunFolder(run_dir, scenario)
     bundle = folder.bundle
@@ -37,6 +35,11 @@ def show(
                                          help="The run's scenario, if it has moved."),
 ) -> None:
     """Print a run in the terminal: every round, the votes, the outcome and the scores."""
+    from rich.markdown import Markdown  # brings pygments: only show needs it
+
+    from detente.report import render_markdown
+    from detente.runs import RunFolder
+
     folder = RunFolder(run_dir, scenario)
     result = folder.rebuild()
     console.print(Markdown(render_markdown(folder.scenario, folder.events, result)))

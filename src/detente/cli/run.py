@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Group
@@ -14,24 +15,11 @@ from rich.text import Text
 from detente.cli._app import agent_help, app, console
 from detente.cli._endpoints import terminate_as_interrupt
 from detente.errors import DetenteError, InputError, Problem
-from detente.events import (
-    LOG_NAME,
-    Event,
-    Outcome,
-    Proposal,
-    RefusedProposal,
-    Response,
-    RunHeader,
-    Statement,
-    Tally,
-    ToolCall,
-    read_events,
-)
-from detente.loading import load_bundle
-from detente.report import RunResult, describe_package
-from detente.scenario import Scenario
 
-EVENTS = LOG_NAME
+if TYPE_CHECKING:  # the models load when a command runs, not for every --help
+    from detente.events import Event, RunHeader
+    from detente.report import RunResult
+    from detente.scenario import Scenario
 
 
 @app.command()
@@ -77,6 +65,7 @@ def run(
 ) -> None:
     """Run a negotiation and write its transcript, events and scored result."""
     from detente import api
+    from detente.loading import load_bundle
 
     with terminate_as_interrupt():
         if resume is not None:
@@ -152,8 +141,10 @@ class LiveDisplay:
 
     def _prime(self, run_dir: Path) -> None:
         """On resume: what the log already holds (tokens, the round, its votes so far)."""
+        from detente.events import LOG_NAME, Proposal, Response, Statement, read_events
+
         try:
-            logged = read_events(run_dir / EVENTS)
+            logged = read_events(run_dir / LOG_NAME)
         except DetenteError:
             return
         turns = [e for e in logged if isinstance(e, Statement | Proposal | Response)]
@@ -176,6 +167,16 @@ class LiveDisplay:
         self.live.refresh()
 
     def event(self, event: Event) -> None:
+        from detente.events import (
+            Outcome,
+            Proposal,
+            RefusedProposal,
+            Response,
+            Statement,
+            Tally,
+            ToolCall,
+        )
+
         usage = getattr(event, "usage", None)
         if usage is not None:
             self.tokens += usage.total
@@ -271,6 +272,8 @@ def _short(text: str, limit: int = 100) -> str:
 
 
 def summarize(scenario: Scenario, result: RunResult, run_dir: Path) -> None:
+    from detente.report import describe_package
+
     style = "bold green" if result.status == "deal" else "bold yellow"
     console.print(Text(f"{result.status.upper()}: {result.reason}", style=style))
     if result.upper_bound:

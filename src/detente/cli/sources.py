@@ -4,16 +4,18 @@ assumption, per party."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from detente.briefs import Brief
 from detente.cli._app import app, console
 from detente.errors import InputError, Problem
-from detente.loading import classify, load_brief, load_bundle, load_yaml
-from detente.scenario import Scenario
-from detente.sources import KINDS, SCENARIO_KINDS, TAGS, SourceCounts, count_sources, iter_yaml
+
+if TYPE_CHECKING:  # the models load with the command, not with every --help
+    from detente.briefs import Brief
+    from detente.scenario import Scenario
+    from detente.sources import SourceCounts
 
 NUMBERS = ("utility", "weight")
 
@@ -27,6 +29,9 @@ def _shown(path: Path) -> Path:
 
 def collect(paths: list[Path]) -> SourceCounts:
     """Load every scenario (with its briefs) and brief under `paths` and count their tags."""
+    from detente.loading import classify, load_brief, load_bundle, load_yaml
+    from detente.sources import count_sources, iter_yaml
+
     scenarios: list[tuple[Path, Scenario, dict[str, tuple[Path, Brief]]]] = []
     briefs: list[tuple[Path, Brief]] = []
     files = list(iter_yaml(paths))
@@ -63,6 +68,8 @@ def sources_command(
 
 
 def render(counts: SourceCounts) -> None:
+    from detente.sources import KINDS, SCENARIO_KINDS, TAGS
+
     console.print(f"Source tags in {len(counts.files)} files (each distinct claim counted once).")
     table = Table(title="Claims per party and source tag")
     table.add_column("party")

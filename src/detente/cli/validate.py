@@ -7,13 +7,12 @@ from pathlib import Path
 import typer
 
 from detente.cli._app import app, console, err_console
-from detente.consistency import contradictions
 from detente.errors import DetenteError, InputError, Problem
-from detente.loading import classify, load_brief, load_bundle, load_yaml
-from detente.sources import iter_yaml, raise_located
 
 
 def _expand(paths: list[Path]) -> list[Path]:
+    from detente.sources import iter_yaml
+
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -38,6 +37,11 @@ def validate(
     scores at or above a preferred one, or that the party would accept in the zone of agreement)
     fails its scenario.
     """
+    # The scenario models load with the command, not with every --help.
+    from detente.consistency import contradictions
+    from detente.loading import classify, load_brief, load_bundle, load_yaml
+    from detente.sources import raise_located
+
     failed = 0
     files = _expand(paths)
     for file in files:
