@@ -1,10 +1,11 @@
 """Two runs side by side, round by round: where their tables, votes and outcomes part ways.
 
-`diff_runs(run_a, run_b)` reads both run folders (`events.jsonl` and `result.json`) and aligns
-them by round and by issue (and numeric term): for every round either run reached, the package on
-the table in each run, which issues differ between the runs, which issues each run's proposer
-changed since that run's previous table, and which parties voted or objected differently. Then
-the outcomes per party: utilities, their difference (B minus A) and the red lines broken.
+`diff_runs(run_a, run_b)` reads both run folders (`detente.runs.RunFolder`: the events by round
+and `result.json`) and aligns them by round and by issue (and numeric term): for every round
+either run reached, the package on the table in each run, which issues differ between the runs,
+which issues each run's proposer changed since that run's previous table, and which parties voted
+or objected differently. Then the outcomes per party: utilities, their difference (B minus A) and
+the red lines broken.
 
 Runs of different scenarios can be diffed when their packages share issue ids (issues only one
 run has show as missing on the other side). Nothing here prints.
@@ -17,10 +18,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from detente.comparison import RESULT_NAME, agents_label, read_result
+from detente.comparison import agents_label
 from detente.errors import InputError, Problem
-from detente.events import LOG_NAME, Event, Proposal, Response, Tally, read_events
-from detente.report import RunResult, header_of
+from detente.events import Proposal, Response, Tally
+from detente.report import RunResult
+from detente.runs import RunFolder
 from detente.scenario import Package
 
 Value = str | float | None
@@ -128,33 +130,25 @@ class RunDiff(BaseModel):
 
 
 class _Run:
-    """A run's events indexed by round."""
+    """A run folder's proposals, tallies and answers indexed by round; its `result.json` is
+    needed (a run without one is rebuilt by `detente replay`, which needs the scenario)."""
 
     def __init__(self, run_dir: Path) -> None:
-        if not run_dir.is_dir():
-            raise InputError(run_dir, [Problem("", "not a folder; expected a run folder")])
-        if not (run_dir / LOG_NAME).is_file():
-            raise InputError(run_dir, [Problem("", f"no {LOG_NAME}: not a run folder")])
-        if not (run_dir / RESULT_NAME).is_file():
-            raise InputError(run_dir, [Problem("", f"no {RESULT_NAME}: rebuild it with "
-                                               f"`detente replay {run_dir}`")])
-        self.dir = run_dir
-        events: list[Event] = read_events(run_dir / LOG_NAME)
-        try:
-            self.header = header_of(events)
-        except ValueError:
-            raise InputError(run_dir / LOG_NAME, [Problem("", "the log has no header")]) from None
-        self.result: RunResult = read_result(run_dir)
+        folder = RunFolder(run_dir)
+        self.dir = folder.path
+        self.header = folder.header
+        self.result: RunResult = folder.stored_result
         self.proposals: dict[int, Proposal] = {}
         self.tallies: dict[int, Tally] = {}
         self.responses: dict[int, dict[str, Response]] = {}
-        for e in events:
-            if isinstance(e, Proposal):
-                self.proposals[e.round] = e
-            elif isinstance(e, Tally):
-                self.tallies[e.round] = e
-            elif isinstance(e, Response):
-                self.responses.setdefault(e.round, {})[e.speaker] = e
+        for round_, events in folder.by_round().items():
+            for e in events:
+                if isinstance(e, Proposal):
+                    self.proposals[round_] = e
+                elif isinstance(e, Tally):
+                    self.tallies[round_] = e
+                elif isinstance(e, Response):
+                    self.responses.setdefault(round_, {})[e.speaker] = e
         self.rounds = sorted(set(self.proposals) | set(self.tallies) | set(self.responses))
 
     def table(self, round_: int) -> Package | None:

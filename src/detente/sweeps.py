@@ -127,9 +127,14 @@ def plan_sweep(
 
 
 def finished_status(run_dir: Path) -> str | None:
+    """The status of a finished run as its `result.json` says it; None for a run that has not
+    finished, or never started, or whose result cannot be read."""
+    from detente.errors import InputError
+    from detente.runs import RunFolder
+
     try:
-        status = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["status"]
-    except (OSError, ValueError, KeyError):
+        status = RunFolder(run_dir).stored_result.status
+    except InputError:
         return None
     return str(status) if status in FINISHED else None
 
@@ -311,7 +316,7 @@ async def arun_entry(
                           bundle)
 
     try:
-        if _has_header(folder / "events.jsonl"):
+        if _started(folder):
             record = await aresume_run(folder, current)  # the log carries it on
         else:
             if folder.exists():
@@ -330,12 +335,14 @@ async def arun_entry(
     return "complete", status, time.perf_counter() - started
 
 
-def _has_header(log: Path) -> bool:
+def _started(run_dir: Path) -> bool:
+    """The run's log opens with a header (see `RunFolder.started`): resume it."""
+    from detente.errors import InputError
+    from detente.runs import RunFolder
+
     try:
-        with log.open(encoding="utf-8") as handle:
-            first = handle.readline()
-        return bool(json.loads(first).get("type") == "header")
-    except (OSError, ValueError, AttributeError):
+        return RunFolder(run_dir).started
+    except InputError:
         return False
 
 
