@@ -30,22 +30,18 @@ from detente.comparison import (
     RunSummary,
     VariantStats,
     agents_label,
-    bootstrap_mean_ci,
     compare_runs,
     findings,
-    load_runs,
     load_runs_with_skipped,
-    read_event_dicts,
-    read_header,
-    read_result,
     summarize_run,
-    wilson_interval,
 )
 from detente.errors import InputError
-from detente.events import AgentSettings, RunHeader
+from detente.events import LOG_NAME, AgentSettings, RunHeader
 from detente.loading import load_bundle
+from detente.metrics import bootstrap_mean_ci, wilson_interval
 from detente.report import PartyTokens, RunResult
 from detente.runner import RunPlan, start_run
+from detente.runs import RunFolder
 from detente.scenario import Package
 from detente.scoring import DealScore, PartyScore, RedLineBreach, Score
 from helpers import TINY, scripted, tiny_variant
@@ -140,9 +136,14 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def summaries(paths: Sequence[str | Path]) -> list[RunSummary]:
+    """The finished runs under `paths`, summed up for a comparison."""
+    return load_runs_with_skipped(paths).runs
+
+
 @pytest.fixture(scope="module")
 def comparison(sweep: Path) -> Comparison:
-    return compare_runs(load_runs([sweep]))
+    return compare_runs(summaries([sweep]))
 
 
 # --------------------------------------------------------------------------- pure statistics
@@ -214,17 +215,20 @@ def test_load_runs_finds_every_finished_run_below_a_sweep_folder(sweep: Path) ->
     assert run.model_copy(update={"fingerprint": None}) == RunSummary(
         run_dir=str(sweep / "baseline" / "seed-1"), run_id="baseline-1", scenario_id="baseline",
         scenario_hash="h" * 64, seed=1, agents="all=scripted:conceder, un_mediator=scripted:nash",
-        status="deal", deal=True, rounds=5,
+        status="deal", deal=True,
         package={"options": {"territory": "donbass_only"}, "terms": {"army_ceiling": 250.0}},
-        utilities=util(30.0), red_lines_broken={p: [] for p in PARTIES},
-        distance_to_nash=8.0,
+        parties=list(PARTIES), red_lines_broken={p: [] for p in PARTIES},
+        values={"deal_rate": True, "rounds_to_agreement": 5.0, "distance_to_nash": 8.0,
+                "deal_any_round": None, "deal_final_round": None, "red_line_proposals": None,
+                "utility": util(30.0), "violation_rate": dict.fromkeys(PARTIES, False),
+                "invalid_rate": {}, "estimation_error": {}},
         settings={"agents": {**{p: {"kind": "scripted", "strategy": "conceder"} for p in PARTIES},
                              "un_mediator": {"kind": "scripted", "strategy": "nash"}},
                   "max_rounds": 8, "bounded_context": 6})
 
 
 def test_load_runs_accepts_run_folders_globs_and_files_and_dedupes(sweep: Path) -> None:
-    runs = load_runs([sweep / "baseline" / "seed-0", f"{sweep}/*/seed-[01]",
+    runs = summaries([sweep / "baseline" / "seed-0", f"{sweep}/*/seed-[01]",
                       sweep / "baseline" / "seed-1" / "result.json"])
     assert sorted((r.scenario_id, r.seed) for r in runs) == [
         ("baseline", 0), ("baseline", 1), ("bilateral_us_russia", 0),
@@ -246,7 +250,7 @@ def test_load_runs_rejects_bad_paths_with_one_clear_message(
     (tmp_path / "notes.txt").write_text("hi", encoding="utf-8")
     write_run(tmp_path / "unfinished" / "r", "baseline", 0, status="running")
     with pytest.raises(InputError) as exc:
-        load_runs(make(tmp_path))
+        summaries(make(tmp_path))
     assert message in str(exc.value)
     assert len(str(exc.value).splitlines()) == 1
 
@@ -342,7 +346,7 @@ def test_findings_sum_up_deals_red_lines_and_tests(comparison: Comparison) -> No
 
 
 def test_a_group_needs_two_distinct_runs_to_be_tested(sweep: Path) -> None:
-    runs = load_runs([sweep / "baseline", sweep / "bilateral_us_russia" / "seed-0"])
+    runs = summaries([sweep / "baseline", sweep / "bilateral_us_russia" / "seed-0"])
     (test,) = compare_runs(runs).tests
     assert all(p.utility_p is None and p.violation_p is None for p in test.parties.values())
     assert test.deal_rate_p is None and test.distance_to_nash_p is None
@@ -354,7 +358,7 @@ def test_a_group_needs_two_distinct_runs_to_be_tested(sweep: Path) -> None:
 def test_reference_defaults_to_the_first_group_without_a_baseline_and_can_be_chosen(
     sweep: Path,
 ) -> None:
-    runs = [r for r in load_runs([sweep]) if r.scenario_id != "baseline"]
+    runs = [r for r in summaries([sweep]) if r.scenario_id != "baseline"]
     runs += [r.model_copy(update={"scenario_id": "zeta"}) for r in runs]
     assert compare_runs(runs).reference == "bilateral_us_russia"
     chosen = compare_runs(runs, "zeta")
@@ -364,7 +368,7 @@ def test_reference_defaults_to_the_first_group_without_a_baseline_and_can_be_cho
 
 
 def test_grouping_by_agents(sweep: Path) -> None:
-    runs = load_runs([sweep])
+    runs = summaries([sweep])
     runs = [r.model_copy(update={"agents": "x"}) if r.seed % 2 else r for r in runs]
     by = compare_runs(runs, by="agents")
     assert sorted(g.variant for g in by.groups) == sorted({r.agents for r in runs})
@@ -394,7 +398,7 @@ def scripted_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_identical_runs_are_counted_once_and_never_tested(scripted_sweep: Path) -> None:
-    runs = load_runs([scripted_sweep])
+    runs = summaries([scripted_sweep])
     assert len(runs) == 6 and len({r.run_id for r in runs}) == 6
     comparison = compare_runs(runs, "tiny")
     for group in comparison.groups:
@@ -411,13 +415,14 @@ def test_identical_runs_are_counted_once_and_never_tested(scripted_sweep: Path) 
                          "tiny_unanimous has 3 identical runs; tiny has 3 identical runs")
 
 
-def test_the_fingerprint_leaves_out_times_order_provenance_and_ids(scripted_sweep: Path) -> None:
+def test_the_fingerprint_leaves_out_times_order_provenance_and_ids(scripted_sweep: Path,
+                                                                  tmp_path: Path) -> None:
     run_dir = scripted_sweep / "tiny" / "seed-0"
-    header, result = read_header(run_dir), read_result(run_dir)
-    events = read_event_dicts(run_dir)
-    assert events is not None
-    original = summarize_run(run_dir, header, result, events).fingerprint
-    assert original == summarize_run(run_dir, header, result).fingerprint  # read from the log
+    run = RunFolder(run_dir)
+    lines = (run_dir / LOG_NAME).read_text(encoding="utf-8").splitlines()
+    events = [json.loads(line) for line in lines if line.strip()]
+    original = summarize_run(run, events).fingerprint
+    assert original == summarize_run(run).fingerprint  # the log's events, as read
 
     changed = copy.deepcopy(events)
     for ev in changed:
@@ -430,16 +435,24 @@ def test_the_fingerprint_leaves_out_times_order_provenance_and_ids(scripted_swee
     responses = [k for k, ev in enumerate(changed) if ev["type"] == "response"][:2]
     changed[responses[0]], changed[responses[1]] = changed[responses[1]], changed[responses[0]]
     changed.insert(3, {"id": "resumed-1", "type": "resumed", "note": "resumed after a kill"})
-    moved = header.model_copy(update={"run_id": "other", "seed": 7, "quote_key": "k" * 32})
-    assert summarize_run(run_dir, moved, result, changed).fingerprint == original
+    assert summarize_run(run, changed).fingerprint == original
+
+    # A copy of the run folder whose header has another seed, quote key and scenario path.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "result.json").write_bytes((run_dir / "result.json").read_bytes())
+    header = {**events[0], "seed": 7, "quote_key": "k" * 32, "scenario_path": "/elsewhere.yaml"}
+    (moved / LOG_NAME).write_text("\n".join(json.dumps(ev) for ev in [header, *events[1:]])
+                                  + "\n", encoding="utf-8")
+    assert summarize_run(RunFolder(moved)).fingerprint == original
 
     voted = copy.deepcopy(events)
     response = next(ev for ev in voted if ev["type"] == "response")
     response["vote"] = "accept" if response["vote"] == "reject" else "reject"
-    assert summarize_run(run_dir, header, result, voted).fingerprint != original
+    assert summarize_run(run, voted).fingerprint != original
     said = copy.deepcopy(events)
     next(ev for ev in said if ev["type"] == "statement")["text"] += " Indeed."
-    assert summarize_run(run_dir, header, result, said).fingerprint != original
+    assert summarize_run(run, said).fingerprint != original
 
 
 def test_partly_identical_groups_keep_their_distinct_runs(tmp_path: Path) -> None:
@@ -449,7 +462,7 @@ def test_partly_identical_groups_keep_their_distinct_runs(tmp_path: Path) -> Non
     for seed in (0, 1):
         write_run(tmp_path / "variant" / f"seed-{seed}", "variant", seed, status="no_deal",
                   utilities=util(36.0 + seed))
-    comparison = compare_runs(load_runs([tmp_path]))
+    comparison = compare_runs(summaries([tmp_path]))
     base, variant = comparison.groups
     assert (base.runs, base.n, base.identical) == (3, 2, [["baseline-0", "baseline-1"]])
     assert base.parties["ukraine"].utility.mean == pytest.approx(40.0)  # (50 + 30) / 2
@@ -503,16 +516,24 @@ def many_variants() -> Comparison:
                 run_dir=f"/sweep/{variant}/seed-{seed}", run_id=f"{variant}-{seed}",
                 scenario_id=variant, scenario_hash="h" * 64, seed=seed, agents="all=model-x",
                 status="deal" if deal else ("no_deal", "deadlock")[seed % 2], deal=deal,
-                rounds=2 + seed + k % 3,
                 package={"options": {"territory": ("donbass_only", "back_to_zaporozhye")[seed % 2],
                                      "security_architecture": "neutral_with_guarantor_states"},
                          "terms": {"army_ceiling": 100.0 + 10 * seed}} if deal else None,
-                utilities={p: 30.0 + 7.3 * k + 5.1 * seed + i for i, p in enumerate(PARTIES)},
+                parties=list(PARTIES),
                 red_lines_broken={"ukraine": broken, "us": [], "russia": [], "eu": []},
-                distance_to_nash=10.0 + seed * 2.5 + k, deal_any_round=deal or seed == 0,
-                deal_final_round=deal, red_line_proposals=(seed + k % 4, 8),
-                invalid_answers={p: (seed % 3, 20 + k) for p in PARTIES},
-                estimation_error={p: 4.0 + seed * 1.7 + i for i, p in enumerate(PARTIES)}))
+                values={
+                    "deal_rate": deal,
+                    "rounds_to_agreement": 2.0 + seed + k % 3 if deal else None,
+                    "distance_to_nash": 10.0 + seed * 2.5 + k,
+                    "deal_any_round": deal or seed == 0,
+                    "deal_final_round": deal,
+                    "red_line_proposals": (seed + k % 4, 8),
+                    "utility": {p: 30.0 + 7.3 * k + 5.1 * seed + i
+                                for i, p in enumerate(PARTIES)},
+                    "violation_rate": {p: p == "ukraine" and bool(broken) for p in PARTIES},
+                    "invalid_rate": {p: (seed % 3, 20 + k) for p in PARTIES},
+                    "estimation_error": {p: 4.0 + seed * 1.7 + i
+                                         for i, p in enumerate(PARTIES)}}))
     return compare_runs(runs)
 
 
@@ -587,7 +608,7 @@ def fmt_rate_of(group: VariantStats) -> str:
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_identical_runs_read_as_such_in_the_terminal(scripted_sweep: Path, width: int) -> None:
-    comparison = compare_runs(load_runs([scripted_sweep]), "tiny")
+    comparison = compare_runs(summaries([scripted_sweep]), "tiny")
     text = rendered(comparison, width)
     assert max(len(line) for line in text.splitlines()) <= width
     flat = " ".join(text.split())

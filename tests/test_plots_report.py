@@ -36,7 +36,6 @@ from detente.html_report import messages_of, render_report, unpack_messages
 from detente.loading import load_bundle
 from detente.plots import (
     NO_DEAL,
-    RunData,
     agreed_options_figure,
     figure_alt,
     figure_labels,
@@ -47,6 +46,7 @@ from detente.plots import (
     write_charts,
 )
 from detente.runner import RunPlan, start_run
+from detente.runs import RunFolder
 from detente.scenario import Scenario
 from helpers import TINY, scripted, tiny_variant
 from test_compare import many_variants
@@ -294,7 +294,7 @@ def test_report_escapes_what_models_said(sample: SampleRuns) -> None:
 
 
 def test_caucus_and_private_rationales_are_marked_private(sample: SampleRuns) -> None:
-    run: RunData = load_run(sample.with_caucus)
+    run: RunFolder = load_run(sample.with_caucus)
     messages = messages_of(run)
     caucus = [m for m in messages if m.kind in ("caucus", "caucus_reply")]
     assert [(m.party, m.visibility) for m in caucus] == [("m", "private"), ("a", "private")]

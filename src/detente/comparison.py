@@ -1,12 +1,14 @@
 """Comparing many finished runs: per-variant outcome statistics with intervals, and tests.
 
-`load_runs` finds run folders (given directly, below a sweep folder, or by glob pattern) and reads
-each one's header and `result.json` into a `RunSummary`. `compare_runs` groups the summaries by
-scenario id (one group per variant) and computes, per group, the deal rate, rounds to agreement,
-each party's mean utility and red-line violation rate, the agreed options and the distance to the
-Nash package, with 95% intervals (Wilson for rates, percentile bootstrap for means); then it tests
-every other group against a reference group (Fisher's exact test for rates, Mann-Whitney U for
-utilities). P-values are not corrected for multiple comparisons.
+`load_runs_with_skipped` finds run folders (given directly, below a sweep folder, or by glob
+pattern; see `detente.runs`) and sums each finished one up in a `RunSummary`: who played, the
+outcome, and the value of every metric of the table in `detente.metrics` (deal, rounds to
+agreement, distance to the Nash package, each party's utility and red-line violations, ...).
+`compare_runs` groups the summaries by scenario id (one group per variant) and pools every metric
+per group, with 95% intervals (Wilson for rates, percentile bootstrap for means), plus the agreed
+options and the red lines broken; then it tests every other group against a reference group on
+the metrics marked `tested` (Fisher's exact test for rates, Mann-Whitney U for means). P-values
+are not corrected for multiple comparisons.
 
 A group never pools runs made from different inputs: runs whose scenario hash (the scenario and
 every brief) or whose settings (who played each party with which model, temperature, prompt,
@@ -27,31 +29,36 @@ no red line; rounds to agreement are over deals only. Nothing here prints.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import math
-import os
-import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from detente.errors import InputError, Problem
-from detente.events import EVENT_FORMAT_VERSION, LOG_NAME, AgentSettings, RunHeader
-from detente.report import RunResult
+from detente.events import AgentSettings, RunHeader
+from detente.metrics import (
+    METRICS,
+    MeanCI,
+    Metric,
+    Proportion,
+    RoundsStats,
+    Stat,
+    format_diff,
+    has_deal,
+    party_metrics,
+    proportion,
+    variant_metrics,
+)
+from detente.runs import FINISHED, RunFolder, load_runs
 
-RESULT_NAME = "result.json"
-SWEEP_MANIFEST = "sweep.json"
-FINISHED_STATUSES = ("deal", "no_deal", "deadlock")
+FINISHED_STATUSES = FINISHED
 """Statuses of runs that are compared; runs with any other status are skipped."""
 DEFAULT_REFERENCE = "baseline"
-BOOTSTRAP_RESAMPLES = 4000
-BOOTSTRAP_SEED = 20250218
 MIN_TEST_RUNS = 2
 """Distinct runs each group needs before it is tested against another."""
 SIGNIFICANT = 0.05
@@ -71,7 +78,7 @@ GroupBy = Literal["scenario", "agents", "scenario+agents"]
 """What makes a group: the scenario id (the default), who played, or both."""
 
 
-# --------------------------------------------------------------------------- loading
+# --------------------------------------------------------------------------- one run
 
 
 class RunSummary(BaseModel):
@@ -86,27 +93,20 @@ class RunSummary(BaseModel):
     """Who played, e.g. `all=scripted:boulware, un_mediator=scripted:nash`."""
     status: str
     deal: bool
-    rounds: int
     package: dict[str, dict[str, str | float]] | None
     """The agreed package as {"options": {...}, "terms": {...}}; None without a deal."""
-    utilities: dict[str, float]
+    parties: list[str] = []
+    """The parties the outcome scores."""
     red_lines_broken: dict[str, list[str]]
     """Ids of the red lines the outcome breaks, per party (empty lists without a deal)."""
-    distance_to_nash: float | None
+    values: dict[str, Any] = {}
+    """The run's value of every metric of `detente.metrics.METRICS`, by key (per-party
+    metrics: by party); a metric the run does not measure is absent or None."""
     settings: dict[str, Any] = {}
     """What must match for two runs to be pooled: each party's `AgentSettings.identity()`,
     the round limit and the context size."""
     upper_bound: bool = False
     """The mediator was the oracle: a reference run."""
-    deal_any_round: bool | None = None
-    """Some table lay in the zone of agreement (None: a result from before this measure)."""
-    deal_final_round: bool | None = None
-    red_line_proposals: tuple[int, int] | None = None
-    """(proposals breaking a needed party's red line, proposals)."""
-    invalid_answers: dict[str, tuple[int, int]] = {}
-    """Per party: (turns without a valid answer, turns)."""
-    estimation_error: dict[str, float] = {}
-    """Per party: mean absolute error of its value estimates, where it gave any."""
     fingerprint: str | None = None
     """`run_fingerprint` of the run: equal fingerprints mean identical runs (None: unknown,
     never equal to another run's)."""
@@ -141,60 +141,6 @@ def agents_label(agents: Mapping[str, AgentSettings]) -> str:
     return ", ".join([f"all={common}", *rest])
 
 
-def is_run_dir(path: Path) -> bool:
-    """A run folder holds both `result.json` and `events.jsonl`."""
-    return (path / RESULT_NAME).is_file() and (path / LOG_NAME).is_file()
-
-
-def read_header(run_dir: Path) -> RunHeader:
-    """The header (first line) of a run's event log."""
-    log = run_dir / LOG_NAME
-    try:
-        with log.open(encoding="utf-8") as handle:
-            first = next((line for line in handle if line.strip()), "")
-    except OSError as exc:
-        raise InputError(log, [Problem("", f"cannot read: {exc.strerror}")]) from None
-    try:
-        raw = json.loads(first)
-    except json.JSONDecodeError:
-        raise InputError(log, [Problem("line 1", "not valid JSON")]) from None
-    if not isinstance(raw, dict) or raw.get("type") != "header":
-        raise InputError(log, [Problem("line 1", "the log does not start with a header")])
-    if raw.get("format_version", 0) > EVENT_FORMAT_VERSION:
-        raise InputError(log, [Problem("line 1", "written by a newer detente; upgrade")])
-    try:
-        return RunHeader.model_validate(raw)
-    except ValidationError as exc:
-        raise InputError(log, [Problem("line 1", _first_error(exc))]) from None
-
-
-def read_result(run_dir: Path) -> RunResult:
-    """A run's `result.json`."""
-    path = run_dir / RESULT_NAME
-    try:
-        return RunResult.model_validate_json(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(path, [Problem("", f"cannot read: {exc.strerror}")]) from None
-    except ValidationError as exc:
-        raise InputError(path, [Problem("", _first_error(exc))]) from None
-
-
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return f"{where}: {first['msg']}" if where else str(first["msg"])
-
-
-def read_event_dicts(run_dir: Path) -> list[dict[str, Any]] | None:
-    """Every event of a run's log as parsed JSON (no validation); None if it cannot be read."""
-    try:
-        lines = (run_dir / LOG_NAME).read_text(encoding="utf-8").split("\n")
-        events = [json.loads(line) for line in lines if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return events if all(isinstance(ev, dict) for ev in events) else None
-
-
 def normalized_events(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The events two identical runs share: no header or resume notes, none of
     `IGNORED_EVENT_FIELDS`, in the order of their ids (concurrent answers land in the log in
@@ -219,11 +165,12 @@ def run_fingerprint(summary: RunSummary, header: RunHeader,
     return hashlib.sha256(_canonical(document).encode("utf-8")).hexdigest()
 
 
-def summarize_run(run_dir: Path, header: RunHeader, result: RunResult,
-                  events: Iterable[Mapping[str, Any]] | None = None) -> RunSummary:
-    """The `RunSummary` of a run from its header, result and events (as JSON objects; read from
-    the run's log when not given)."""
-    deal = result.status == "deal" and result.package is not None
+def summarize_run(run: RunFolder, events: Iterable[Mapping[str, Any]] | None = None
+                  ) -> RunSummary:
+    """The `RunSummary` of a run folder: its header and result, each metric's value, and its
+    fingerprint from `events` (the log's events as JSON objects; by default the run's own)."""
+    header, result = run.header, run.result
+    deal = has_deal(result)
     package: dict[str, dict[str, str | float]] | None = None
     if deal and result.package is not None:
         package = {"options": dict(result.package.options), "terms": dict(result.package.terms)}
@@ -231,9 +178,8 @@ def summarize_run(run_dir: Path, header: RunHeader, result: RunResult,
               for party, ids in result.red_lines_broken.items()}
     for party in result.scores.parties:
         broken.setdefault(party, [])
-    metrics = result.metrics
     summary = RunSummary(
-        run_dir=str(run_dir),
+        run_dir=str(run.path),
         run_id=result.run_id,
         scenario_id=result.scenario_id,
         scenario_hash=result.scenario_hash,
@@ -241,27 +187,53 @@ def summarize_run(run_dir: Path, header: RunHeader, result: RunResult,
         agents=agents_label(header.agents),
         status=result.status,
         deal=deal,
-        rounds=result.rounds_played,
         package=package,
-        utilities={party: s.utility for party, s in result.scores.parties.items()},
+        parties=list(result.scores.parties),
         red_lines_broken=broken,
-        distance_to_nash=result.scores.deal.distance_to_nash,
+        values={m.key: m.read(run) for m in METRICS},
         settings=run_settings(header),
         upper_bound=result.upper_bound,
-        deal_any_round=metrics.deal_any_round if metrics else None,
-        deal_final_round=metrics.deal_final_round if metrics else None,
-        red_line_proposals=(metrics.red_line_proposals.count, metrics.red_line_proposals.n)
-        if metrics else None,
-        invalid_answers={p: (r.count, r.n) for p, r in metrics.invalid_answers.items()}
-        if metrics else {},
-        estimation_error={p: e for p, e in metrics.estimation_error.items() if e is not None}
-        if metrics else {},
     )
     if events is None:
-        events = read_event_dicts(run_dir)
-    if events is not None:
-        summary.fingerprint = run_fingerprint(summary, header, events)
+        events = [e.model_dump(mode="json") for e in run.events]
+    summary.fingerprint = run_fingerprint(summary, header, events)
     return summary
+
+
+def summarize_runs(runs: Iterable[RunFolder]) -> LoadedRuns:
+    """The summaries of the finished runs among `runs`, and the others as skipped: unfinished
+    (with the result's status and reason) or unreadable (with the first line of the error)."""
+    summaries: list[RunSummary] = []
+    skipped: list[SkippedRun] = []
+    for run in runs:
+        try:
+            result = run.result
+            if result.status not in FINISHED_STATUSES:
+                skipped.append(SkippedRun(run_dir=str(run.path), status=result.status,
+                                          reason=result.reason))
+                continue
+            summaries.append(summarize_run(run))
+        except InputError as exc:
+            skipped.append(SkippedRun(run_dir=str(run.path), status=None,
+                                      reason=str(exc).splitlines()[0]))
+    return LoadedRuns(runs=summaries, skipped=skipped)
+
+
+def load_runs_with_skipped(paths: Sequence[str | Path]) -> LoadedRuns:
+    """The finished runs under `paths` (see `detente.runs.load_runs`) summed up, and the run
+    folders skipped (unfinished or unreadable).
+
+    Raises InputError when a path is missing or holds no run folder, or when none of the runs
+    found has finished.
+    """
+    loaded = summarize_runs(load_runs(paths, finished=False))
+    if not loaded.runs:
+        counts = Counter(s.status or "unreadable" for s in loaded.skipped)
+        what = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        raise InputError(", ".join(str(p) for p in paths),
+                         [Problem("", f"found {len(loaded.skipped)} run folders but none "
+                                  f"finished ({what})")])
+    return loaded
 
 
 def all_scripted(agents: Iterable[AgentSettings]) -> bool:
@@ -318,192 +290,86 @@ def pooling_problems(key: str, runs: Sequence[RunSummary]) -> list[Problem]:
     return problems
 
 
-def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Every run folder named by `paths` (run folders, folders holding runs, glob patterns).
-
-    Raises InputError for a path that does not exist, a pattern that matches nothing, or a path
-    under which there is no run folder.
-    """
-    if not paths:
-        raise InputError("detente compare", [Problem("PATH", "give at least one run folder, "
-                                                     "sweep folder or glob pattern")])
-    found: dict[Path, Path] = {}
-    for given in paths:
-        text = str(given)
-        explicit = not glob.has_magic(text)
-        if explicit:
-            target = Path(text)
-            if not target.exists():
-                raise InputError(target, [Problem("", "no such file or folder")])
-            targets = [target]
-        else:
-            targets = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
-            if not targets:
-                raise InputError(text, [Problem("", "no file or folder matches this pattern")])
-        run_dirs = [d for t in targets for d in _runs_under(t, explicit)]
-        if not run_dirs:
-            raise InputError(text, [Problem("", f"no run folders here (a run folder holds "
-                                            f"{RESULT_NAME} and {LOG_NAME})")])
-        for run_dir in run_dirs:
-            found.setdefault(run_dir.resolve(), run_dir)
-    return list(found.values())
+# --------------------------------------------------------------------------- statistics models
 
 
-def _runs_under(target: Path, explicit: bool) -> list[Path]:
-    if target.is_file():
-        if target.name in (RESULT_NAME, LOG_NAME, SWEEP_MANIFEST):
-            target = target.parent
-        elif explicit:
-            raise InputError(target, [Problem("", "not a folder: give run folders, sweep "
-                                              "folders or glob patterns")])
-        else:
-            return []
-    if is_run_dir(target):
-        return [target]
-    out: list[Path] = []
-    for root, dirs, _files in os.walk(target):
-        dirs.sort()
-        here = Path(root)
-        if here != target and is_run_dir(here):
-            out.append(here)
-            dirs.clear()  # a run folder holds no other run
-    return out
+class _MetricStats(BaseModel):
+    """A model holding one statistic per metric of the table (`metrics`, by key). Its JSON has
+    each at the top level under the metric's key, as when they were fields of their own."""
+
+    PER_PARTY: ClassVar[bool] = False
+
+    metrics: dict[str, Stat | None] = {}
+    """Every metric of `detente.metrics.METRICS` of this scope, pooled over the distinct runs
+    (None: no run measured it)."""
+
+    @model_serializer(mode="wrap")
+    def _flatten_metrics(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        stats = data.pop("metrics", {}) or {}
+        return {**data, **stats}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_metrics(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "metrics" in data:
+            return data
+        keys = [m.key for m in METRICS if m.per_party == cls.PER_PARTY]
+        return {**{k: v for k, v in data.items() if k not in keys},
+                "metrics": {k: data[k] for k in keys if k in data}}
+
+    def stat(self, key: str) -> Stat | None:
+        """The statistic of metric `key` (None: not measured, or no such metric)."""
+        return self.metrics.get(key)
+
+    def _proportion(self, key: str) -> Proportion | None:
+        value = self.metrics.get(key)
+        return value if isinstance(value, Proportion) else None
+
+    def _mean(self, key: str) -> MeanCI | None:
+        value = self.metrics.get(key)
+        return value if isinstance(value, MeanCI) else None
 
 
-def load_runs_with_skipped(paths: Sequence[str | Path]) -> LoadedRuns:
-    """Finished runs under `paths`, and the run folders skipped (unfinished or unreadable).
+class PartyStats(_MetricStats):
+    """One party's statistics in a group: every per-party metric (`metrics`: mean utility,
+    red-line violation rate, invalid-answer rate, value-estimate error, ...) and the red lines
+    broken."""
 
-    Raises InputError when a path is missing or holds no run folder, or when none of the runs
-    found has finished.
-    """
-    runs: list[RunSummary] = []
-    skipped: list[SkippedRun] = []
-    for run_dir in find_run_dirs(paths):
-        try:
-            header = read_header(run_dir)
-            result = read_result(run_dir)
-        except InputError as exc:
-            skipped.append(SkippedRun(run_dir=str(run_dir), status=None,
-                                      reason=str(exc).splitlines()[0]))
-            continue
-        if result.status not in FINISHED_STATUSES:
-            skipped.append(SkippedRun(run_dir=str(run_dir), status=result.status,
-                                      reason=result.reason))
-            continue
-        runs.append(summarize_run(run_dir, header, result))
-    if not runs:
-        counts = Counter(s.status or "unreadable" for s in skipped)
-        what = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        raise InputError(", ".join(str(p) for p in paths),
-                         [Problem("", f"found {len(skipped)} run folders but none finished "
-                                  f"({what})")])
-    return LoadedRuns(runs=runs, skipped=skipped)
+    PER_PARTY: ClassVar[bool] = True
 
-
-def load_runs(paths: Sequence[str | Path]) -> list[RunSummary]:
-    """Finished runs under `paths`: run folders, folders holding runs (e.g. sweep folders) and
-    glob patterns. Unfinished runs (running, interrupted, error) and unreadable run folders are
-    left out; `load_runs_with_skipped` also says which. Raises InputError when a path is missing
-    or holds no run folder, or when no run found has finished."""
-    return load_runs_with_skipped(paths).runs
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (95% for the default z); (0, 1) when n is 0."""
-    if n < 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    z2 = z * z
-    denominator = 1 + z2 / n
-    center = (p + z2 / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    lo = 0.0 if successes == 0 else max(0.0, center - half)
-    hi = 1.0 if successes == n else min(1.0, center + half)
-    return lo, hi
-
-
-def bootstrap_mean_ci(
-    values: Sequence[float] | np.ndarray,
-    confidence: float = 0.95,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean; deterministic for a given seed.
-
-    One value (or all equal) gives a zero-width interval; no values raise ValueError.
-    """
-    data = np.asarray(values, dtype=np.float64)
-    if data.size == 0:
-        raise ValueError("no values to bootstrap")
-    if data.size == 1 or bool(np.all(data == data[0])):
-        mean = float(data.mean())
-        return mean, mean
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
-class Proportion(BaseModel):
-    """A share of runs with its Wilson 95% interval."""
-
-    count: int
-    n: int
-    rate: float
-    lo: float
-    hi: float
-
-
-class MeanCI(BaseModel):
-    """A mean over runs with its percentile-bootstrap 95% interval."""
-
-    mean: float
-    lo: float
-    hi: float
-    n: int
-
-
-class RoundsStats(BaseModel):
-    mean: float
-    median: float
-    n: int
-
-
-def proportion(count: int, n: int) -> Proportion:
-    lo, hi = wilson_interval(count, n)
-    return Proportion(count=count, n=n, rate=count / n if n else 0.0, lo=lo, hi=hi)
-
-
-def mean_ci(values: Sequence[float]) -> MeanCI | None:
-    if not values:
-        return None
-    lo, hi = bootstrap_mean_ci(values)
-    return MeanCI(mean=float(np.mean(values)), lo=lo, hi=hi, n=len(values))
-
-
-# --------------------------------------------------------------------------- comparison
-
-
-class PartyStats(BaseModel):
-    utility: MeanCI
-    """Mean utility over every run of the group (no deal: the reservation utility)."""
-    violation_rate: Proportion
-    """Share of runs whose outcome breaks at least one of the party's red lines."""
     red_lines: dict[str, Proportion]
     """Per red line id (every id broken in any compared run): share of runs breaking it."""
-    invalid_rate: Proportion | None = None
-    """Turns without a valid answer (format failures), pooled over the group's runs."""
-    estimation_error: MeanCI | None = None
-    """Mean over runs of the party's mean absolute value-estimate error (LLM parties)."""
+
+    @property
+    def utility(self) -> MeanCI:
+        """Mean utility over every run of the group (no deal: the reservation utility)."""
+        value = self._mean("utility")
+        assert value is not None, "every scored party has a utility"
+        return value
+
+    @property
+    def violation_rate(self) -> Proportion:
+        """Share of runs whose outcome breaks at least one of the party's red lines."""
+        value = self._proportion("violation_rate")
+        assert value is not None, "every scored party has a violation rate"
+        return value
+
+    @property
+    def invalid_rate(self) -> Proportion | None:
+        """Turns without a valid answer (format failures), pooled over the group's runs."""
+        return self._proportion("invalid_rate")
+
+    @property
+    def estimation_error(self) -> MeanCI | None:
+        """Mean over runs of the party's mean absolute value-estimate error (LLM parties)."""
+        return self._mean("estimation_error")
 
 
-class VariantStats(BaseModel):
+class VariantStats(_MetricStats):
+    """One group's statistics: every per-variant metric (`metrics`: deal rate, rounds to
+    agreement, distance to Nash, ...), each party's, and what the deals agreed on."""
+
     variant: str
     """The group's key: a scenario id (or an agents label, see `GroupBy`)."""
     n: int
@@ -516,62 +382,161 @@ class VariantStats(BaseModel):
     scripted: bool = False
     """Every party of every run was scripted: the group's seeds cannot differ."""
     deals: int
-    deal_rate: Proportion
     statuses: dict[str, int]
     """Runs per status (deal, no_deal, deadlock)."""
-    rounds_to_agreement: RoundsStats | None
-    """Over deals only; None without any deal."""
     parties: dict[str, PartyStats]
     options: dict[str, dict[str, int]]
     """Per issue: how many deals agreed on each option."""
     terms: dict[str, dict[str, int]]
     """Per numeric term: how many deals agreed on each value (formatted with `g`)."""
-    distance_to_nash: MeanCI | None
-    """Mean Euclidean distance of the outcome's utilities to the Nash package's (None: no run
-    has a Nash package)."""
     seeds: list[int]
     agents: list[str]
     """Distinct agent labels in the group (more than one: the group mixes who played)."""
     scenario_hashes: list[str]
     """Distinct scenario contents in the group (always one: groups never pool different
     contents)."""
-    deal_any_round: Proportion | None = None
-    """Runs in which some table lay in the zone of agreement."""
-    deal_final_round: Proportion | None = None
-    """Runs whose last table lay in the zone of agreement."""
-    red_line_proposals: Proportion | None = None
-    """Proposals breaking a needed party's red line, pooled over the group's runs."""
     upper_bound: bool = False
     """The group's runs had the oracle mediator: reference runs, an upper bound."""
 
+    @property
+    def deal_rate(self) -> Proportion:
+        value = self._proportion("deal_rate")
+        assert value is not None, "every group has a deal rate"
+        return value
 
-class PartyTest(BaseModel):
-    utility_diff: float
-    """Mean utility of `a` minus that of `b`."""
-    utility_p: float | None
-    """Two-sided Mann-Whitney U p-value; None when a group has fewer than `MIN_TEST_RUNS`
-    distinct runs or every value is the same."""
-    violation_diff: float
-    """Violation rate of `a` minus that of `b`."""
-    violation_p: float | None
-    """Fisher's exact test p-value on the violation rates (None: not tested, see
-    `PairTest.note`)."""
+    @property
+    def rounds_to_agreement(self) -> RoundsStats | None:
+        """Over deals only; None without any deal."""
+        value = self.metrics.get("rounds_to_agreement")
+        return value if isinstance(value, RoundsStats) else None
+
+    @property
+    def distance_to_nash(self) -> MeanCI | None:
+        """Mean Euclidean distance of the outcome's utilities to the Nash package's (None: no
+        run has a Nash package)."""
+        return self._mean("distance_to_nash")
+
+    @property
+    def deal_any_round(self) -> Proportion | None:
+        """Runs in which some table lay in the zone of agreement."""
+        return self._proportion("deal_any_round")
+
+    @property
+    def deal_final_round(self) -> Proportion | None:
+        """Runs whose last table lay in the zone of agreement."""
+        return self._proportion("deal_final_round")
+
+    @property
+    def red_line_proposals(self) -> Proportion | None:
+        """Proposals breaking a needed party's red line, pooled over the group's runs."""
+        return self._proportion("red_line_proposals")
 
 
-class PairTest(BaseModel):
+class MetricTest(BaseModel):
+    """One metric of group `a` tested against group `b`."""
+
+    diff: float | None
+    """`a`'s rate or mean minus `b`'s (None: a group has no value)."""
+    p: float | None
+    """Two-sided p-value: Fisher's exact test for rates, Mann-Whitney U for means (None: not
+    tested, see `PairTest.note`, or no variation)."""
+
+
+class _MetricTests(BaseModel):
+    """A model holding the tests of the metrics marked `tested` (`metrics`, by key). Its JSON
+    has `<stem>_diff` and `<stem>_p` for each at the top level, as when they were fields."""
+
+    PER_PARTY: ClassVar[bool] = False
+
+    metrics: dict[str, MetricTest] = {}
+
+    @model_serializer(mode="wrap")
+    def _flatten_tests(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        tests = data.pop("metrics", {}) or {}
+        stems = {m.key: m.test_stem for m in METRICS}
+        for key, test in tests.items():
+            stem = stems.get(key, key)
+            data[f"{stem}_diff"] = test["diff"] if isinstance(test, dict) else None
+            data[f"{stem}_p"] = test["p"] if isinstance(test, dict) else None
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_tests(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "metrics" in data:
+            return data
+        data = dict(data)
+        tests: dict[str, dict[str, Any]] = {}
+        for m in METRICS:
+            if m.tested and m.per_party == cls.PER_PARTY and (
+                    f"{m.test_stem}_p" in data or f"{m.test_stem}_diff" in data):
+                tests[m.key] = {"diff": data.pop(f"{m.test_stem}_diff", None),
+                                "p": data.pop(f"{m.test_stem}_p", None)}
+        return {**data, "metrics": tests}
+
+    def _diff(self, key: str) -> float:
+        test = self.metrics.get(key)
+        assert test is not None and test.diff is not None, f"no difference in {key}"
+        return test.diff
+
+    def _p(self, key: str) -> float | None:
+        test = self.metrics.get(key)
+        return test.p if test is not None else None
+
+
+class PartyTest(_MetricTests):
+    """A party's per-party metrics of group `a` tested against group `b`."""
+
+    PER_PARTY: ClassVar[bool] = True
+
+    @property
+    def utility_diff(self) -> float:
+        """Mean utility of `a` minus that of `b`."""
+        return self._diff("utility")
+
+    @property
+    def utility_p(self) -> float | None:
+        """Two-sided Mann-Whitney U p-value; None when a group has fewer than `MIN_TEST_RUNS`
+        distinct runs or every value is the same."""
+        return self._p("utility")
+
+    @property
+    def violation_diff(self) -> float:
+        """Violation rate of `a` minus that of `b`."""
+        return self._diff("violation_rate")
+
+    @property
+    def violation_p(self) -> float | None:
+        """Fisher's exact test p-value on the violation rates."""
+        return self._p("violation_rate")
+
+
+class PairTest(_MetricTests):
+    """Group `a` tested against group `b` on every metric marked `tested`."""
+
     a: str
     """The variant tested."""
     b: str
     """The reference it is tested against."""
-    deal_rate_diff: float
-    deal_rate_p: float | None
-    """Fisher's exact test p-value on the deal rates (None: not tested, see `note`)."""
-    distance_to_nash_p: float | None
-    """Two-sided Mann-Whitney U p-value on the distances to the Nash package."""
     parties: dict[str, PartyTest]
     """Parties scored in both groups."""
     note: str | None = None
     """Why no p-value was computed: a group has fewer than `MIN_TEST_RUNS` distinct runs."""
+
+    @property
+    def deal_rate_diff(self) -> float:
+        return self._diff("deal_rate")
+
+    @property
+    def deal_rate_p(self) -> float | None:
+        """Fisher's exact test p-value on the deal rates (None: not tested, see `note`)."""
+        return self._p("deal_rate")
+
+    @property
+    def distance_to_nash_p(self) -> float | None:
+        """Two-sided Mann-Whitney U p-value on the distances to the Nash package."""
+        return self._p("distance_to_nash")
 
 
 class Comparison(BaseModel):
@@ -583,6 +548,9 @@ class Comparison(BaseModel):
     """Each other group against the reference."""
     skipped: list[SkippedRun] = []
     """Filled by callers that loaded the runs with `load_runs_with_skipped`."""
+
+
+# --------------------------------------------------------------------------- comparison
 
 
 def group_key(run: RunSummary, by: GroupBy = "scenario") -> str:
@@ -658,7 +626,7 @@ def _scripted(run: RunSummary) -> bool:
 def _parties(runs: Iterable[RunSummary]) -> list[str]:
     out: dict[str, None] = {}
     for run in runs:
-        out.update(dict.fromkeys(run.utilities))
+        out.update(dict.fromkeys(run.parties))
     return list(out)
 
 
@@ -666,27 +634,29 @@ def _format_term(value: str | float) -> str:
     return f"{value:g}" if isinstance(value, float | int) else str(value)
 
 
+RESERVED_KEYS = frozenset(VariantStats.model_fields) | frozenset(PartyStats.model_fields)
+"""Names a metric cannot take: its statistic sits beside these fields in the JSON."""
+
+
+def _check_keys(metrics: Sequence[Metric]) -> None:
+    clash = [m.key for m in metrics if m.key in RESERVED_KEYS]
+    if clash:
+        raise ValueError(f"metric keys {', '.join(clash)} are names of the comparison's own "
+                         "fields; rename them")
+
+
 def variant_stats(
     variant: str, runs: Sequence[RunSummary], red_line_ids: Mapping[str, Sequence[str]]
 ) -> VariantStats:
     """The statistics of one group of runs; `red_line_ids` are the ids reported per party."""
-    n = len(runs)
+    _check_keys(METRICS)
+    values = [r.values for r in runs]
     deals = [r for r in runs if r.deal]
-    rounds = [r.rounds for r in deals]
     parties: dict[str, PartyStats] = {}
     for party in _parties(runs):
-        scored = [r for r in runs if party in r.utilities]
-        utility = mean_ci([r.utilities[party] for r in scored])
-        assert utility is not None
-        broken = [r for r in scored if r.red_lines_broken.get(party)]
-        answered = [r.invalid_answers[party] for r in runs if party in r.invalid_answers]
+        scored = [r for r in runs if party in r.parties]
         parties[party] = PartyStats(
-            invalid_rate=proportion(sum(c for c, _ in answered), sum(n for _, n in answered))
-            if answered and sum(n for _, n in answered) else None,
-            estimation_error=mean_ci([r.estimation_error[party] for r in runs
-                                      if party in r.estimation_error]),
-            utility=utility,
-            violation_rate=proportion(len(broken), len(scored)),
+            metrics={m.key: m.pool(m.samples(values, party)) for m in party_metrics()},
             red_lines={
                 line: proportion(sum(line in r.red_lines_broken.get(party, []) for r in scored),
                                  len(scored))
@@ -702,30 +672,17 @@ def variant_stats(
             options.setdefault(issue, Counter())[str(option)] += 1
         for term, value in run.package.get("terms", {}).items():
             terms.setdefault(term, Counter())[_format_term(value)] += 1
-    distances = [r.distance_to_nash for r in runs if r.distance_to_nash is not None]
-    measured = [r for r in runs if r.deal_any_round is not None]
-    proposals = [r.red_line_proposals for r in runs if r.red_line_proposals is not None]
-    tabled = sum(n for _, n in proposals)
     return VariantStats(
-        deal_any_round=proportion(sum(bool(r.deal_any_round) for r in measured), len(measured))
-        if measured else None,
-        deal_final_round=proportion(sum(bool(r.deal_final_round) for r in measured),
-                                    len(measured)) if measured else None,
-        red_line_proposals=proportion(sum(c for c, _ in proposals), tabled) if tabled else None,
+        metrics={m.key: m.pool(m.samples(values)) for m in variant_metrics()},
         upper_bound=any(r.upper_bound for r in runs),
         variant=variant,
-        n=n,
+        n=len(runs),
         deals=len(deals),
-        deal_rate=proportion(len(deals), n),
         statuses=dict(Counter(r.status for r in runs)),
-        rounds_to_agreement=RoundsStats(mean=float(np.mean(rounds)),
-                                        median=float(statistics.median(rounds)),
-                                        n=len(rounds)) if rounds else None,
         parties=parties,
         options={k: dict(c.most_common()) for k, c in options.items()},
         terms={k: dict(sorted(c.items(), key=lambda kv: float(kv[0])))
                for k, c in terms.items()},
-        distance_to_nash=mean_ci(distances),
         seeds=sorted({r.seed for r in runs}),
         agents=sorted({r.agents for r in runs}),
         scenario_hashes=sorted({r.scenario_hash for r in runs}),
@@ -756,13 +713,34 @@ def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     return None if math.isnan(p) else p
 
 
+def metric_test(metric: Metric, stat_a: Stat | None, stat_b: Stat | None,
+                runs_a: Sequence[RunSummary], runs_b: Sequence[RunSummary],
+                party: str | None = None, *, run: bool = True) -> MetricTest:
+    """`metric` of one group against another: the difference of their rates or means, and the
+    p-value (Fisher's exact test on rates, Mann-Whitney U on the runs' values) when `run`."""
+    diff: float | None = None
+    p: float | None = None
+    if isinstance(stat_a, Proportion) and isinstance(stat_b, Proportion):
+        diff = stat_a.rate - stat_b.rate
+        if run:
+            p = fisher_p(stat_a.count, stat_a.n, stat_b.count, stat_b.n)
+    elif isinstance(stat_a, MeanCI) and isinstance(stat_b, MeanCI):
+        diff = stat_a.mean - stat_b.mean
+        if run:
+            p = mann_whitney_p([float(v) for v in metric.samples([r.values for r in runs_a],
+                                                                  party)],
+                               [float(v) for v in metric.samples([r.values for r in runs_b],
+                                                                  party)])
+    return MetricTest(diff=diff, p=p)
+
+
 def pair_test(
     a: str, b: str, runs_a: Sequence[RunSummary], runs_b: Sequence[RunSummary],
     stats_a: VariantStats, stats_b: VariantStats,
 ) -> PairTest:
-    """Group `a` tested against group `b` (`runs_a`, `runs_b`: their distinct runs). A group
-    with fewer than `MIN_TEST_RUNS` distinct runs is not tested: every p-value is None and
-    `note` says why."""
+    """Group `a` tested against group `b` (`runs_a`, `runs_b`: their distinct runs) on every
+    metric marked `tested`. A group with fewer than `MIN_TEST_RUNS` distinct runs is not
+    tested: every p-value is None and `note` says why."""
     short = [g for g in (stats_a, stats_b) if g.n < MIN_TEST_RUNS]
     note = None
     if short:
@@ -770,33 +748,30 @@ def pair_test(
                 + "; ".join(f"{g.variant} has " + (f"{g.runs} identical runs" if g.runs > g.n
                                                     else f"{g.n} run{'s' if g.n != 1 else ''}")
                             for g in short))
+    tested = [m for m in METRICS if m.tested]
     parties: dict[str, PartyTest] = {}
     for party in stats_a.parties:
         if party not in stats_b.parties:
             continue
         pa, pb = stats_a.parties[party], stats_b.parties[party]
-        parties[party] = PartyTest(
-            utility_diff=pa.utility.mean - pb.utility.mean,
-            utility_p=None if note else mann_whitney_p(
-                [r.utilities[party] for r in runs_a if party in r.utilities],
-                [r.utilities[party] for r in runs_b if party in r.utilities]),
-            violation_diff=pa.violation_rate.rate - pb.violation_rate.rate,
-            violation_p=None if note else fisher_p(
-                pa.violation_rate.count, pa.violation_rate.n,
-                pb.violation_rate.count, pb.violation_rate.n),
-        )
+        parties[party] = PartyTest(metrics={
+            m.key: metric_test(m, pa.stat(m.key), pb.stat(m.key), runs_a, runs_b, party,
+                               run=note is None)
+            for m in tested if m.per_party})
     return PairTest(
         a=a,
         b=b,
-        deal_rate_diff=stats_a.deal_rate.rate - stats_b.deal_rate.rate,
-        deal_rate_p=None if note else fisher_p(stats_a.deals, stats_a.n, stats_b.deals,
-                                               stats_b.n),
-        distance_to_nash_p=None if note else mann_whitney_p(
-            [r.distance_to_nash for r in runs_a if r.distance_to_nash is not None],
-            [r.distance_to_nash for r in runs_b if r.distance_to_nash is not None]),
+        metrics={m.key: metric_test(m, stats_a.stat(m.key), stats_b.stat(m.key), runs_a,
+                                    runs_b, run=note is None)
+                 for m in tested if not m.per_party},
         parties=parties,
         note=note,
     )
+
+
+def tested_metrics(per_party: bool) -> list[Metric]:
+    """The metrics tested against the reference (per party or per variant), in table order."""
+    return [m for m in METRICS if m.tested and m.per_party == per_party]
 
 
 # --------------------------------------------------------------------------- findings
@@ -926,22 +901,22 @@ def _test_finding(comparison: Comparison) -> str:
 
 
 def _tests_performed(test: PairTest) -> int:
-    ps = [test.deal_rate_p, test.distance_to_nash_p]
+    ps = [t.p for t in test.metrics.values()]
     for pt in test.parties.values():
-        ps += [pt.utility_p, pt.violation_p]
+        ps += [t.p for t in pt.metrics.values()]
     return sum(p is not None for p in ps)
 
 
 def _significant(test: PairTest) -> list[str]:
     out: list[str] = []
-    if test.deal_rate_p is not None and test.deal_rate_p < SIGNIFICANT:
-        out.append(f"deal rate {100 * test.deal_rate_diff:+.0f} pts (p {test.deal_rate_p:.3g})")
-    if test.distance_to_nash_p is not None and test.distance_to_nash_p < SIGNIFICANT:
-        out.append(f"distance to Nash (p {test.distance_to_nash_p:.3g})")
+    for m in tested_metrics(per_party=False):
+        t = test.metrics.get(m.key)
+        if t is not None and t.p is not None and t.p < SIGNIFICANT:
+            out.append(f"{m.named_in_tests} {format_diff(m, t.diff)} (p {t.p:.3g})")
     for party, pt in test.parties.items():
-        if pt.utility_p is not None and pt.utility_p < SIGNIFICANT:
-            out.append(f"{party} utility {pt.utility_diff:+.1f} (p {pt.utility_p:.3g})")
-        if pt.violation_p is not None and pt.violation_p < SIGNIFICANT:
-            out.append(f"{party} red-line violations {100 * pt.violation_diff:+.0f} pts "
-                       f"(p {pt.violation_p:.3g})")
+        for m in tested_metrics(per_party=True):
+            t = pt.metrics.get(m.key)
+            if t is not None and t.p is not None and t.p < SIGNIFICANT:
+                out.append(f"{party} {m.named_in_tests} {format_diff(m, t.diff)} "
+                           f"(p {t.p:.3g})")
     return out

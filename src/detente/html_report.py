@@ -35,11 +35,10 @@ from detente.comparison import (
     MIN_TEST_RUNS,
     SIGNIFICANT,
     Comparison,
-    MeanCI,
-    Proportion,
     VariantStats,
     agents_label,
     findings,
+    tested_metrics,
 )
 from detente.events import (
     ErrorEvent,
@@ -49,16 +48,25 @@ from detente.events import (
     Statement,
     Tally,
 )
+from detente.metrics import (
+    MeanCI,
+    Proportion,
+    RoundsStats,
+    Stat,
+    format_diff,
+    party_metrics,
+    variant_metrics,
+)
 from detente.plots import (
     AGREED_OPTIONS_PNG,
     RATES_PNG,
-    RunData,
     comparison_figures,
     comparison_of,
     figure_alt,
     figure_png,
     run_utility_figure,
 )
+from detente.runs import RunFolder
 from detente.scenario import Package, Scenario
 
 RECORD = "record"
@@ -113,7 +121,7 @@ class Message:
 class _Names:
     """Display names of parties and labels of issues, terms and options of one scenario."""
 
-    def __init__(self, run: RunData) -> None:
+    def __init__(self, run: RunFolder) -> None:
         self.scenario: Scenario = run.scenario
         self.parties = {p: (b.display_name if (b := run.bundle.briefs.get(p)) else p)
                         for p in run.scenario.parties}
@@ -180,7 +188,7 @@ def _text(text: str, empty: str = "(nothing said)") -> str:
     return f'<div class="text">{e(shown) if shown else f"<em>{e(empty)}</em>"}</div>'
 
 
-def messages_of(run: RunData) -> list[Message]:
+def messages_of(run: RunFolder) -> list[Message]:
     """The transcript of a run as messages, in log order (a response's private rationale right
     after its public statement)."""
     names = _Names(run)
@@ -303,8 +311,8 @@ def _header(title: str, contents: Sequence[tuple[str, str, Sequence[tuple[str, s
             f"<ol>{''.join(items)}</ol></nav></header>")
 
 
-def _what_was_run(runs: Sequence[RunData]) -> str:
-    scenarios: dict[str, RunData] = {}
+def _what_was_run(runs: Sequence[RunFolder]) -> str:
+    scenarios: dict[str, RunFolder] = {}
     for r in runs:
         scenarios.setdefault(r.bundle.content_hash, r)
     scenario_items = "".join(
@@ -328,7 +336,7 @@ def _what_was_run(runs: Sequence[RunData]) -> str:
     )
 
 
-def _run_findings(run: RunData) -> list[str]:
+def _run_findings(run: RunFolder) -> list[str]:
     """One run in a few sentences: its outcome, and whose red lines it breaks."""
     result = run.result
     out = [f"{result.status.replace('_', ' ').capitalize()} after "
@@ -343,7 +351,7 @@ def _run_findings(run: RunData) -> list[str]:
     return out
 
 
-def _findings(items: Sequence[str], runs: Sequence[RunData]) -> str:
+def _findings(items: Sequence[str], runs: Sequence[RunFolder]) -> str:
     warn = ("Identical runs", "Every agent is scripted")
     bullets = "".join(f'<li{" class=warning" if item.startswith(warn) else ""}>{e(item)}</li>'
                       for item in items)
@@ -380,59 +388,88 @@ def _runs_cell(g: VariantStats) -> str:
             f'once">({g.n} distinct)</span>')
 
 
+def _stat(stat: Stat | None) -> str:
+    """A metric's statistic as a cell (see `detente.metrics`: rates, means, mean and median)."""
+    if isinstance(stat, Proportion):
+        return _rate(stat)
+    if isinstance(stat, MeanCI):
+        return _ci(stat)
+    if isinstance(stat, RoundsStats):
+        return f"mean {stat.mean:.1f}, median {stat.median:g}"
+    return '<span class="na">n/a</span>'
+
+
+def _notes(notes: Iterable[str]) -> str:
+    text = " ".join(n for n in notes if n)
+    return f'<p class="note">{e(text)}</p>' if text else ""
+
+
 def _comparison(comparison: Comparison) -> str:
+    """The comparison's tables, a column for every metric of `detente.metrics`."""
+    whole, per_party = variant_metrics(), party_metrics()
     variant_rows = []
     for g in comparison.groups:
         ref = ' <span class="badge">reference</span>' if g.variant == comparison.reference \
             else ""
-        rounds = f"{g.rounds_to_agreement.mean:.1f}" if g.rounds_to_agreement else "n/a"
         statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in g.statuses.items())
+        cells = "".join(f'<td data-metric="{e(m.key)}">{_stat(g.stat(m.key))}</td>'
+                        for m in whole)
         variant_rows.append(
             f'<tr data-variant="{e(g.variant)}"><th scope="row">{e(g.variant)}{ref}</th>'
-            f"<td>{_runs_cell(g)}</td><td>{e(statuses)}</td><td>{_rate(g.deal_rate)}</td>"
-            f"<td>{rounds}</td><td>{_ci(g.distance_to_nash)}</td>"
+            f"<td>{_runs_cell(g)}</td><td>{e(statuses)}</td>{cells}"
             f"<td>{e(', '.join(g.agents))}</td></tr>")
     party_rows = []
     for g in comparison.groups:
         for party, stats in g.parties.items():
             broken = ", ".join(f"{line} {p.rate:.0%}" for line, p in stats.red_lines.items()
                                if p.count)
+            cells = "".join(f'<td data-metric="{e(m.key)}">{_stat(stats.stat(m.key))}</td>'
+                            for m in per_party)
             party_rows.append(
                 f'<tr data-variant="{e(g.variant)}" data-party="{e(party)}">'
-                f"<td>{e(g.variant)}</td><th scope=\"row\">{e(party)}</th>"
-                f"<td>{_ci(stats.utility)}</td><td>{_rate(stats.violation_rate)}</td>"
+                f"<td>{e(g.variant)}</td><th scope=\"row\">{e(party)}</th>{cells}"
                 f"<td>{e(broken) or 'none'}</td></tr>")
     tests = ""
     if comparison.tests:
+        tested, tested_parties = tested_metrics(per_party=False), tested_metrics(per_party=True)
         test_rows = []
         for t in comparison.tests:
             if t.note is not None:
                 test_rows.append(
                     f'<tr data-variant="{e(t.a)}" class="untested"><th scope="row">{e(t.a)} vs '
-                    f'{e(t.b)}</th><td colspan="3">{e(t.note)}</td></tr>')
+                    f'{e(t.b)}</th><td colspan="{len(tested) + 1}">{e(t.note)}</td></tr>')
                 continue
+            cells = "".join(
+                f'<td data-metric="{e(m.key)}">{e(format_diff(m, mt.diff))} (p={_p(mt.p)})</td>'
+                if (mt := t.metrics.get(m.key)) is not None else '<td class="na">n/a</td>'
+                for m in tested)
             parties = "; ".join(
-                f"{party}: utility {pt.utility_diff:+.1f} (p={_p(pt.utility_p)}), violations "
-                f"{pt.violation_diff:+.0%} (p={_p(pt.violation_p)})"
+                f"{e(party)}: " + ", ".join(
+                    f"{e(m.named_in_tests)} {e(format_diff(m, mt.diff))} (p={_p(mt.p)})"
+                    for m in tested_parties if (mt := pt.metrics.get(m.key)) is not None)
                 for party, pt in t.parties.items()
             )
             test_rows.append(
                 f'<tr data-variant="{e(t.a)}"><th scope="row">{e(t.a)} vs {e(t.b)}</th>'
-                f"<td>{t.deal_rate_diff:+.0%} (p={_p(t.deal_rate_p)})</td>"
-                f"<td>{_p(t.distance_to_nash_p)}</td><td>{parties}</td></tr>")
+                f"{cells}<td>{parties}</td></tr>")
+        headers = "".join(f"<th>{e(m.label)}</th>" for m in tested)
         tests = (
             '<h3 id="comparison-tests-title">Tests against the reference</h3>'
-            '<p class="note">Fisher\'s exact test for rates, Mann-Whitney U for utilities and '
-            "distances, over distinct runs; two-sided, not corrected for multiple comparisons; "
-            f"in red: p &lt; {SIGNIFICANT}. A group needs {MIN_TEST_RUNS} distinct runs to be "
-            "tested: identical runs are one sample.</p>"
-            '<table id="comparison-tests"><thead><tr><th>variant</th><th>deal rate '
-            "difference</th><th>distance to Nash p</th><th>per party</th></tr></thead>"
+            '<p class="note">Difference from the reference and p-value: Fisher\'s exact test '
+            "for rates (differences in percentage points), Mann-Whitney U for means, over "
+            "distinct runs; two-sided, not corrected for multiple comparisons; in red: p &lt; "
+            f"{SIGNIFICANT}. A group needs {MIN_TEST_RUNS} distinct runs to be tested: "
+            "identical runs are one sample.</p>"
+            f'<table id="comparison-tests"><thead><tr><th>variant</th>{headers}'
+            "<th>per party</th></tr></thead>"
             f"<tbody>{''.join(test_rows)}</tbody></table>")
     skipped = ""
     if comparison.skipped:
         skipped = ("<p class=\"note\">Not compared (unfinished or unreadable): "
                    + ", ".join(e(s.run_dir) for s in comparison.skipped) + "</p>")
+    variant_headers = "".join(f'<th data-metric="{e(m.key)}">{e(m.label)}</th>' for m in whole)
+    party_headers = "".join(f'<th data-metric="{e(m.key)}">{e(m.label)}</th>'
+                            for m in per_party)
     return (
         '<section id="comparison"><h2>Comparison</h2>'
         '<p class="note">Finished runs grouped by variant; identical runs (the same events) '
@@ -441,18 +478,18 @@ def _comparison(comparison: Comparison) -> str:
         "run without a deal scores every party at its reservation utility and breaks no red "
         "line.</p>"
         '<table id="comparison-variants"><thead><tr><th>variant</th><th>runs</th>'
-        "<th>outcomes</th><th>deal rate</th><th>mean rounds to agreement</th>"
-        "<th>distance to Nash</th><th>agents</th></tr></thead>"
-        f"<tbody>{''.join(variant_rows)}</tbody></table>"
-        '<details class="parties"><summary>Per party: mean utility and red-line violations'
-        '</summary><table id="comparison-parties"><thead><tr><th>variant</th><th>party</th>'
-        "<th>mean utility</th><th>red-line violation rate</th><th>red lines broken</th></tr>"
-        f"</thead><tbody>{''.join(party_rows)}</tbody></table></details>{tests}{skipped}"
-        "</section>"
+        f"<th>outcomes</th>{variant_headers}<th>agents</th></tr></thead>"
+        f"<tbody>{''.join(variant_rows)}</tbody></table>{_notes(m.note for m in whole)}"
+        '<details class="parties"><summary>Per party: '
+        + e(", ".join(m.label for m in per_party)) + '</summary><table '
+        'id="comparison-parties"><thead><tr><th>variant</th><th>party</th>'
+        f"{party_headers}<th>red lines broken</th></tr></thead>"
+        f"<tbody>{''.join(party_rows)}</tbody></table>{_notes(m.note for m in per_party)}"
+        f"</details>{tests}{skipped}</section>"
     )
 
 
-def _filters(runs: Sequence[RunData], messages: Sequence[Message]) -> str:
+def _filters(runs: Sequence[RunFolder], messages: Sequence[Message]) -> str:
     parties: dict[str, str] = {}
     dims: dict[str, str] = {}
     for r in runs:
@@ -499,7 +536,7 @@ def _filters(runs: Sequence[RunData], messages: Sequence[Message]) -> str:
     )
 
 
-def _scores(run: RunData, names: _Names) -> str:
+def _scores(run: RunFolder, names: _Names) -> str:
     rows = []
     for party, s in run.result.scores.parties.items():
         broken = ", ".join(b.id for b in s.red_lines_broken) or "none"
@@ -519,15 +556,15 @@ def _scores(run: RunData, names: _Names) -> str:
     )
 
 
-def _run_heading(run: RunData) -> str:
+def _run_heading(run: RunFolder) -> str:
     h = run.header
     status = run.result.status.replace("_", " ")
     return (f"<code>{e(h.scenario_id)}</code> seed {h.seed} · run <code>{e(h.run_id)}</code> · "
             f"{e(status)}")
 
 
-def _run_article(run: RunData, messages: Sequence[Message], chart: Figure | None, *,
-                 is_open: bool, copies: Sequence[RunData]) -> str:
+def _run_article(run: RunFolder, messages: Sequence[Message], chart: Figure | None, *,
+                 is_open: bool, copies: Sequence[RunFolder]) -> str:
     names = _Names(run)
     h = run.header
     agents = "".join(f"<li>{e(names.party(p))}: {e(a.label())}</li>" for p, a in h.agents.items())
@@ -547,7 +584,7 @@ def _run_article(run: RunData, messages: Sequence[Message], chart: Figure | None
         f'{_run_heading(run)}</h3> <span class="badge">{e(count)}</span></summary>'
         f'<p class="note"><strong>{e(run.scenario.title)}</strong>. {e(_sentence(run))} '
         f"Started {e(h.time)}; at most {h.max_rounds} rounds; folder "
-        f"<code>{e(run.run_dir)}</code>.</p>{same}"
+        f"<code>{e(run.path)}</code>.</p>{same}"
         f'<ul class="agents">{agents}</ul>{_scores(run, names)}{chart_html}'
         f"{packed_messages(messages)}</details></article>"
     )
@@ -577,19 +614,19 @@ _PACKED = re.compile(r'<ol class="messages" data-packed="([^"]*)" data-count="(\
                      re.S)
 
 
-def _sentence(run: RunData) -> str:
+def _sentence(run: RunFolder) -> str:
     reason = run.result.reason.strip().rstrip(".")
     return (reason[:1].upper() + reason[1:] + ".") if reason else ""
 
 
-def _copy_article(run: RunData, original: RunData) -> str:
+def _copy_article(run: RunFolder, original: RunFolder) -> str:
     h, o = run.header, original.header
     return (
         f'<article class="run copy" id="run-{e(h.run_id)}" data-run="{e(h.run_id)}" '
         f'data-scenario="{e(h.scenario_id)}" data-status="{e(run.result.status)}" '
         f'data-copy-of="{e(o.run_id)}"><p>{_run_heading(run)}: identical to '
         f'<a href="#run-{e(o.run_id)}">seed {o.seed}</a> (the same events), not repeated; '
-        f"folder <code>{e(run.run_dir)}</code>.</p></article>"
+        f"folder <code>{e(run.path)}</code>.</p></article>"
     )
 
 
@@ -606,7 +643,7 @@ def copies_of(comparison: Comparison | None) -> dict[str, str]:
 
 
 def render_report(
-    runs: Sequence[RunData],
+    runs: Sequence[RunFolder],
     *,
     comparison: Comparison | None = None,
     run_charts: bool = True,
@@ -705,7 +742,7 @@ def render_report(
 
 
 def write_report(
-    runs: Sequence[RunData],
+    runs: Sequence[RunFolder],
     out: Path,
     *,
     comparison: Comparison | None = None,

@@ -12,8 +12,8 @@ the PNG bytes, or the paths they wrote.
 - `rates_figure`: per variant, the deal rate and each party's red-line violation rate, with their
   intervals.
 
-`load_runs` reads run folders (as found by `detente.comparison.find_run_dirs`) with their scenarios,
-for these charts and for `detente.html_report`; the cross-run statistics are `detente.comparison`'s.
+Runs are `detente.runs.RunFolder`s (`load_runs` reads them up front); the cross-run statistics are
+`detente.comparison`'s, and the rates chart draws the metrics of `detente.metrics` marked `chart`.
 """
 
 from __future__ import annotations
@@ -29,28 +29,16 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from pydantic import ValidationError
 
-from detente.comparison import (
-    FINISHED_STATUSES,
-    MIN_TEST_RUNS,
-    Comparison,
-    GroupBy,
-    Proportion,
-    RunSummary,
-    SkippedRun,
-    compare_runs,
-    summarize_run,
-)
-from detente.errors import InputError, Problem
-from detente.events import LOG_NAME, Event, Proposal, RunHeader, Tally, read_events
-from detente.loading import ScenarioBundle, load_bundle
-from detente.report import RunResult, build_result, header_of
+from detente.comparison import MIN_TEST_RUNS, Comparison, GroupBy, compare_runs, summarize_runs
+from detente.events import Event, Proposal, Tally
+from detente.metrics import Proportion, Stat, party_metrics, variant_metrics
+from detente.runs import RunFolder
+from detente.runs import load_runs as find_runs
 from detente.scenario import Package, Scenario
 from detente.scoring import normalize_package
 from detente.space import PackageSpace
 
-RESULT_NAME = "result.json"
 NO_DEAL = "no deal"
 _DPI = 110
 
@@ -58,92 +46,17 @@ _DPI = 110
 # --------------------------------------------------------------------------- loading runs
 
 
-@dataclass(frozen=True)
-class RunData:
-    """A run folder read back: its events, its scenario (checked against the run's hash), its
-    result (from `result.json`, or rebuilt from the events when that is missing or stale)."""
-
-    run_dir: Path
-    events: list[Event]
-    bundle: ScenarioBundle
-    result: RunResult
-
-    @property
-    def header(self) -> RunHeader:
-        return header_of(self.events)
-
-    @property
-    def scenario(self) -> Scenario:
-        return self.bundle.scenario
-
-    @property
-    def label(self) -> str:
-        """`<scenario id> seed <n> (<run id>)`: short and unique enough for titles."""
-        h = self.header
-        return f"{h.scenario_id} seed {h.seed} ({h.run_id})"
+def load_run(run_dir: str | Path, scenario: str | Path | None = None) -> RunFolder:
+    """A run folder with its scenario and result read now (`RunFolder.read`): a run that
+    cannot be read stops a command before it draws or writes anything."""
+    return RunFolder(run_dir, scenario).read()
 
 
-def load_run(
-    run_dir: Path,
-    scenario: Path | None = None,
-    bundles: dict[Path, ScenarioBundle] | None = None,
-) -> RunData:
-    """Read a run folder and its scenario.
-
-    The scenario is `scenario` if given, else the header's `scenario_path`: as written (relative
-    to the working folder), or relative to a folder above the run (runs are often stored inside
-    the project that holds the scenarios). `bundles` caches loaded scenarios across calls.
-    """
-    if not run_dir.is_dir():
-        raise InputError(run_dir, [Problem("", "not a folder; expected a run folder")])
-    events = read_events(run_dir / LOG_NAME)
-    try:
-        header = header_of(events)
-    except ValueError:
-        raise InputError(run_dir / LOG_NAME, [Problem("", "the log has no header")]) from None
-    path = scenario if scenario is not None else _find_scenario(run_dir, header.scenario_path)
-    cache = bundles if bundles is not None else {}
-    key = path.resolve()
-    if key not in cache:
-        cache[key] = load_bundle(path)
-    bundle = cache[key]
-    if bundle.content_hash != header.scenario_hash:
-        raise InputError(path, [Problem("", f"this scenario's content differs from the one run "
-                                        f"{run_dir} used (hash {header.scenario_hash[:12]}); "
-                                        "pass the original with --scenario PATH")])
-    return RunData(run_dir=run_dir, events=events, bundle=bundle,
-                   result=_result(run_dir, bundle.scenario, events))
-
-
-def load_runs(run_dirs: Sequence[Path], scenario: Path | None = None) -> list[RunData]:
-    bundles: dict[Path, ScenarioBundle] = {}
-    return [load_run(d, scenario, bundles) for d in run_dirs]
-
-
-def _find_scenario(run_dir: Path, recorded: str) -> Path:
-    path = Path(recorded)
-    if path.exists() or path.is_absolute():
-        if not path.exists():
-            raise InputError(path, [Problem("", f"the scenario of run {run_dir} is not here; "
-                                            "pass --scenario PATH")])
-        return path
-    for folder in run_dir.resolve().parents:
-        if (folder / path).is_file():
-            return folder / path
-    raise InputError(path, [Problem("", f"the scenario of run {run_dir} is not here (looked in "
-                                    "the working folder and above the run); pass "
-                                    "--scenario PATH")])
-
-
-def _result(run_dir: Path, scenario: Scenario, events: list[Event]) -> RunResult:
-    try:
-        result = RunResult.model_validate_json((run_dir / RESULT_NAME).read_text("utf-8"))
-    except (OSError, ValueError, ValidationError):
-        return build_result(scenario, events)
-    header = header_of(events)
-    if result.run_id != header.run_id or result.scenario_hash != header.scenario_hash:
-        return build_result(scenario, events)
-    return result
+def load_runs(paths: Sequence[str | Path], scenario: str | Path | None = None
+              ) -> list[RunFolder]:
+    """Every run under `paths` (`detente.runs.load_runs`, finished or not), each read now as by
+    `load_run`; they share the scenarios they load."""
+    return [run.read() for run in find_runs(paths, finished=False, scenario=scenario)]
 
 
 # --------------------------------------------------------------------------- rendering
@@ -253,7 +166,7 @@ def packages_on_table(events: Sequence[Event]) -> dict[int, Package]:
     return dict(sorted(tabled.items()))
 
 
-def table_series(run: RunData) -> TableSeries:
+def table_series(run: RunFolder) -> TableSeries:
     scenario = run.scenario
     space = PackageSpace(scenario)
     tabled = packages_on_table(run.events)
@@ -283,7 +196,7 @@ def table_series(run: RunData) -> TableSeries:
     )
 
 
-def run_utility_figure(run: RunData) -> Figure:
+def run_utility_figure(run: RunFolder) -> Figure:
     """Chart (a): each voting party's utility of the package on the table, by round."""
     series = table_series(run)
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
@@ -327,31 +240,21 @@ def run_utility_figure(run: RunData) -> Figure:
 # --------------------------------------------------------------------------- comparisons
 
 
-def summaries_of(runs: Sequence[RunData]) -> list[RunSummary]:
-    """`detente.comparison` summaries of the finished runs among `runs`."""
-    return [summarize_run(r.run_dir, r.header, r.result,
-                          [e.model_dump(mode="json") for e in r.events])
-            for r in runs if r.result.status in FINISHED_STATUSES]
-
-
 def comparison_of(
-    runs: Sequence[RunData], reference: str | None = None, by: GroupBy = "scenario"
+    runs: Sequence[RunFolder], reference: str | None = None, by: GroupBy = "scenario"
 ) -> Comparison | None:
     """`detente.comparison` statistics of the finished runs among `runs`, grouped `by` scenario
-    (or agents), tested against `reference`; the unfinished ones are listed as skipped. None
-    when no run has finished."""
-    summaries = summaries_of(runs)
-    if not summaries:
+    (or agents), tested against `reference`; the others are listed as skipped. None when no
+    run has finished."""
+    loaded = summarize_runs(runs)
+    if not loaded.runs:
         return None
-    comparison = compare_runs(summaries, reference, by=by)
-    comparison.skipped = [
-        SkippedRun(run_dir=str(r.run_dir), status=r.result.status, reason=r.result.reason)
-        for r in runs if r.result.status not in FINISHED_STATUSES
-    ]
+    comparison = compare_runs(loaded.runs, reference, by=by)
+    comparison.skipped = loaded.skipped
     return comparison
 
 
-def variant_scenarios(runs: Sequence[RunData], comparison: Comparison) -> dict[str, Scenario]:
+def variant_scenarios(runs: Sequence[RunFolder], comparison: Comparison) -> dict[str, Scenario]:
     """For each variant of `comparison`, the scenario of its runs (its id is the variant's
     name; otherwise the first run's scenario)."""
     by_id: dict[str, Scenario] = {}
@@ -512,46 +415,60 @@ def agreed_options_figure(comparison: Comparison, scenarios: Mapping[str, Scenar
 
 
 def rates_figure(comparison: Comparison) -> Figure:
-    """Chart (c): per variant (rows), the deal rate and each party's red-line violation rate
-    (share of runs whose outcome breaks one of its red lines) as shaded cells, each labelled
-    with its rate and count, and with its Wilson 95% interval where the variant has at least
-    two distinct runs (an interval of one run says nothing a count does not)."""
+    """Chart (c): per variant (rows), the rates of `detente.metrics` marked `chart` as shaded
+    cells: the per-variant ones (the deal rate) as columns of the first panel, each per-party
+    one (the red-line violation rate: share of runs whose outcome breaks one of the party's red
+    lines) as a panel of party columns. Each cell is labelled with its rate and count, and with
+    its Wilson 95% interval where the variant has at least two distinct runs (an interval of
+    one run says nothing a count does not)."""
     groups = comparison.groups
     names = [g.variant for g in groups]
     parties: list[str] = []
     for g in groups:
         parties += [p for p in g.parties if p not in parties]
+    whole = [m for m in variant_metrics() if m.chart]
+    per_party = [m for m in party_metrics() if m.chart]
     name_width = max((len(n) for n in names), default=8)
     label_width = 0.075 * name_width + 0.6
-    width = label_width + 1.3 + 1.05 * max(len(parties), 1) + 0.6
+    first = 1.3 * max(len(whole), 1)
+    party_width = 1.05 * max(len(parties), 1)
+    widths = ([first] if whole else []) + [party_width] * len(per_party)
+    width = label_width + sum(widths or [first]) + 0.6
     height = 0.42 * len(groups) + 1.5
     fig = Figure(figsize=(width, height), layout="constrained")
-    left, right = fig.subplots(1, 2, sharey=True,
-                               width_ratios=[1.0, 1.05 * max(len(parties), 1) / 1.3])
-    deal = np.array([[g.deal_rate.rate] for g in groups])
-    left.imshow(deal, cmap="Blues", vmin=0, vmax=1.6, aspect="auto")
-    for i, g in enumerate(groups):
-        _cell_label(left, 0, i, g.deal_rate, deal[i, 0], dark_above=0.95)
-    left.set_xticks([0], ["deal rate"], fontsize=8)
-    left.set_yticks(np.arange(len(groups)), names, fontsize=8)
-    left.set_ylabel("variant")
-    left.set_title("deal rate", fontsize=10)
-
-    values = np.full((len(groups), max(len(parties), 1)), np.nan)
-    for i, g in enumerate(groups):
-        for j, party in enumerate(parties):
-            if party in g.parties:
-                v = g.parties[party].violation_rate
-                values[i, j] = v.rate
-                _cell_label(right, j, i, v, v.rate, dark_above=0.55)
-            else:
-                right.text(j, i, "-", ha="center", va="center", fontsize=8, color="#666666")
-    right.imshow(values, cmap="Reds", vmin=0, vmax=1.25, aspect="auto")
-    right.set_xticks(np.arange(len(parties)), parties, fontsize=8)
-    right.tick_params(axis="y", left=False, labelleft=False)
-    right.set_xlabel("party whose red lines the outcome breaks")
-    right.set_title("red-line violation rate", fontsize=10)
-    for ax in (left, right):
+    axes = fig.subplots(1, max(len(widths), 1), sharey=True, squeeze=False,
+                        width_ratios=[w / 1.3 for w in widths or [first]])[0]
+    rows = np.arange(len(groups))
+    panels = iter(axes)
+    if whole:
+        ax = next(panels)
+        values = np.array([[_rate_of(g.stat(m.key)) for m in whole] for g in groups])
+        for i, g in enumerate(groups):
+            for j, m in enumerate(whole):
+                _cell(ax, j, i, g.stat(m.key), values[i, j], dark_above=0.95)
+        ax.imshow(values, cmap="Blues", vmin=0, vmax=1.6, aspect="auto")
+        ax.set_xticks(np.arange(len(whole)), [m.label for m in whole], fontsize=8)
+        ax.set_title(whole[0].label if len(whole) == 1 else "per variant", fontsize=10)
+    for m in per_party:
+        ax = next(panels)
+        values = np.full((len(groups), max(len(parties), 1)), np.nan)
+        for i, g in enumerate(groups):
+            for j, party in enumerate(parties):
+                stat = g.parties[party].stat(m.key) if party in g.parties else None
+                values[i, j] = _rate_of(stat)
+                _cell(ax, j, i, stat, values[i, j], dark_above=0.55)
+        ax.imshow(values, cmap="Reds", vmin=0, vmax=1.25, aspect="auto")
+        ax.set_xticks(np.arange(len(parties)), parties, fontsize=8)
+        ax.set_xlabel(m.chart_axis or "party")
+        ax.set_title(m.label, fontsize=10)
+    if not whole and not per_party:
+        axes[0].text(0.5, 0.5, "no rate is charted", ha="center", va="center",
+                     transform=axes[0].transAxes)
+    axes[0].set_yticks(rows, names, fontsize=8)
+    axes[0].set_ylabel("variant")
+    for k, ax in enumerate(axes):
+        if k:
+            ax.tick_params(axis="y", left=False, labelleft=False)
         ax.set_xticks(np.arange(-0.5, ax.get_xlim()[1], 1), minor=True)
         ax.set_yticks(np.arange(-0.5, len(groups), 1), minor=True)
         ax.grid(which="minor", color="white", linewidth=2)
@@ -562,6 +479,17 @@ def rates_figure(comparison: Comparison) -> Figure:
     fig.suptitle("Share of " + ("distinct runs" if copies else "runs") + " per variant "
                  "(count; 95% Wilson interval from 2 distinct runs)", fontsize=10)
     return fig
+
+
+def _rate_of(stat: Stat | None) -> float:
+    return stat.rate if isinstance(stat, Proportion) else np.nan
+
+
+def _cell(ax: Axes, x: int, y: int, stat: Stat | None, shade: float, dark_above: float) -> None:
+    if isinstance(stat, Proportion):
+        _cell_label(ax, x, y, stat, shade, dark_above)
+    else:
+        ax.text(x, y, "-", ha="center", va="center", fontsize=8, color="#666666")
 
 
 def _cell_label(ax: Axes, x: int, y: int, p: Proportion, shade: float,
@@ -584,18 +512,18 @@ def file_safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "chart"
 
 
-def run_chart_name(run: RunData) -> str:
+def run_chart_name(run: RunFolder) -> str:
     h = run.header
     return file_safe(f"utilities-{h.scenario_id}-seed{h.seed}-{h.run_id}") + ".png"
 
 
-def write_run_chart(run: RunData, out_dir: Path) -> Path:
+def write_run_chart(run: RunFolder, out_dir: Path) -> Path:
     """Chart (a) of `run` as `<out_dir>/utilities-<scenario>-seed<n>-<run id>.png`."""
     return save_figure(run_utility_figure(run), out_dir / run_chart_name(run))
 
 
 def comparison_figures(
-    runs: Sequence[RunData], comparison: Comparison | None = None
+    runs: Sequence[RunFolder], comparison: Comparison | None = None
 ) -> dict[str, Figure]:
     """Charts (b) and (c) of `runs`, by file name; empty when no run has finished."""
     comparison = comparison if comparison is not None else comparison_of(runs)
@@ -609,7 +537,7 @@ def comparison_figures(
 
 
 def write_charts(
-    runs: Sequence[RunData],
+    runs: Sequence[RunFolder],
     out_dir: Path,
     *,
     per_run: bool = False,

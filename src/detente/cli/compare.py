@@ -3,7 +3,9 @@
 Tables have one row per variant and are laid out for the terminal: the metric columns are packed
 into as many tables as the width needs, each repeating the variant column, so no cell is ever
 wrapped, folded or cut (a column wider than the whole terminal alone is folded, never cut).
-`--json` and `--csv` hold every figure.
+`--json` and `--csv` hold every figure. Which metrics are shown, and how they are named and
+explained, comes from the table in `detente.metrics`: per-variant metrics are columns of the
+outcomes table, each per-party metric a table of its own.
 """
 
 from __future__ import annotations
@@ -27,14 +29,25 @@ from detente.comparison import (
     SIGNIFICANT,
     Comparison,
     GroupBy,
-    MeanCI,
-    Proportion,
     VariantStats,
     compare_runs,
     findings,
     load_runs_with_skipped,
+    tested_metrics,
 )
 from detente.errors import InputError, Problem
+from detente.metrics import (
+    QUIET_SECTIONS,
+    MeanCI,
+    Metric,
+    Proportion,
+    RoundsStats,
+    Stat,
+    format_diff,
+    party_metrics,
+    shows_something,
+    variant_metrics,
+)
 
 
 @app.command()
@@ -92,6 +105,17 @@ def fmt_mean(m: MeanCI | None) -> str:
     if f"{m.lo:.1f}" == f"{m.mean:.1f}" == f"{m.hi:.1f}":
         return f"{m.mean:.1f}"
     return f"{m.mean:.1f} [{m.lo:.1f}, {m.hi:.1f}]"
+
+
+def fmt_stat(stat: Stat | None, metric: Metric) -> str:
+    """A metric's statistic as a cell: a rate, a mean, or a mean and median."""
+    if isinstance(stat, Proportion):
+        return fmt_rate(stat)
+    if isinstance(stat, MeanCI):
+        return fmt_mean(stat)
+    if isinstance(stat, RoundsStats):
+        return f"mean {stat.mean:.1f}, median {stat.median:g}"
+    return metric.empty
 
 
 def fmt_p(p: float | None) -> Text:
@@ -226,9 +250,9 @@ def render(comparison: Comparison, out: Console | None = None) -> None:
     out.print()
 
     _render_outcomes(out, comparison)
-    _render_parties(out, comparison)
+    _render_party_section(out, comparison, "parties")
     _render_red_lines(out, comparison)
-    _render_answers(out, comparison)
+    _render_party_section(out, comparison, "answers")
     if comparison.tests:
         _render_tests(out, comparison)
     _render_options(out, comparison)
@@ -241,24 +265,17 @@ def _note(out: Console, text: str) -> None:
 
 def _render_outcomes(out: Console, comparison: Comparison) -> None:
     groups = comparison.groups
-
-    def rate(p: Proportion | None) -> Text:
-        return _cell(fmt_rate(p) if p is not None else "-")
-
     columns = [
         Column("runs", [_cell(fmt_runs(g)) for g in groups]),
         Column("seeds", [_cell(_seeds(g.seeds)) for g in groups]),
-        Column("deal rate", [rate(g.deal_rate) for g in groups]),
-        Column("outcomes", [_cell(", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items())))
-                            for g in groups], "left"),
-        Column("rounds to agreement", [_cell(
-            f"mean {g.rounds_to_agreement.mean:.1f}, median {g.rounds_to_agreement.median:g}"
-            if g.rounds_to_agreement else "- (no deal)") for g in groups]),
-        Column("distance to Nash", [_cell(fmt_mean(g.distance_to_nash)) for g in groups]),
-        Column("table in zone, any round", [rate(g.deal_any_round) for g in groups]),
-        Column("table in zone, final round", [rate(g.deal_final_round) for g in groups]),
-        Column("proposals breaking a red line", [rate(g.red_line_proposals) for g in groups]),
     ]
+    for metric in variant_metrics():
+        columns.append(Column(metric.label, [_cell(fmt_stat(g.stat(metric.key), metric))
+                                             for g in groups]))
+        if metric.key == "deal_rate":  # what the runs that made no deal ended in
+            columns.append(Column("outcomes", [
+                _cell(", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items())))
+                for g in groups], "left"))
     if any(g.upper_bound for g in groups):
         columns.append(Column("oracle mediator", [
             Text("upper bound", style="yellow") if g.upper_bound else Text("") for g in groups],
@@ -267,15 +284,10 @@ def _render_outcomes(out: Console, comparison: Comparison) -> None:
         columns.append(Column("scenario versions", [_cell(str(len(g.scenario_hashes)))
                                                     for g in groups]))
     _print_variant_tables(out, comparison, "Outcomes", columns)
-    _note(out, "Runs: finished runs; identical runs (the same events) count once, and every "
-          "figure is over the distinct runs. Deal rate with its 95% Wilson interval; rounds "
-          "over deals only; distance to Nash: mean Euclidean distance of the outcome's "
-          "utilities to the Nash package's, with a 95% bootstrap interval. Table in zone: runs "
-          "in which a tabled package lay in the zone of agreement (the rule would pass it if "
-          "every party voted by its own values and red lines), in any round or in the last. "
-          "Proposals breaking a red line: tabled packages breaking a red line of a party the "
-          "rule needs, over all proposals. An oracle mediator's runs are reference runs: an "
-          "upper bound, not a negotiation.")
+    _note(out, " ".join([
+        "Runs: finished runs; identical runs (the same events) count once, and every figure "
+        "is over the distinct runs.", *(m.note for m in variant_metrics() if m.note),
+        "An oracle mediator's runs are reference runs: an upper bound, not a negotiation."]))
     players: dict[str, list[str]] = {}
     for g in groups:
         players.setdefault("; ".join(g.agents), []).append(g.variant)
@@ -287,19 +299,36 @@ def _render_outcomes(out: Console, comparison: Comparison) -> None:
         out.print()
 
 
-def _render_parties(out: Console, comparison: Comparison) -> None:
+def _render_party_section(out: Console, comparison: Comparison, section: str) -> None:
+    """Each per-party metric of `section` as a table of its own (a column per party), with
+    its note; a quiet section with nothing in it is one line."""
+    metrics = party_metrics(section)
+    if not metrics:
+        return
+    if section in QUIET_SECTIONS and not section_shown(comparison, section):
+        out.print(QUIET_SECTIONS[section], markup=False, highlight=False)
+        out.print()
+        return
     groups = comparison.groups
     parties = _parties(groups)
-    _print_variant_tables(out, comparison, "Mean utility [95% bootstrap interval]", [
-        Column(party, [_cell(fmt_mean(g.parties[party].utility) if party in g.parties else "-")
-                       for g in groups]) for party in parties])
-    _note(out, "Over every distinct run; a run without a deal scores each party's reservation "
-          "utility. A mean without an interval: one run, or every run the same.")
-    _print_variant_tables(out, comparison, "Red-line violation rate [95% Wilson interval]", [
-        Column(party, [_cell(fmt_rate(g.parties[party].violation_rate) if party in g.parties
-                             else "-") for g in groups]) for party in parties])
-    _note(out, "Share of runs whose outcome breaks at least one of the party's red lines (no "
-          "deal breaks none).")
+    for metric in metrics:
+        _print_variant_tables(out, comparison, metric.title, [
+            Column(party, [_cell(fmt_stat(g.parties[party].stat(metric.key), metric)
+                                 if party in g.parties else "-") for g in groups])
+            for party in parties])
+        if metric.note:
+            _note(out, metric.note)
+
+
+def section_shown(comparison: Comparison, section: str) -> bool:
+    """Whether some group has something to show in `section` (a rate with a count, a mean)."""
+    return any(shows_something(p.stat(m.key)) for m in party_metrics(section)
+               for g in comparison.groups for p in g.parties.values())
+
+
+def answers_shown(comparison: Comparison) -> bool:
+    """Whether some run had an invalid answer or a value estimate (else no answers tables)."""
+    return section_shown(comparison, "answers")
 
 
 def _render_red_lines(out: Console, comparison: Comparison) -> None:
@@ -324,40 +353,9 @@ def _render_red_lines(out: Console, comparison: Comparison) -> None:
               "list every one.")
 
 
-def _render_answers(out: Console, comparison: Comparison) -> None:
-    groups = comparison.groups
-    if not answers_shown(comparison):
-        out.print("Answers: no invalid answer and no value estimate in any run.", markup=False,
-                  highlight=False)
-        out.print()
-        return
-    parties = _parties(groups)
-
-    def invalid(g: VariantStats, party: str) -> str:
-        stats = g.parties.get(party)
-        return fmt_rate(stats.invalid_rate) if stats and stats.invalid_rate else "-"
-
-    def error(g: VariantStats, party: str) -> str:
-        stats = g.parties.get(party)
-        return fmt_mean(stats.estimation_error) if stats and stats.estimation_error else "-"
-
-    _print_variant_tables(out, comparison, "Invalid-answer rate [95% Wilson interval]", [
-        Column(party, [_cell(invalid(g, party)) for g in groups]) for party in parties])
-    _print_variant_tables(out, comparison, "Value-estimate error [95% bootstrap interval]", [
-        Column(party, [_cell(error(g, party)) for g in groups]) for party in parties])
-    _note(out, "Invalid: turns without a valid answer after every retry, over all turns. "
-          "Error: mean absolute error of the party's own estimates of the table's worth to it, "
-          "averaged over runs.")
-
-
-def answers_shown(comparison: Comparison) -> bool:
-    """Whether some run had an invalid answer or a value estimate (else no answers table)."""
-    return any((p.invalid_rate is not None and p.invalid_rate.count) or p.estimation_error
-               for g in comparison.groups for p in g.parties.values())
-
-
 def _render_tests(out: Console, comparison: Comparison) -> None:
-    """One row per variant tested against the reference: difference and p-value per metric."""
+    """One row per variant tested against the reference: difference and p-value per tested
+    metric (and per party)."""
     ref = comparison.reference
     tested = [t for t in comparison.tests if t.note is None]
     untested = [t for t in comparison.tests if t.note is not None]
@@ -369,23 +367,18 @@ def _render_tests(out: Console, comparison: Comparison) -> None:
         out.print()
         return
 
-    def cell(diff: str, p: float | None) -> Text:
-        return Text.assemble(f"{diff} p ", fmt_p(p))
+    def cell(metric: Metric, diff: float | None, p: float | None) -> Text:
+        return Text.assemble(f"{format_diff(metric, diff)} p ", fmt_p(p))
 
-    columns = [
-        Column("deal rate", [cell(f"{100 * t.deal_rate_diff:+.0f} pts", t.deal_rate_p)
-                             for t in tested]),
-        Column("distance to Nash", [cell(_diff(stats[t.a].distance_to_nash,
-                                               stats[t.b].distance_to_nash),
-                                         t.distance_to_nash_p) for t in tested]),
-    ]
+    columns = [Column(m.label, [cell(m, t.metrics[m.key].diff, t.metrics[m.key].p)
+                                if m.key in t.metrics else Text("-") for t in tested])
+               for m in tested_metrics(per_party=False)]
     parties = _parties([stats[t.a] for t in tested])
-    columns += [Column(f"{party} utility", [
-        cell(f"{t.parties[party].utility_diff:+.1f}", t.parties[party].utility_p)
-        if party in t.parties else Text("-") for t in tested]) for party in parties]
-    columns += [Column(f"{party} red-line violations", [
-        cell(f"{100 * t.parties[party].violation_diff:+.0f} pts", t.parties[party].violation_p)
-        if party in t.parties else Text("-") for t in tested]) for party in parties]
+    for m in tested_metrics(per_party=True):
+        columns += [Column(f"{party} {m.named_in_tests}", [
+            cell(m, pt.metrics[m.key].diff, pt.metrics[m.key].p)
+            if (pt := t.parties.get(party)) is not None and m.key in pt.metrics else Text("-")
+            for t in tested]) for party in parties]
     if tested:
         for table in packed_tables(f"Tests against {ref}: difference, p-value", "variant",
                                    [t.a for t in tested], columns, out.width):
@@ -394,8 +387,8 @@ def _render_tests(out: Console, comparison: Comparison) -> None:
         out.print(f"Not tested ({needs}): " + "; ".join(
             f"{t.a} ({_runs_phrase(stats[t.a])})" for t in untested) + ".",
             markup=False, highlight=False)
-    _note(out, "Two-sided: Fisher's exact test for rates, Mann-Whitney U for utilities and "
-          f"distances, over distinct runs; bold: p < {SIGNIFICANT}; n/a: no variation. Not "
+    _note(out, "Two-sided: Fisher's exact test for rates, Mann-Whitney U for means (utilities, "
+          f"distances), over distinct runs; bold: p < {SIGNIFICANT}; n/a: no variation. Not "
           "corrected for multiple comparisons.")
 
 
@@ -404,10 +397,6 @@ def _runs_phrase(g: VariantStats) -> str:
     if runs > g.n:
         return f"{runs} identical runs" if g.n == 1 else f"{g.n} distinct runs of {runs}"
     return f"{g.n} run{'s' if g.n != 1 else ''}"
-
-
-def _diff(a: MeanCI | None, b: MeanCI | None) -> str:
-    return "-" if a is None or b is None else f"{a.mean - b.mean:+.1f}"
 
 
 def _render_options(out: Console, comparison: Comparison) -> None:
@@ -444,7 +433,9 @@ CSV_COLUMNS = ("variant", "metric", "party", "detail", "value", "lo", "hi", "n")
 
 
 def csv_rows(comparison: Comparison) -> list[dict[str, str | float | int | None]]:
-    """One row per (variant, metric, party[, detail]); tests are rows with `p_` metrics."""
+    """One row per (variant, metric, party[, detail]): the run counts, every metric of
+    `detente.metrics` (a `mean_median` metric as `<name>_mean` and `<name>_median`), the red
+    lines and agreed options; tests are rows with `p_` metrics."""
     rows: list[dict[str, str | float | int | None]] = []
 
     def add(variant: str, metric: str, value: float | int | None, lo: float | None = None,
@@ -453,6 +444,16 @@ def csv_rows(comparison: Comparison) -> list[dict[str, str | float | int | None]
         rows.append({"variant": variant, "metric": metric, "party": party, "detail": detail,
                      "value": value, "lo": lo, "hi": hi, "n": n})
 
+    def add_stat(variant: str, metric: Metric, stat: Stat | None, party: str = "") -> None:
+        name = metric.csv_name
+        if isinstance(stat, Proportion):
+            add(variant, name, stat.rate, stat.lo, stat.hi, stat.n, party=party)
+        elif isinstance(stat, MeanCI):
+            add(variant, name, stat.mean, stat.lo, stat.hi, stat.n, party=party)
+        elif isinstance(stat, RoundsStats):
+            add(variant, f"{name}_mean", stat.mean, n=stat.n, party=party)
+            add(variant, f"{name}_median", stat.median, n=stat.n, party=party)
+
     for g in comparison.groups:
         v = g.variant
         add(v, "runs", g.runs or g.n, n=g.runs or g.n)
@@ -460,27 +461,11 @@ def csv_rows(comparison: Comparison) -> list[dict[str, str | float | int | None]
         for ids in g.identical:
             add(v, "identical_runs", len(ids), n=len(ids), detail=" ".join(ids))
         add(v, "all_scripted", int(g.scripted))
-        add(v, "deal_rate", g.deal_rate.rate, g.deal_rate.lo, g.deal_rate.hi, g.n)
-        if g.rounds_to_agreement is not None:
-            add(v, "rounds_mean", g.rounds_to_agreement.mean, n=g.rounds_to_agreement.n)
-            add(v, "rounds_median", g.rounds_to_agreement.median, n=g.rounds_to_agreement.n)
-        if g.distance_to_nash is not None:
-            d = g.distance_to_nash
-            add(v, "distance_to_nash", d.mean, d.lo, d.hi, d.n)
-        for metric in ("deal_any_round", "deal_final_round", "red_line_proposals"):
-            prop = getattr(g, metric)
-            if prop is not None:
-                add(v, metric, prop.rate, prop.lo, prop.hi, prop.n)
+        for metric in variant_metrics():
+            add_stat(v, metric, g.stat(metric.key))
         for party, p in g.parties.items():
-            u, r = p.utility, p.violation_rate
-            add(v, "utility", u.mean, u.lo, u.hi, u.n, party=party)
-            add(v, "violation_rate", r.rate, r.lo, r.hi, r.n, party=party)
-            if p.invalid_rate is not None:
-                ir = p.invalid_rate
-                add(v, "invalid_rate", ir.rate, ir.lo, ir.hi, ir.n, party=party)
-            if p.estimation_error is not None:
-                ee = p.estimation_error
-                add(v, "estimation_error", ee.mean, ee.lo, ee.hi, ee.n, party=party)
+            for metric in party_metrics():
+                add_stat(v, metric, p.stat(metric.key), party)
             for line, lr in p.red_lines.items():
                 add(v, "red_line_violation_rate", lr.rate, lr.lo, lr.hi, lr.n, party=party,
                     detail=line)
@@ -492,11 +477,14 @@ def csv_rows(comparison: Comparison) -> list[dict[str, str | float | int | None]
                 add(v, "agreed_term", count, n=g.deals, detail=f"{term}={value}")
     for t in comparison.tests:
         against = f"vs {t.b}"
-        add(t.a, "p_deal_rate", t.deal_rate_p, detail=against)
-        add(t.a, "p_distance_to_nash", t.distance_to_nash_p, detail=against)
+        for metric in tested_metrics(per_party=False):
+            if metric.key in t.metrics:
+                add(t.a, f"p_{metric.csv_name}", t.metrics[metric.key].p, detail=against)
         for party, pt in t.parties.items():
-            add(t.a, "p_utility", pt.utility_p, party=party, detail=against)
-            add(t.a, "p_violation_rate", pt.violation_p, party=party, detail=against)
+            for metric in tested_metrics(per_party=True):
+                if metric.key in pt.metrics:
+                    add(t.a, f"p_{metric.csv_name}", pt.metrics[metric.key].p, party=party,
+                        detail=against)
         if t.note is not None:
             add(t.a, "not_tested", None, detail=t.note)
     return rows

@@ -11,8 +11,9 @@ from typing import Annotated, get_args
 import typer
 
 from detente.cli._app import app, console
-from detente.comparison import GroupBy, find_run_dirs
+from detente.comparison import GroupBy
 from detente.errors import InputError, Problem
+from detente.runs import RunFolder, load_runs
 
 PLOTS_FOLDER = "plots"
 """Where `plot` writes by default, inside the run or sweep folder."""
@@ -47,6 +48,13 @@ def home_of(run_dirs: Sequence[Path]) -> Path:
     return common
 
 
+def read_all(runs: Sequence[RunFolder]) -> None:
+    """Read every run's parts now: a run that cannot be read stops the command before it
+    writes anything."""
+    for run in runs:
+        run.read()
+
+
 def check_group_by(by: str) -> GroupBy:
     choices: tuple[str, ...] = get_args(GroupBy)
     if by not in choices:
@@ -71,12 +79,12 @@ def plot(
     group_by = check_group_by(by)
     if out is not None and out.exists() and not out.is_dir():
         raise InputError(out, [Problem("--out", "expected a folder, got a file")])
-    run_dirs = find_run_dirs(paths)
+    runs = load_runs(paths, finished=False, scenario=scenario)
     if out is None:
-        out = home_of(run_dirs) / PLOTS_FOLDER
+        out = home_of([r.path for r in runs]) / PLOTS_FOLDER
+    read_all(runs)
     # matplotlib loads only when charts are drawn, not with every command
-    from detente.plots import comparison_of, load_runs, write_charts
-    runs = load_runs(run_dirs, scenario)
+    from detente.plots import comparison_of, write_charts
     comparison = comparison_of(runs, against, group_by) if len(runs) > 1 else None
     try:
         written = write_charts(runs, out, per_run=per_run, comparison=comparison)

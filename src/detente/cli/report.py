@@ -8,9 +8,17 @@ from pathlib import Path
 import typer
 
 from detente.cli._app import app, console
-from detente.cli.plot import Against, By, MovedScenario, RunPaths, check_group_by, home_of
-from detente.comparison import find_run_dirs
+from detente.cli.plot import (
+    Against,
+    By,
+    MovedScenario,
+    RunPaths,
+    check_group_by,
+    home_of,
+    read_all,
+)
 from detente.errors import InputError, Problem
+from detente.runs import load_runs
 
 REPORT_NAME = "report.html"
 """What `report` writes by default, inside the run or sweep folder."""
@@ -33,13 +41,13 @@ def report(
     group_by = check_group_by(by)
     if out is not None and out.is_dir():
         raise InputError(out, [Problem("--out", "expected a file name, got a folder")])
-    run_dirs = find_run_dirs(paths)
+    runs = load_runs(paths, finished=False, scenario=scenario)
     if out is None:
-        out = home_of(run_dirs) / REPORT_NAME
+        out = home_of([r.path for r in runs]) / REPORT_NAME
+    read_all(runs)
     # matplotlib loads only when charts are drawn, not with every command
     from detente.html_report import write_report
-    from detente.plots import comparison_of, load_runs
-    runs = load_runs(run_dirs, scenario)
+    from detente.plots import comparison_of
     comparison = comparison_of(runs, against, group_by) if len(runs) > 1 else None
     try:
         written = write_report(runs, out, comparison=comparison, run_charts=run_charts,
