@@ -109,9 +109,12 @@ def util(ukraine: float, eu: float = 40.0) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return crafted_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+def crafted_sweep(root: Path) -> Path:
     """A sweep-shaped folder: baseline (2 deals in 4) and bilateral (4 deals, 3 break a
     Ukrainian red line), plus one unfinished run and a sweep.json."""
-    root = tmp_path_factory.mktemp("sweep")
     (root / "sweep.json").write_text("{}", encoding="utf-8")
     base = root / "baseline"
     write_run(base / "seed-0", "baseline", 0, rounds=3, utilities=util(50.0),
