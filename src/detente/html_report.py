@@ -11,7 +11,8 @@ Transcripts are lists of `.message` elements whose data attributes (`data-run`, 
 (`public` or `private`)) drive the filters in `#filters`.
 
 Stable hooks: `#summary`, `#contents`, `#findings`, `#comparison` (tables
-`#comparison-variants`, `#comparison-parties`, `#comparison-tests`), `#charts`,
+`#comparison-variants`, `#comparison-parties`, `#comparison-tests`; a column for every metric of
+`detente.metrics`, its cells `td[data-metric]` named by the metric's key), `#charts`,
 `img.chart[data-chart]`, `#transcripts`, `#filters`, `article.run[data-run]` (a copy:
 `[data-copy-of]`), `details.transcript`, `.message`, `table.package`, `#shown-count`. Nothing
 here prints.

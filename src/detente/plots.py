@@ -9,8 +9,8 @@ the PNG bytes, or the paths they wrote.
   the package breaks one of that party's red lines).
 - `agreed_options_figure`: across runs, which option every issue was settled on, one stacked bar
   per variant, one subplot per issue (runs without a deal stacked as "no deal").
-- `rates_figure`: per variant, the deal rate and each party's red-line violation rate, with their
-  intervals.
+- `rates_figure`: per variant, the rates the metric table marks `chart` (the deal rate, each
+  party's red-line violation rate), with their intervals.
 
 Runs are `detente.runs.RunFolder`s (`load_runs` reads them up front); the cross-run statistics are
 `detente.comparison`'s, and the rates chart draws the metrics of `detente.metrics` marked `chart`.
