@@ -195,17 +195,20 @@ def analyze(
     ideal = np.full(len(space.voters), -np.inf)
     """Best utility of each party over the ZOPA packages it accepts rationally."""
 
-    for flat, columns in space.chunks(chunk_size):
-        ev = space.evaluate(columns)
-        zone = zone_of_agreement(space, ev.rational)
-        counts["admissible"] += int(ev.admissible.sum())
-        counts["zopa"] += int(zone.sum())
-        counts["required"] += int(ev.rational[:, required].all(axis=1).sum())
-        counts["unanimous"] += int(ev.rational.all(axis=1).sum())
-        if zone.any():
-            u = ev.utilities[zone]
-            rational = ev.rational[zone]
-            nash.offer(nash_products(space, u, rational), u.sum(axis=1), flat[zone])
+    zoned: list[int] = []
+    """The blocks that hold ZOPA packages: the second pass visits only these."""
+    for number, block in enumerate(space.blocks(chunk_size)):
+        zone = zone_of_agreement(space, block.rational)
+        counts["admissible"] += int(np.count_nonzero(block.admissible))
+        counts["required"] += int(np.count_nonzero(block.rational[:, required].all(axis=1)))
+        counts["unanimous"] += int(np.count_nonzero(block.rational.all(axis=1)))
+        in_zone = int(np.count_nonzero(zone))
+        if in_zone:
+            counts["zopa"] += in_zone
+            zoned.append(number)
+            u = block.utilities[zone]
+            rational = block.rational[zone]
+            nash.offer(nash_products(space, u, rational), u.sum(axis=1), block.flat(zone))
             best = np.maximum(best, np.where(rational, u, -np.inf).max(axis=0))
             ideal = np.maximum(ideal, u.max(axis=0))
 
@@ -213,14 +216,12 @@ def analyze(
     if counts["zopa"]:
         gain = best - space.reservation
         span = np.where(gain > _EPS, gain, 1.0)
-        for flat, columns in space.chunks(chunk_size):
-            ev = space.evaluate(columns)
-            zone = zone_of_agreement(space, ev.rational)
-            if zone.any():
-                u = ev.utilities[zone]
-                shares = (u - space.reservation) / span
-                members = coalition_values(space, shares, ev.rational[zone])
-                ks.offer(members.min(axis=1), u.sum(axis=1), flat[zone])
+        for block in space.blocks(chunk_size, which=set(zoned)):
+            zone = zone_of_agreement(space, block.rational)
+            u = block.utilities[zone]
+            shares = (u - space.reservation) / span
+            members = coalition_values(space, shares, block.rational[zone])
+            ks.offer(members.min(axis=1), u.sum(axis=1), block.flat(zone))
 
     rule = scenario.decision
     return Analysis(
@@ -313,40 +314,90 @@ def pareto_frontier(space: PackageSpace) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _skyline(
-    points: np.ndarray, ids: np.ndarray, block: int = 512
+    points: np.ndarray, ids: np.ndarray, block: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of `points` that no other row dominates (sort-filter-skyline, in blocks)."""
+    """Rows of `points` that no other row dominates (sort-filter-skyline, in blocks).
+
+    A point can only be dominated by one with a larger coordinate sum: after sorting, each
+    block needs checking only against the frontier found so far and itself. Those checks are
+    orthant queries (`_Orthants`): a few bit operations per candidate and frontier word,
+    where comparing every pair costs two float comparisons per pair and dimension.
+    """
     if len(points) == 0:
         return points, ids
-    # A point can only be dominated by one with a larger coordinate sum: after sorting,
-    # each block needs checking only against the frontier found so far and itself.
     order = np.argsort(-points.sum(axis=1), kind="stable")
     points, ids = points[order], ids[order]
-    front = points[:0]
-    front_ids = ids[:0]
+    sealed: list[_Orthants] = []
+    """The frontier so far, in groups of `_SEGMENT` points."""
+    front: list[np.ndarray] = []
+    front_ids: list[np.ndarray] = []
+    growing = points[:0]
+    """The last group's points, until it is full."""
     for start in range(0, len(points), block):
         chunk, chunk_ids = points[start:start + block], ids[start:start + block]
-        if len(front):
-            keep = ~_dominated_mask(chunk, front)
+        groups = [*sealed, _Orthants(growing)] if len(growing) else sealed
+        for group in groups:
+            keep = ~group.dominated(chunk)
             chunk, chunk_ids = chunk[keep], chunk_ids[keep]
+            if not len(chunk):
+                break
         if len(chunk):
-            keep = ~_dominated_mask(chunk, chunk)
-            front = np.concatenate([front, chunk[keep]])
-            front_ids = np.concatenate([front_ids, chunk_ids[keep]])
-    return front, front_ids
+            keep = ~_Orthants(chunk).dominated(chunk)
+            chunk, chunk_ids = chunk[keep], chunk_ids[keep]
+            front.append(chunk)
+            front_ids.append(chunk_ids)
+            growing = np.concatenate([growing, chunk])
+            while len(growing) >= _SEGMENT:
+                sealed.append(_Orthants(growing[:_SEGMENT]))
+                growing = growing[_SEGMENT:]
+    if not front:
+        return points[:0], ids[:0]
+    return np.concatenate(front), np.concatenate(front_ids)
 
 
-def _dominated_mask(points: np.ndarray, by: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """For each row of `points`, whether some row of `by` dominates it."""
-    out = np.zeros(len(points), dtype=bool)
-    for start in range(0, len(by), chunk):
-        other = by[start:start + chunk]
-        weakly = np.ones((len(points), len(other)), dtype=bool)
-        strictly = np.zeros((len(points), len(other)), dtype=bool)
-        for d in range(points.shape[1]):
-            a = points[:, d][:, None]
-            b = other[:, d][None, :]
-            weakly &= b >= a - _EPS
-            strictly |= b > a + _EPS
-        out |= (weakly & strictly).any(axis=1)
-    return out
+_SEGMENT = 1024
+"""Frontier points per `_Orthants` group: its tables take dims x SEGMENT^2 / 8 bytes."""
+
+
+class _Orthants:
+    """Which of a few points lie in the dominating orthant of a query point, as bitsets.
+
+    For each dimension d the points are sorted by coordinate d, and row r of table d is the
+    set (one bit per point) of the points of rank r or more. The points weakly above a query
+    in dimension d (coordinate >= q_d - eps) are then the row at the rank of q_d - eps, and
+    the points strictly above it (> q_d + eps) the row at the rank of q_d + eps: a point is
+    dominated when some point is in every "weakly above" set and in one "strictly above" set:
+    the comparisons of every pair, with the same tolerance, answered for many pairs at once.
+    """
+
+    def __init__(self, points: np.ndarray) -> None:
+        m, dims = points.shape
+        words = (m + 63) // 64
+        bits = np.left_shift(np.uint64(1), np.arange(m, dtype=np.uint64) % np.uint64(64))
+        self.sorted = np.empty((dims, m))
+        self.tables = np.zeros((dims, m + 1, words), dtype=np.uint64)
+        for d in range(dims):
+            order = np.argsort(points[:, d], kind="stable")
+            self.sorted[d] = points[order, d]
+            rows = self.tables[d]
+            rows[np.arange(m), order // 64] = bits[order]
+            # Row r = the points of rank r or more: a cumulative OR from the last rank.
+            np.bitwise_or.accumulate(rows[::-1], axis=0, out=rows[::-1])
+
+    def dominated(self, queries: np.ndarray) -> np.ndarray:
+        """For each row of `queries`, whether one of the points dominates it."""
+        weakly: np.ndarray | None = None
+        strictly: np.ndarray | None = None
+        for d in range(self.sorted.shape[0]):
+            q = queries[:, d]
+            above = self.tables[d][np.searchsorted(self.sorted[d], q - _EPS, side="left")]
+            beyond = self.tables[d][np.searchsorted(self.sorted[d], q + _EPS, side="right")]
+            if weakly is None or strictly is None:
+                weakly, strictly = above, beyond
+            else:
+                weakly &= above
+                strictly |= beyond
+        if weakly is None or strictly is None:
+            return np.zeros(len(queries), dtype=bool)
+        result: np.ndarray = (weakly & strictly).any(axis=1)
+        return result

@@ -137,18 +137,17 @@ def _rejected_in_zone(
     examples = np.full(len(rejected), -1, dtype=np.int64)
     option_index = [space.option_ids[k].index(link.option) for _, k, _, link, _ in rejected]
     voter = [space.voters.index(party) for party, *_ in rejected]
-    for flat, columns in space.chunks(chunk_size):
-        ev = space.evaluate(columns)
-        zone = zone_of_agreement(space, ev.rational)
+    for block in space.blocks(chunk_size):
+        zone = zone_of_agreement(space, block.rational)
         if not zone.any():
             continue
         for r, (_, k, _, _, _) in enumerate(rejected):
-            hit = zone & ev.rational[:, voter[r]] & (columns[k] == option_index[r])
+            hit = zone & block.rational[:, voter[r]] & (block.index(k) == option_index[r])
             n = int(hit.sum())
             if n:
                 counts[r] += n
                 if examples[r] < 0:
-                    examples[r] = int(flat[np.argmax(hit)])
+                    examples[r] = block.start + int(np.argmax(hit))
     out: list[tuple[str, Problem]] = []
     for r, (party, _, issue_id, link, brief_file) in enumerate(rejected):
         if not counts[r]:

@@ -135,9 +135,8 @@ def score(
 
 def is_pareto_optimal(space: PackageSpace, utilities: np.ndarray) -> bool:
     """Whether no admissible package dominates this utility vector."""
-    for _, columns in space.chunks(1 << 16):
-        ev = space.evaluate(columns)
-        if dominated_by_any(utilities, ev.utilities[ev.admissible]):
+    for block in space.blocks(1 << 16):
+        if dominated_by_any(utilities, block.utilities[block.admissible]):
             return False
     return True
 

@@ -8,7 +8,7 @@ package and a million packages are judged by the same code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +65,65 @@ class _CompiledRedLine:
         if self.requirement is not None:
             hit = hit & ~self.requirement.holds(columns)
         return hit
+
+
+@dataclass(frozen=True)
+class Block:
+    """A contiguous run of the grid, flat indices `start` to `stop`: `rows` consecutive
+    positions of the leading dimensions, each with every combination of the trailing ones
+    (see `PackageSpace.blocks`). Package `r * combinations + c` is row r with combination c."""
+
+    start: int
+    stop: int
+    utilities: np.ndarray
+    """(n, voters), the same floats `PackageSpace.evaluate` gives."""
+    rational: np.ndarray
+    """(n, voters), as `Evaluation.rational`."""
+    admissible: np.ndarray
+    """(n,), as `Evaluation.admissible`."""
+    lead: list[np.ndarray]
+    """Grid index of each leading dimension, per row."""
+    trail: list[np.ndarray]
+    """Grid index of each trailing dimension, per combination."""
+
+    @property
+    def rows(self) -> int:
+        return len(self.lead[0]) if self.lead else 1
+
+    @property
+    def combinations(self) -> int:
+        return len(self.trail[0]) if self.trail else 1
+
+    def flat(self, where: np.ndarray | None = None) -> np.ndarray:
+        """Flat indices of the block's packages (of those where `where` holds)."""
+        if where is None:
+            return np.arange(self.start, self.stop, dtype=np.int64)
+        return self.start + np.flatnonzero(where)
+
+    def index(self, k: int) -> np.ndarray:
+        """(n,) grid index of dimension `k` (the option index for an issue) of each package."""
+        if k < len(self.lead):
+            return np.repeat(self.lead[k], self.combinations)
+        return np.tile(self.trail[k - len(self.lead)], self.rows)
+
+
+@dataclass(frozen=True)
+class _Trailing:
+    """The trailing dimensions of `PackageSpace.blocks`: their grid, each one's utility table
+    shaped to broadcast over it, and their red-line predicates evaluated once on it."""
+
+    first: int
+    """The first trailing dimension."""
+    index: list[np.ndarray]
+    """Grid index of each trailing dimension, per combination (C order)."""
+    tables: list[np.ndarray]
+    """Per trailing dimension, (1, ..., size, ..., 1, voters): broadcasts over the block."""
+    holds: dict[int, np.ndarray]
+    """id() of a predicate on a trailing dimension -> (combinations,) where it holds."""
+
+    @property
+    def size(self) -> int:
+        return len(self.index[0]) if self.index else 1
 
 
 @dataclass(frozen=True)
@@ -142,6 +201,7 @@ class PackageSpace:
         self._red_line_owner = np.array(
             [self.voters.index(r.party) for r in self.red_lines], dtype=np.int64
         )
+        self._trailing_for: dict[int, _Trailing] = {}
 
     # ------------------------------------------------------------------ compilation
 
@@ -227,6 +287,107 @@ class PackageSpace:
         for start in range(0, self.total, chunk_size):
             flat = np.arange(start, min(start + chunk_size, self.total), dtype=np.int64)
             yield flat, self.columns_for_flat(flat)
+
+    def blocks(self, chunk_size: int, which: Container[int] | None = None) -> Iterator[Block]:
+        """The whole grid, evaluated in blocks of at most `chunk_size` packages, in flat order.
+
+        A block is some rows of the leading dimensions times every combination of the
+        trailing ones (the longest run of last dimensions with at most `chunk_size`
+        combinations), so its utilities are one small gather per row and one broadcast
+        addition per trailing dimension: no per-package index arithmetic. They are summed
+        dimension by dimension in the order `evaluate` uses, so every float is the same.
+        `which` keeps only the blocks of those numbers (0 is the first block).
+        """
+        trailing = self._trailing(chunk_size)
+        total_rows = self.total // trailing.size
+        step = max(1, chunk_size // trailing.size)
+        for number, row in enumerate(range(0, total_rows, step)):
+            if which is None or number in which:
+                yield self._block(trailing, row, min(row + step, total_rows))
+
+    def _trailing(self, chunk_size: int) -> _Trailing:
+        found = self._trailing_for.get(chunk_size)
+        if found is not None:
+            return found
+        first, size = len(self.sizes), 1
+        while first > 0 and size * self.sizes[first - 1] <= chunk_size:
+            first -= 1
+            size *= self.sizes[first]
+        sizes = self.sizes[first:]
+        index = [np.asarray(ix) for ix in np.unravel_index(np.arange(size), sizes)] \
+            if sizes else []
+        tables = []
+        for j, k in enumerate(range(first, len(self.sizes))):
+            shape = [1] * (len(sizes) + 2)
+            shape[1 + j], shape[-1] = sizes[j], len(self.voters)
+            tables.append(self.contributions(k).reshape(shape))
+        columns: Columns = [np.empty(0)] * first + [
+            self.dimension_values(k, index[k - first]) for k in range(first, len(self.sizes))
+        ]
+        holds = {
+            id(p): p.holds(columns)
+            for line in self.red_lines for p in (line.trigger, line.requirement)
+            if p is not None and p.dimension >= first
+        }
+        found = _Trailing(first, index, tables, holds)
+        self._trailing_for[chunk_size] = found
+        return found
+
+    def _block(self, trailing: _Trailing, row: int, stop: int) -> Block:
+        first, rows, n_voters = trailing.first, stop - row, len(self.voters)
+        lead = [np.asarray(ix) for ix in np.unravel_index(np.arange(row, stop),
+                                                            self.sizes[:first])] \
+            if first else []
+        lead_columns = [self.dimension_values(k, lead[k]) for k in range(first)]
+        head = np.zeros((rows, n_voters))
+        n_issues = len(self.issue_ids)
+        for k in range(first):  # the leading dimensions, in evaluate's order
+            if k < n_issues:
+                head += self._issue_tables[k][lead[k]]
+            else:
+                head += np.stack([w * np.interp(lead_columns[k], xs, us)
+                                  for w, xs, us in self._term_curves[k - n_issues]], axis=1)
+        # then the trailing ones, one broadcast addition each (the same floats, same order)
+        grid = (rows, *self.sizes[first:], n_voters)
+        if trailing.tables:
+            summed = np.empty(grid)
+            np.add(head.reshape(rows, *[1] * (len(grid) - 2), n_voters), trailing.tables[0],
+                   out=summed)
+            for table in trailing.tables[1:]:
+                summed += table
+        else:
+            summed = head
+        combinations = trailing.size
+        utilities = summed.reshape(rows * combinations, n_voters)
+
+        rational = utilities >= self.reservation - 1e-9
+        by_row = rational.reshape(rows, combinations, n_voters)
+        admissible = np.ones((rows, combinations), dtype=bool)
+        broken: dict[int, np.ndarray] = {}
+        for line, owner in zip(self.red_lines, self._red_line_owner.tolist(), strict=True):
+            hit = self._block_hit(line, trailing, lead_columns)
+            broken[owner] = hit if owner not in broken else broken[owner] | hit
+        for owner, hit in broken.items():
+            by_row[:, :, owner] &= ~hit
+            if self.needed_mask[owner]:
+                admissible &= ~hit
+        return Block(row * combinations, stop * combinations, utilities, rational,
+                     admissible.reshape(-1), lead, trailing.index)
+
+    @staticmethod
+    def _block_hit(line: _CompiledRedLine, trailing: _Trailing, lead: Columns) -> np.ndarray:
+        """Where `line` is broken in a block: (rows, 1), (1, combinations) or (rows, c)."""
+
+        def holds(p: _Predicate) -> np.ndarray:
+            if p.dimension >= trailing.first:
+                return trailing.holds[id(p)][None, :]
+            return p.holds(lead)[:, None]
+
+        if line.requirement is None:
+            assert line.trigger is not None
+            return holds(line.trigger)
+        missed = ~holds(line.requirement)
+        return missed if line.trigger is None else holds(line.trigger) & missed
 
     # ------------------------------------------------------------------ evaluation
 
