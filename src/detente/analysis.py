@@ -143,8 +143,10 @@ def coalition_values(
     The coalition is the needed parties plus the `quorum_extra` rational others with the largest
     values. A package outside the ZOPA gets -inf where a member is missing.
     """
-    needed = values[:, space.needed_mask]
     extra = space.quorum_extra
+    if extra == 0 and space.needed_mask.all():
+        return values
+    needed = values[:, space.needed_mask]
     if extra == 0:
         return needed
     others = np.where(rational[:, ~space.needed_mask], values[:, ~space.needed_mask], -np.inf)
@@ -206,8 +208,8 @@ def analyze(
         if in_zone:
             counts["zopa"] += in_zone
             zoned.append(number)
-            u = block.utilities[zone]
-            rational = block.rational[zone]
+            u = _rows(block.utilities, zone)
+            rational = _rows(block.rational, zone)
             nash.offer(nash_products(space, u, rational), u.sum(axis=1), block.flat(zone))
             best = np.maximum(best, np.where(rational, u, -np.inf).max(axis=0))
             ideal = np.maximum(ideal, u.max(axis=0))
@@ -218,9 +220,9 @@ def analyze(
         span = np.where(gain > _EPS, gain, 1.0)
         for block in space.blocks(chunk_size, which=set(zoned)):
             zone = zone_of_agreement(space, block.rational)
-            u = block.utilities[zone]
+            u = _rows(block.utilities, zone)
             shares = (u - space.reservation) / span
-            members = coalition_values(space, shares, block.rational[zone])
+            members = coalition_values(space, shares, _rows(block.rational, zone))
             ks.offer(members.min(axis=1), u.sum(axis=1), block.flat(zone))
 
     rule = scenario.decision
@@ -247,6 +249,13 @@ def analyze(
                      strict=True)) if counts["zopa"] else {}
         ),
     )
+
+
+def _rows(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """`values[where]` for a block's voter-major (n, voters) array, kept voter-major: the
+    reductions over voters that follow then run along contiguous rows (the same floats)."""
+    result: np.ndarray = np.compress(where, values.T, axis=1).T
+    return result
 
 
 def _report(space: PackageSpace, flat: int) -> PackageReport | None:

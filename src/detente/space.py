@@ -319,8 +319,8 @@ class PackageSpace:
         tables = []
         for j, k in enumerate(range(first, len(self.sizes))):
             shape = [1] * (len(sizes) + 2)
-            shape[1 + j], shape[-1] = sizes[j], len(self.voters)
-            tables.append(self.contributions(k).reshape(shape))
+            shape[0], shape[2 + j] = len(self.voters), sizes[j]
+            tables.append(np.ascontiguousarray(self.contributions(k).T).reshape(shape))
         columns: Columns = [np.empty(0)] * first + [
             self.dimension_values(k, index[k - first]) for k in range(first, len(self.sizes))
         ]
@@ -347,28 +347,30 @@ class PackageSpace:
             else:
                 head += np.stack([w * np.interp(lead_columns[k], xs, us)
                                   for w, xs, us in self._term_curves[k - n_issues]], axis=1)
-        # then the trailing ones, one broadcast addition each (the same floats, same order)
-        grid = (rows, *self.sizes[first:], n_voters)
+        # then the trailing ones, one broadcast addition each (the same floats, same order).
+        # Voter-major in memory: per-voter work and reductions over voters run on contiguous
+        # rows; `utilities` is the (n, voters) view of it.
+        grid = (n_voters, rows, *self.sizes[first:])
+        combinations = trailing.size
         if trailing.tables:
             summed = np.empty(grid)
-            np.add(head.reshape(rows, *[1] * (len(grid) - 2), n_voters), trailing.tables[0],
-                   out=summed)
+            np.add(head.T.reshape(n_voters, rows, *[1] * (len(grid) - 2)),
+                   trailing.tables[0], out=summed)
             for table in trailing.tables[1:]:
                 summed += table
         else:
-            summed = head
-        combinations = trailing.size
-        utilities = summed.reshape(rows * combinations, n_voters)
+            summed = np.ascontiguousarray(head.T)
+        utilities = summed.reshape(n_voters, rows * combinations).T
 
-        rational = utilities >= self.reservation - 1e-9
-        by_row = rational.reshape(rows, combinations, n_voters)
+        rational = utilities >= self.reservation - 1e-9  # voter-major too (numpy keeps order)
+        by_row = rational.T.reshape(n_voters, rows, combinations)
         admissible = np.ones((rows, combinations), dtype=bool)
         broken: dict[int, np.ndarray] = {}
         for line, owner in zip(self.red_lines, self._red_line_owner.tolist(), strict=True):
             hit = self._block_hit(line, trailing, lead_columns)
             broken[owner] = hit if owner not in broken else broken[owner] | hit
         for owner, hit in broken.items():
-            by_row[:, :, owner] &= ~hit
+            by_row[owner] &= ~hit
             if self.needed_mask[owner]:
                 admissible &= ~hit
         return Block(row * combinations, stop * combinations, utilities, rational,
