@@ -367,17 +367,20 @@ class EventLog:
         self._lock = threading.Lock()
         self._raw: list[dict[str, Any]] = []
         self._by_id: dict[str, dict[str, Any]] = {}
+        self._parsed: dict[str, Event] = {}
         if path.exists():
             self.repaired = repair_torn_tail(path)
             for event in read_events(path):
-                self._remember(event.model_dump(mode="json"))
+                self._remember(event)
         else:
             self.repaired = 0
         self._file = path.open("a", encoding="utf-8")
 
-    def _remember(self, raw: dict[str, Any]) -> None:
+    def _remember(self, event: Event) -> None:
+        raw = event.model_dump(mode="json")
         self._raw.append(raw)
         self._by_id[raw["id"]] = raw
+        self._parsed[raw["id"]] = event
 
     def write(self, *events: BaseModel) -> list[Event]:
         """Append the events not yet logged, in order; returns those written."""
@@ -397,13 +400,19 @@ class EventLog:
             # Known as soon as it is in the buffer: a Ctrl-C landing in the (slow) flush/fsync
             # must not make the run write the event a second time.
             for event in fresh:
-                self._remember(event.model_dump(mode="json"))
+                self._remember(event)
             self._file.flush()
             os.fsync(self._file.fileno())
         if self.on_event is not None:
             for event in fresh:
                 self.on_event(event)
         return fresh
+
+    def event(self, event_id: str) -> Event:
+        """A logged event, validated once when it was logged (KeyError if none): views read
+        it at every turn, and validating the whole log each time made them quadratic."""
+        with self._lock:
+            return self._parsed[event_id]
 
     def get(self, event_id: str) -> dict[str, Any] | None:
         """A logged event as plain JSON data, or None."""

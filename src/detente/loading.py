@@ -34,7 +34,11 @@ MAX_EXPANDED_NODES = 200_000
 """Most values a file may hold once its aliases are expanded (an alias bomb has billions)."""
 
 
-class _StrictLoader(yaml.SafeLoader):
+_SafeBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser where PyYAML was built with it (the wheels are): about ten times faster."""
+
+
+class _StrictLoader(_SafeBase):  # type: ignore[misc]
     """PyYAML's safe loader, refusing duplicate keys (YAML keeps the last one silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -50,7 +54,8 @@ class _StrictLoader(yaml.SafeLoader):
                     "while constructing a mapping", node.start_mark,
                     f"found duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def read_text_capped(path: Path, cap: int = MAX_FILE_BYTES) -> str:

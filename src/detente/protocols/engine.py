@@ -184,6 +184,7 @@ def build_context(
     quote_key: str = "",
     feedback: tuple[str, ...] = (),
     talk: bool = True,
+    logged: Callable[[str], Any] | None = None,
 ) -> Context:
     """What `party` may see now, from the events it may know of (see `before`): the public
     record (last k), its own answers, its caucuses, and the last round's votes with what each
@@ -211,7 +212,10 @@ def build_context(
             if talk:
                 public.append(Line(e["round"], e["speaker"], "proposal", e["rationale"]))
         elif kind == "response":
-            stances = {i: IssueStance.model_validate(s) for i, s in e["stances"].items()}
+            # `logged` gives the event validated once, when it was logged: validating every
+            # event again at every turn made a run's views cost quadratic CPU.
+            stances = (logged(e["id"]).stances if logged is not None else
+                       {i: IssueStance.model_validate(s) for i, s in e["stances"].items()})
             if talk:
                 public.append(Line(e["round"], e["speaker"], "response", e["statement"]))
             positions[e["speaker"]] = stances
@@ -221,7 +225,8 @@ def build_context(
             last_votes = dict(e["votes"])
             last_round = e["round"]
             if not e["accepted"]:
-                rejected.append(Package.model_validate(e["package"]))
+                rejected.append(logged(e["id"]).package if logged is not None else
+                                Package.model_validate(e["package"]))
     table = state.get("table")
     return Context(
         party=party,
@@ -271,7 +276,7 @@ class Turns:
         events = before(run.log.raw(), stage, run.scenario.parties)
         return build_context(run.scenario, state, party, events, run.context_size,
                              turn_id=turn_id, quote_key=run.quote_key, feedback=feedback,
-                             talk=self.protocol.talk)
+                             talk=self.protocol.talk, logged=run.log.event)
 
     @staticmethod
     async def take(run: RunContext, turn_id: str, party: str, kind: str,
