@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from detente.scenario import Package, Scenario
+from detente.scenario import describe_rule as describe_rule  # its home before scenario.py
 from detente.space import PackageSpace
 
 DEFAULT_CHUNK = 1 << 16
@@ -95,35 +96,6 @@ class _Best:
             abs(key[0] - self.key[0]) <= _EPS * max(1.0, abs(key[0])) and key[1] > self.key[1]
         ):
             self.key, self.flat = key, int(flat[pick])
-
-
-def describe_rule(scenario: Scenario) -> str:
-    """The decision rule in one sentence, for prompts and reports."""
-    rule = scenario.decision
-    voters = scenario.voters
-    parts: list[str] = []
-    if rule.required:
-        if set(rule.required) == set(voters):
-            parts.append(f"every voting party accepts ({_join(voters)})")
-        else:
-            parts.append(f"{_join(rule.required)} all accept")
-    if rule.quorum is not None:
-        quorum = f"at least {rule.quorum.min} of the {len(voters)} voting parties accept"
-        if rule.quorum.including:
-            quorum += f", including {_join(rule.quorum.including)}"
-        parts.append(quorum)
-    text = "A package passes when " + " and ".join(parts) + "."
-    vetoes = [p for p in rule.veto if p not in rule.required]
-    if vetoes:
-        each = "each " if len(vetoes) > 1 else ""
-        text += f" {_join(vetoes)} can {each}sink a package alone by rejecting it (veto)."
-    return text
-
-
-def _join(items: list[str]) -> str:
-    if len(items) <= 2:
-        return " and ".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def passes_rule(space: PackageSpace, accepts: np.ndarray) -> np.ndarray:

@@ -36,10 +36,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from detente.report import RunMetrics, RunResult
     from detente.runs import RunFolder
 
@@ -75,6 +76,8 @@ def bootstrap_mean_ci(
 
     One value (or all equal) gives a zero-width interval; no values raise ValueError.
     """
+    import numpy as np
+
     data = np.asarray(values, dtype=np.float64)
     if data.size == 0:
         raise ValueError("no values to bootstrap")
@@ -126,6 +129,8 @@ def proportion(count: int, n: int) -> Proportion:
 
 
 def mean_ci(values: Sequence[float]) -> MeanCI | None:
+    import numpy as np
+
     if not values:
         return None
     lo, hi = bootstrap_mean_ci(values)
@@ -240,6 +245,8 @@ class Metric:
             return mean_ci(numbers)
         if not numbers:
             return None
+        import numpy as np
+
         return RoundsStats(mean=float(np.mean(numbers)), median=float(statistics.median(numbers)),
                            n=len(numbers))
 

@@ -11,10 +11,8 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import numpy as np
 from pydantic import BaseModel, model_validator
 
-from detente.analysis import analyze, describe_rule, nash_products, zone_of_agreement
 from detente.events import (
     AgentSettings,
     ErrorEvent,
@@ -30,9 +28,11 @@ from detente.events import (
     ToolCall,
     Usage,
 )
-from detente.scenario import Package, Scenario
-from detente.scoring import Score, score
-from detente.space import PackageSpace
+from detente.scenario import Package, Scenario, describe_rule
+from detente.scoring import Score
+
+# Scoring a run needs numpy (detente.analysis, detente.space): imported where a result is built,
+# so reading a stored result and rendering it (detente show) never loads it.
 
 RESULT_FORMAT_VERSION = 2
 """2: per-round measures (`rounds`), the best round, run metrics and the upper-bound flag."""
@@ -183,6 +183,9 @@ def final_outcome(events: list[Event]) -> Outcome | None:
 
 
 def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
+    from detente.analysis import analyze
+    from detente.scoring import score
+
     header = header_of(events)
     outcome = final_outcome(events)
     tallies = [e for e in events if isinstance(e, Tally)]
@@ -243,6 +246,10 @@ def votes_against_own_red_lines(scenario: Scenario, tallies: list[Tally]) -> lis
     (one evaluation of all the tables, not a full score per round)."""
     if not tallies:
         return []
+    import numpy as np
+
+    from detente.space import PackageSpace
+
     space = PackageSpace(scenario)
     ev = space.evaluate(space.columns_for_packages([t.package for t in tallies]))
     against: list[RedLineVote] = []
@@ -260,6 +267,11 @@ def measure_rounds(scenario: Scenario, events: list[Event]) -> list[RoundMeasure
     tallies = [e for e in events if isinstance(e, Tally)]
     if not tallies:
         return []
+    import numpy as np
+
+    from detente.analysis import nash_products, zone_of_agreement
+    from detente.space import PackageSpace
+
     space = PackageSpace(scenario)
     ev = space.evaluate(space.columns_for_packages([t.package for t in tallies]))
     zone = zone_of_agreement(space, ev.rational)
@@ -345,6 +357,8 @@ def run_metrics(
         ):
             turns[e.speaker] += 1
             invalid[e.speaker] += int(getattr(e, "invalid", False))
+    import numpy as np
+
     errors: dict[str, list[float]] = defaultdict(list)
     inconsistent: dict[str, int] = defaultdict(int)
     for m in rounds:

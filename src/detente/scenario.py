@@ -520,3 +520,32 @@ def _unknown(kind: str, value: str, known: Any, of: str = "") -> str:
     names = sorted({str(k) for k in known})
     return (f"unknown {kind} '{value}'{of}{did_you_mean(str(value), names)}; expected one of: "
             f"{', '.join(names)}")
+
+
+def describe_rule(scenario: Scenario) -> str:
+    """The decision rule in one sentence, for prompts and reports."""
+    rule = scenario.decision
+    voters = scenario.voters
+    parts: list[str] = []
+    if rule.required:
+        if set(rule.required) == set(voters):
+            parts.append(f"every voting party accepts ({_join(voters)})")
+        else:
+            parts.append(f"{_join(rule.required)} all accept")
+    if rule.quorum is not None:
+        quorum = f"at least {rule.quorum.min} of the {len(voters)} voting parties accept"
+        if rule.quorum.including:
+            quorum += f", including {_join(rule.quorum.including)}"
+        parts.append(quorum)
+    text = "A package passes when " + " and ".join(parts) + "."
+    vetoes = [p for p in rule.veto if p not in rule.required]
+    if vetoes:
+        each = "each " if len(vetoes) > 1 else ""
+        text += f" {_join(vetoes)} can {each}sink a package alone by rejecting it (veto)."
+    return text
+
+
+def _join(items: list[str]) -> str:
+    if len(items) <= 2:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]

@@ -7,12 +7,10 @@ breaks its own red line, and the score reports that.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import BaseModel
 
-from detente.analysis import Analysis, analyze, nash_products
 from detente.scenario import (
     BoundRedLine,
     Condition,
@@ -22,7 +20,12 @@ from detente.scenario import (
     RedLine,
     Scenario,
 )
-from detente.space import PackageSpace, dominated_by_any, gini
+
+if TYPE_CHECKING:  # numpy comes with these: reading a stored result (show) needs only the models
+    import numpy as np
+
+    from detente.analysis import Analysis
+    from detente.space import PackageSpace
 
 Vote = Literal["accept", "reject"]
 
@@ -77,6 +80,11 @@ def score(
     `analysis` may be passed to reuse an earlier `analyze(scenario)`; the Nash package is read
     from it.
     """
+    import numpy as np
+
+    from detente.analysis import analyze, nash_products
+    from detente.space import PackageSpace, gini
+
     space = PackageSpace(scenario)
     votes = votes or {}
     if analysis is None:
@@ -135,6 +143,8 @@ def score(
 
 def is_pareto_optimal(space: PackageSpace, utilities: np.ndarray) -> bool:
     """Whether no admissible package dominates this utility vector."""
+    from detente.space import dominated_by_any
+
     for block in space.blocks(1 << 16):
         if dominated_by_any(utilities, block.utilities[block.admissible]):
             return False

@@ -34,13 +34,17 @@ def show(
     scenario: Path | None = typer.Option(None, "--scenario",
                                          help="The run's scenario, if it has moved."),
 ) -> None:
-    """Print a run in the terminal: every round, the votes, the outcome and the scores."""
+    """Print a run in the terminal: every round, the votes, the outcome and the scores.
+
+    The scores are the ones the run recorded (result.json); `detente replay` scores the run
+    again with today's scorer. A run without a readable result.json is scored from its events.
+    """
     from rich.markdown import Markdown  # brings pygments: only show needs it
 
     from detente.report import render_markdown
     from detente.runs import RunFolder
 
     folder = RunFolder(run_dir, scenario)
-    result = folder.rebuild()
+    result = folder.result
     console.print(Markdown(render_markdown(folder.scenario, folder.events, result)))
     summarize(folder.scenario, result, run_dir)
