@@ -129,3 +129,18 @@ def test_readme_python_examples_run_as_written(tmp_path: Path, index: int) -> No
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
+
+
+def test_resume_finds_a_moved_scenario_when_given_it(tmp_path: Path) -> None:
+    for folder in ("scenarios", "agents"):
+        shutil.copytree(ROOT / folder, tmp_path / "old" / folder)
+    run = detente.run(tmp_path / "old" / "scenarios" / "baseline.yaml",
+                      agents="all=scripted:boulware", rounds=1, out=tmp_path / "runs")
+    (tmp_path / "old").rename(tmp_path / "new")
+    with pytest.raises(DetenteError, match="is not here"):
+        detente.resume(run.path)
+    moved = tmp_path / "new" / "scenarios" / "baseline.yaml"
+    assert detente.resume(run.path, scenario=moved).result.status == "no_deal"
+    cli = CliRunner().invoke(app, ["run", str(moved), "--resume", str(run.path)])
+    assert cli.exit_code == 0, cli.output
+    assert "NO_DEAL" in cli.output

@@ -120,18 +120,20 @@ def run(
 def resume(
     run_dir: str | Path,
     *,
+    scenario: str | Path | None = None,
     base_url: str | None = None,
     observer: RunObserver | None = None,
     notice: Callable[[str], None] | None = None,
 ) -> RunFolder:
-    """Continue an interrupted run from its last completed step (`base_url`: the endpoint to
-    resume on, if its URL carried credentials, which are never stored)."""
+    """Continue an interrupted run from its last completed step (`scenario`: the run's scenario
+    file if it has moved, with the same content; `base_url`: the endpoint to resume on, if its
+    URL carried credentials, which are never stored)."""
     from detente.agents import make_agent
     from detente.endpoints import embedded_server, preflight
     from detente.runner import resume_run
     from detente.runs import RunFolder
 
-    folder = RunFolder(run_dir)
+    folder = RunFolder(run_dir, scenario)
     header = folder.header
     local = {s.local_model for s in header.agents.values() if s.local_model}
     gguf = Path(next(iter(local))) if local else None
@@ -146,7 +148,8 @@ def resume(
             # Today's endpoints: an embedded server listens on a new port every time.
             return make_agent(party, served[party], current)
 
-        record = resume_run(folder.path, factory, observer)
+        record = resume_run(folder.path, factory, observer,
+                            Path(scenario) if scenario is not None else None)
     return RunFolder(record.run_dir)
 
 

@@ -40,10 +40,10 @@ from detente.events import (
     utc_now,
 )
 from detente.files import DiskError, RunLock, write_atomic
-from detente.loading import ScenarioBundle, load_bundle
+from detente.loading import ScenarioBundle
 from detente.protocols.base import Protocol
 from detente.protocols.engine import DEFAULT_CONTEXT, NegotiationState, initial_state
-from detente.report import RunResult, build_result, final_outcome, header_of, render_markdown
+from detente.report import RunResult, build_result, final_outcome, render_markdown
 
 EVENTS = LOG_NAME
 RESULT = "result.json"
@@ -180,10 +180,12 @@ def start_run(
 
 
 def resume_run(
-    run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None
+    run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None,
+    scenario: Path | None = None,
 ) -> RunRecord:
-    """Continue an interrupted run from its last completed step."""
-    return run_async(aresume_run(run_dir, agent_factory, observer))
+    """Continue an interrupted run from its last completed step (`scenario`: the run's
+    scenario file, if it has moved; its content must be the run's)."""
+    return run_async(aresume_run(run_dir, agent_factory, observer, scenario))
 
 
 async def astart_run(
@@ -255,20 +257,15 @@ def _disk_errors(run_dir: Path) -> Iterator[None]:
 
 
 async def aresume_run(
-    run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None
+    run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None,
+    scenario: Path | None = None,
 ) -> RunRecord:
     """`resume_run` as a coroutine."""
+    from detente.runs import RunFolder
+
     with RunLock(run_dir), _disk_errors(run_dir):
-        events = read_events(run_dir / EVENTS)
-        try:
-            header = header_of(events)
-        except ValueError:
-            raise InputError(run_dir / EVENTS, [Problem("", "the log has no header")]) from None
-        bundle = load_bundle(Path(header.scenario_path))
-        if bundle.content_hash != header.scenario_hash:
-            raise InputError(bundle.path, [Problem("", "the scenario changed since this run "
-                                                   "started (content hash differs); resume "
-                                                   "needs the same scenario")])
+        folder = RunFolder(run_dir, scenario)
+        events, header, bundle = folder.events, folder.header, folder.bundle
         protocol = _protocol(bundle)
         outcome = final_outcome(events)
         observer = observer or _Silent()

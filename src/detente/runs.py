@@ -31,6 +31,10 @@ FINISHED = ("deal", "no_deal", "deadlock")
 """Statuses of finished runs: the ones compared; running, interrupted and failed runs are not."""
 
 
+_WHERE = "--scenario PATH; with detente run --resume RUN, as SCENARIO"
+"""Where a user gives a run's scenario that has moved."""
+
+
 class RunFolder:
     """A run folder, read on demand (each part once).
 
@@ -118,7 +122,7 @@ class RunFolder:
             raise InputError(path, [Problem("", "this scenario's content differs from the one "
                                             f"the run used (hash "
                                             f"{self.header.scenario_hash[:12]}); pass the "
-                                            "original (--scenario PATH)")])
+                                            f"original ({_WHERE})")])
         return bundle
 
     def _find_scenario(self, recorded: Path) -> Path:
@@ -130,7 +134,7 @@ class RunFolder:
                     return folder / recorded
         raise InputError(recorded, [Problem("", f"the scenario of run {self.path} is not here "
                                             "(looked in the working folder and above the run); "
-                                            "pass the scenario's path (--scenario PATH)")])
+                                            f"pass the scenario's path ({_WHERE})")])
 
     @property
     def scenario(self) -> Scenario:

@@ -24,8 +24,9 @@ if TYPE_CHECKING:  # the models load when a command runs, not for every --help
 
 @app.command()
 def run(
-    scenario_path: Path | None = typer.Argument(None, metavar="SCENARIO",
-                                                help="A scenario file."),
+    scenario_path: Path | None = typer.Argument(
+        None, metavar="SCENARIO", help="A scenario file (with --resume: the run's scenario, if "
+                                       "it has moved)."),
     rounds: int | None = typer.Option(None, "--rounds", min=1, max=100,
                                       help="Override the scenario's maximum rounds."),
     seed: int = typer.Option(0, "--seed", help="Run seed, sent to every LLM agent whose "
@@ -69,10 +70,11 @@ def run(
 
     with terminate_as_interrupt():
         if resume is not None:
-            scenario = api.load_run(resume).scenario
+            # SCENARIO with --resume: the run's scenario file, if it has moved.
+            scenario = api.load_run(resume, scenario_path).scenario
             with LiveDisplay(scenario) as display:
-                folder = api.resume(resume, base_url=base_url, observer=display,
-                                    notice=display.notice)
+                folder = api.resume(resume, scenario=scenario_path, base_url=base_url,
+                                    observer=display, notice=display.notice)
         else:
             if scenario_path is None:
                 raise InputError("detente run", [Problem("SCENARIO", "give a scenario file, "
