@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from detente.errors import InputError, Problem
 
 if TYPE_CHECKING:
+    from detente.agents.human import HumanIO
     from detente.analysis import Analysis
     from detente.comparison import Comparison, GroupBy
     from detente.config import Layer
@@ -83,8 +84,14 @@ def run(
     log_prompts: bool = True,
     observer: RunObserver | None = None,
     notice: Callable[[str], None] | None = None,
+    human: HumanIO | None = None,
 ) -> RunFolder:
     """Run one negotiation to its end and return its folder (`.result`, `.events`, ...).
+
+    `human` answers the turns of seats a person plays (`agents="ukraine=human"`): it gets a
+    `detente.agents.human.HumanRequest` and the scenario, and returns the answer (see
+    `parse_answer`), or None to pause the run there (`detente.runner.RunPaused` is raised;
+    `resume` asks again).
 
     Raises `detente.errors.DetenteError` (with one clear message) for bad input, an endpoint
     that does not answer before round one, or a run that fails later (its folder keeps
@@ -112,7 +119,7 @@ def run(
     with embedded_server(settings, gguf, notice=notice or _quiet) as served:
         preflight(served)
         plan = RunPlan(bundle=bundle, agents=served, seed=seed, max_rounds=rounds,
-                       out_root=Path(out), log_prompts=log_prompts)
+                       out_root=Path(out), log_prompts=log_prompts, human=human)
         record = start_run(plan, make_agent, observer)
     return RunFolder(record.run_dir)
 
@@ -124,6 +131,7 @@ def resume(
     base_url: str | None = None,
     observer: RunObserver | None = None,
     notice: Callable[[str], None] | None = None,
+    human: HumanIO | None = None,
 ) -> RunFolder:
     """Continue an interrupted run from its last completed step (`scenario`: the run's scenario
     file if it has moved, with the same content; `base_url`: the endpoint to resume on, if its
@@ -149,7 +157,7 @@ def resume(
             return make_agent(party, served[party], current)
 
         record = resume_run(folder.path, factory, observer,
-                            Path(scenario) if scenario is not None else None)
+                            Path(scenario) if scenario is not None else None, human)
     return RunFolder(record.run_dir)
 
 
@@ -228,6 +236,11 @@ def sweep(
                      timeout=timeout, max_connections=max_connections)
     # No seed here: every run of the sweep sends its own seed to the model.
     teams = {b.scenario.id: resolve_agents(b.scenario, layers) for b in bundles}
+    seats = sorted({p for team in teams.values() for p, a in team.items() if a.kind == "human"})
+    if seats:
+        raise InputError("agents", [Problem(", ".join(seats), "a person cannot play a seat in a "
+                                            "sweep (its runs go on at once, unattended); use "
+                                            "detente run")])
     seed_list = list(range(seeds))
     sweep_dir = Path(out) / (name or sweep_name(bundles, seed_list, teams, rounds))
     every = {f"{sid}/{p}": s for sid, team in teams.items() for p, s in team.items()}

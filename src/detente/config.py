@@ -1,7 +1,8 @@
 """Who plays each party and how: from flags, environment and a config file, in that order.
 
-An agent spec is `scripted:<strategy>` or a model name. `all=SPEC` applies to every party; a
-scripted negotiator strategy given to `all` leaves the mediator to the scripted Nash mediator.
+An agent spec is `scripted:<strategy>`, `human` (a person, in the terminal) or a model name.
+`all=SPEC` applies to every party; a scripted negotiator strategy given to `all` leaves the
+mediator to the scripted Nash mediator.
 
 Config file (TOML, `--config FILE`, or `detente.toml` in the working folder):
 
@@ -44,6 +45,8 @@ from detente.registry import MEDIATORS, PROVIDERS, STRATEGIES
 from detente.scenario import Scenario
 
 SCRIPTED_PREFIX = "scripted:"
+HUMAN_SPEC = "human"
+"""A person plays the seat, in the terminal (`--agent ukraine=human`)."""
 DEFAULT_MEDIATOR_STRATEGY = "nash"
 CONFIG_NAME = "detente.toml"
 
@@ -230,6 +233,9 @@ def resolve_agents(scenario: Scenario, layers: Sequence[Layer]) -> dict[str, Age
                                  f"{role}{did_you_mean(spec, names)}; expected one of: "
                                  f"{', '.join(names)}")])
             settings[party] = AgentSettings(kind="scripted", strategy=strategy)
+            continue
+        if spec == HUMAN_SPEC:
+            settings[party] = AgentSettings(kind="human")
             continue
         model = spec if spec is not None else lookup(party, "model")
         provider = None

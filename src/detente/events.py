@@ -19,11 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from detente.errors import InputError, Problem
 from detente.scenario import Package
 
-EVENT_FORMAT_VERSION = 3
+EVENT_FORMAT_VERSION = 4
 """2: per-turn request hashes and settings (`llm`), value estimates, refused proposals, tool
 calls, the assist setting and the quote key. 3: the protocol in the header; proposals,
 responses and tallies may be private to some parties (`visible_to`) and belong to a `phase`;
-sequential answers carry their `slot`. Logs of formats 1 and 2 still read."""
+sequential answers carry their `slot`. 4: a person may play a seat (agents of kind `human`;
+their turns are marked `human`). Logs of formats 1 to 3 still read."""
 
 Phase = Literal["plenary", "bilateral"]
 
@@ -75,7 +76,8 @@ class _Event(BaseModel):
 class AgentSettings(BaseModel):
     """How one party is played: a scripted strategy or a model behind an endpoint."""
 
-    kind: Literal["scripted", "llm"]
+    kind: Literal["scripted", "llm", "human"]
+    """`human`: a person answers in the terminal (or through `detente.run(human=...)`)."""
     provider: str | None = None
     """How an LLM agent is reached (`detente.registry.PROVIDERS`); None means `openai`."""
     strategy: str | None = None
@@ -104,6 +106,8 @@ class AgentSettings(BaseModel):
     a local sweep); None means 64."""
 
     def label(self) -> str:
+        if self.kind == "human":
+            return "human"
         if self.kind == "scripted":
             upper = " (upper bound)" if self.strategy == ORACLE_STRATEGY else ""
             return f"scripted:{self.strategy}{upper}"
@@ -126,6 +130,8 @@ class AgentSettings(BaseModel):
         address (the embedded server's port changes every run) or HTTP retries."""
         if self.kind == "scripted":
             return {"kind": "scripted", "strategy": self.strategy}
+        if self.kind == "human":
+            return {"kind": "human"}
         return {
             "kind": "llm",
             "provider": self.provider or "openai",
@@ -209,6 +215,8 @@ class Statement(_Event):
     invalid: bool = False
     """The agent gave no valid answer; `text` holds what went wrong."""
     llm: LLMCall | None = None
+    human: bool = False
+    """A person gave this turn (a seat played with `human`)."""
 
 
 class Proposal(_Event):
@@ -225,6 +233,7 @@ class Proposal(_Event):
     latency: float = 0.0
     invalid: bool = False
     llm: LLMCall | None = None
+    human: bool = False
     repeats_rejected: bool = False
     """The proposer tabled an already rejected package again after every refusal: it stands, and
     counts toward deadlock."""
@@ -242,6 +251,7 @@ class RefusedProposal(_Event):
     usage: Usage = Usage()
     latency: float = 0.0
     llm: LLMCall | None = None
+    human: bool = False
 
 
 class ToolCall(_Event):
@@ -288,6 +298,7 @@ class Response(_Event):
     """True for `invalid_response`: no valid answer after retries, counted as a rejection."""
     errors: list[str] = []
     llm: LLMCall | None = None
+    human: bool = False
 
 
 class Tally(_Event):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from typing import Protocol as TypingProtocol
 
 from detente import __version__
@@ -44,6 +44,9 @@ from detente.loading import ScenarioBundle
 from detente.protocols.base import Protocol
 from detente.protocols.engine import DEFAULT_CONTEXT, NegotiationState, initial_state
 from detente.report import RunResult, build_result, final_outcome, render_markdown
+
+if TYPE_CHECKING:
+    from detente.agents.human import HumanIO, HumanRequest
 
 EVENTS = LOG_NAME
 RESULT = "result.json"
@@ -109,6 +112,8 @@ class RunPlan:
     """Keep every request and raw response in `prompts.jsonl`."""
     quote_key: str | None = None
     """The secret behind quote delimiters; random unless given (recorded tests fix it)."""
+    human: HumanIO | None = None
+    """Answers the turns of seats a person plays (`human`); None: such a run cannot start."""
 
 
 def effective_settings(agents: Mapping[str, AgentSettings], seed: int) -> dict[str, AgentSettings]:
@@ -181,11 +186,11 @@ def start_run(
 
 def resume_run(
     run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None,
-    scenario: Path | None = None,
+    scenario: Path | None = None, human: HumanIO | None = None,
 ) -> RunRecord:
-    """Continue an interrupted run from its last completed step (`scenario`: the run's
-    scenario file, if it has moved; its content must be the run's)."""
-    return run_async(aresume_run(run_dir, agent_factory, observer, scenario))
+    """Continue an interrupted (or paused) run from its last completed step (`scenario`: the
+    run's scenario file, if it has moved; its content must be the run's)."""
+    return run_async(aresume_run(run_dir, agent_factory, observer, scenario, human))
 
 
 async def astart_run(
@@ -201,6 +206,7 @@ async def astart_run(
     if missing:
         raise InputError(bundle.path, [Problem("parties", f"no agent for: {', '.join(missing)}")])
     protocol = _protocol(bundle)
+    _check_human(plan.agents, plan.human)
     settings = effective_settings({p: plan.agents[p] for p in scenario.parties}, plan.seed)
     agents = {p: agent_factory(p, settings[p], bundle) for p in scenario.parties}
     max_rounds = plan.max_rounds or scenario.decision.max_rounds
@@ -234,7 +240,8 @@ async def astart_run(
         log.write(header)
         observer.started(run_dir, header)
         state = initial_state(scenario, plan.seed, max_rounds)
-        await _drive(bundle, protocol, agents, header, state, run_dir, log, observer)
+        await _drive(bundle, protocol, agents, header, state, run_dir, log, observer,
+                     human=plan.human)
         return RunRecord(run_dir, finish(run_dir, bundle))
 
 
@@ -258,7 +265,7 @@ def _disk_errors(run_dir: Path) -> Iterator[None]:
 
 async def aresume_run(
     run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None,
-    scenario: Path | None = None,
+    scenario: Path | None = None, human: HumanIO | None = None,
 ) -> RunRecord:
     """`resume_run` as a coroutine."""
     from detente.runs import RunFolder
@@ -272,6 +279,7 @@ async def aresume_run(
         observer.started(run_dir, header)
         if outcome is not None and outcome.status != "error":
             return RunRecord(run_dir, finish(run_dir, bundle))
+        _check_human(header.agents, human)
         agents = {p: agent_factory(p, header.agents[p], bundle)
                   for p in bundle.scenario.parties}
         with EventLog(run_dir / EVENTS, observer.event) as log:
@@ -283,7 +291,7 @@ async def aresume_run(
             # A run killed before its first checkpoint starts over; the log keeps its turns.
             fresh = initial_state(bundle.scenario, header.seed, header.max_rounds)
             await _drive(bundle, protocol, agents, header, fresh, run_dir, log, observer,
-                         resuming=True)
+                         resuming=True, human=human)
         return RunRecord(run_dir, finish(run_dir, bundle))
 
 
@@ -346,8 +354,10 @@ async def _drive(
     log: EventLog,
     observer: RunObserver,
     resuming: bool = False,
+    human: HumanIO | None = None,
 ) -> None:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.types import Command
 
     from detente.protocols.engine import RunContext
 
@@ -366,14 +376,23 @@ async def _drive(
         await saver.setup()
         await saver.conn.execute("PRAGMA synchronous=NORMAL")
         app = protocol.build().compile(checkpointer=saver)
-        start: NegotiationState | None = state
+        start: NegotiationState | Command[Any] | None = state
         if resuming and (await app.aget_state(config)).created_at is not None:
-            start = None  # continue from the last checkpoint
+            start = None  # continue from the last checkpoint (a pending human turn asks again)
         try:
-            async for chunk in app.astream(start, config, stream_mode="custom",
-                                           durability="sync", context=context):
-                payload: Any = chunk
-                observer.speaking(payload["speaking"], payload["turn"], payload["round"])
+            while True:
+                async for chunk in app.astream(start, config, stream_mode="custom",
+                                               durability="sync", context=context):
+                    payload: Any = chunk
+                    observer.speaking(payload["speaking"], payload["turn"], payload["round"])
+                # The graph stops at every seat a person plays: ask them, then go on.
+                pending = (await app.aget_state(config)).interrupts
+                if not pending:
+                    break
+                start = Command(resume=await _ask_humans(pending, bundle, human, run_dir))
+        except RunPaused:
+            finish(run_dir, bundle)
+            raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             _interrupted(log, run_dir, bundle)
         except DiskError:
@@ -391,6 +410,51 @@ async def _drive(
         except Exception as exc:
             _fail(log, run_dir, bundle, f"internal error: {type(exc).__name__}: {exc}")
             raise
+
+
+class RunPaused(DetenteError):
+    """A person left a run at their turn: it is checkpointed there and resumes there."""
+
+    exit_code = 0
+
+    def __init__(self, run_dir: Path, request: HumanRequest) -> None:
+        self.run_dir = run_dir
+        self.request = request
+        super().__init__(f"paused at {request.party}'s turn ({request.turn_id}); continue with: "
+                         f"detente run --resume {run_dir}")
+
+
+def _check_human(agents: Mapping[str, AgentSettings], human: HumanIO | None) -> None:
+    seats = [p for p, a in agents.items() if a.kind == "human"]
+    if seats and human is None:
+        raise InputError("agents", [Problem(", ".join(seats), "a person plays this seat, and "
+                                            "nothing can ask them: run it from a terminal with "
+                                            "detente run, or pass human= to detente.run")])
+
+
+async def _ask_humans(pending: Sequence[Any], bundle: ScenarioBundle, human: HumanIO | None,
+                      run_dir: Path) -> dict[str, Any]:
+    """Every pending human turn answered (asked again until the answer is valid), by interrupt
+    id; RunPaused if the person leaves."""
+    from detente.agents.human import HumanRequest, parse_answer
+
+    answers: dict[str, Any] = {}
+    for item in pending:
+        request = HumanRequest.from_payload(item.value, item.id)
+        if human is None:
+            raise RunPaused(run_dir, request)
+        while True:
+            answer = await asyncio.to_thread(human, request, bundle.scenario)
+            if answer is None:
+                raise RunPaused(run_dir, request)
+            try:
+                parse_answer(bundle.scenario, request, answer)
+            except ValueError as exc:
+                request.problem = str(exc)
+                continue
+            answers[item.id] = dict(answer)
+            break
+    return answers
 
 
 def _interrupted(log: EventLog, run_dir: Path, bundle: ScenarioBundle) -> NoReturn:

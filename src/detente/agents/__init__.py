@@ -57,6 +57,10 @@ def make_agent(party: str, settings: AgentSettings, bundle: ScenarioBundle) -> A
             return make_scripted(strategy, party, bundle.scenario if sees_all else view)
         except ValueError as exc:
             raise InputError("agents", [Problem(party, str(exc))]) from None
+    if settings.kind == "human":
+        from detente.agents.human import HumanAgent
+
+        return HumanAgent(party, view, bundle.briefs[party], settings)
     provider = settings.provider or "openai"
     try:
         make = PROVIDERS.get(provider)

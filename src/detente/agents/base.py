@@ -124,10 +124,13 @@ class Turn(Generic[C]):
     exchanges: list[Exchange] = field(default_factory=list)
     """The full requests and raw responses (for the run's `prompts.jsonl`)."""
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    human: bool = False
+    """A person answered (see `detente.agents.human`)."""
 
 
 class Agent(Protocol):
-    """A party or mediator. Implementations: scripted strategies and LLM agents."""
+    """A party or mediator. Implementations: scripted strategies, LLM agents and a person
+    (whose turns the engine asks for through LangGraph's interrupt, not through these)."""
 
     party: str
     settings: AgentSettings

@@ -17,6 +17,7 @@ from detente.cli._endpoints import terminate_as_interrupt
 from detente.errors import DetenteError, InputError, Problem
 
 if TYPE_CHECKING:  # the models load when a command runs, not for every --help
+    from detente.cli.human import TerminalHuman
     from detente.events import Event, RunHeader
     from detente.report import RunResult
     from detente.scenario import Scenario
@@ -67,26 +68,34 @@ def run(
     """Run a negotiation and write its transcript, events and scored result."""
     from detente import api
     from detente.loading import load_bundle
+    from detente.runner import RunPaused
 
-    with terminate_as_interrupt():
-        if resume is not None:
-            # SCENARIO with --resume: the run's scenario file, if it has moved.
-            scenario = api.load_run(resume, scenario_path).scenario
-            with LiveDisplay(scenario) as display:
-                folder = api.resume(resume, scenario=scenario_path, base_url=base_url,
-                                    observer=display, notice=display.notice)
-        else:
-            if scenario_path is None:
-                raise InputError("detente run", [Problem("SCENARIO", "give a scenario file, "
-                                                         "or --resume RUN_DIR")])
-            scenario = load_bundle(scenario_path).scenario
-            with LiveDisplay(scenario) as display:
-                folder = api.run(
-                    scenario_path, agent, seed, rounds=rounds, model=model, base_url=base_url,
-                    temperature=temperature, max_tokens=max_tokens, max_retries=max_retries,
-                    structured_mode=structured_mode, assist=assist, timeout=timeout,
-                    max_connections=max_connections, config=config, model_path=model_path,
-                    out=out, log_prompts=log_prompts, observer=display, notice=display.notice)
+    try:
+        with terminate_as_interrupt():
+            if resume is not None:
+                # SCENARIO with --resume: the run's scenario file, if it has moved.
+                scenario = api.load_run(resume, scenario_path).scenario
+                with LiveDisplay(scenario) as display:
+                    folder = api.resume(resume, scenario=scenario_path, base_url=base_url,
+                                        observer=display, notice=display.notice,
+                                        human=display.human())
+            else:
+                if scenario_path is None:
+                    raise InputError("detente run", [Problem("SCENARIO", "give a scenario "
+                                                             "file, or --resume RUN_DIR")])
+                scenario = load_bundle(scenario_path).scenario
+                with LiveDisplay(scenario) as display:
+                    folder = api.run(
+                        scenario_path, agent, seed, rounds=rounds, model=model,
+                        base_url=base_url, temperature=temperature, max_tokens=max_tokens,
+                        max_retries=max_retries, structured_mode=structured_mode,
+                        assist=assist, timeout=timeout, max_connections=max_connections,
+                        config=config, model_path=model_path, out=out,
+                        log_prompts=log_prompts, observer=display, notice=display.notice,
+                        human=display.human())
+    except RunPaused as paused:
+        console.print(Text(f"Paused: {paused}", style="bold yellow"))
+        return
     summarize(scenario, folder.result, folder.path)
 
 
@@ -124,6 +133,12 @@ class LiveDisplay:
 
     def __exit__(self, *exc: object) -> None:
         self.live.__exit__(None, None, None)
+
+    def human(self) -> TerminalHuman:
+        """Asks a person's turns in this terminal, the live block stopped while they type."""
+        from detente.cli.human import TerminalHuman
+
+        return TerminalHuman(console, pause=self.live.stop, resume=self.live.start)
 
     def notice(self, text: str) -> None:
         """A note from setting up (the local model server starting), printed above."""

@@ -284,6 +284,8 @@ class Turns:
         """One turn of `party`'s agent: awaited if it has an async form (`a<kind>`), else run
         in a worker thread. A failure is labelled with the turn it broke."""
         agent = run.agents[party]
+        if agent.settings.kind == "human":
+            return Turns.human(run, party, kind, *args)
         try:
             method = getattr(agent, f"a{kind}", None)
             if method is not None:
@@ -297,6 +299,26 @@ class Turns:
         if run.on_turn is not None:
             run.on_turn(turn_id, turn)
         return turn
+
+    @staticmethod
+    def human(run: RunContext, party: str, kind: str, *args: Any) -> Turn[Any]:
+        """A person's turn: the graph pauses here (LangGraph's interrupt, checkpointed) until
+        whoever drives the run answers, and the task runs again from its start with the answer
+        (turns before it in the task are taken from the log; see `detente.runner`)."""
+        from langgraph.types import interrupt
+
+        from detente.agents.human import HumanAgent, parse_answer
+        from detente.errors import InputError, Problem
+
+        agent = run.agents[party]
+        assert isinstance(agent, HumanAgent)
+        request = agent.request(kind, *args)
+        answer = interrupt(request.payload())
+        try:
+            content = parse_answer(run.scenario, request, answer)
+        except ValueError as exc:  # the runner checks answers before it resumes with them
+            raise InputError("a human answer", [Problem(party, str(exc))]) from None
+        return Turn(content, human=True)
 
     @staticmethod
     async def write(run: RunContext, *events: Any) -> None:
@@ -315,7 +337,8 @@ class Turns:
         turn = await self.take(run, turn_id, party, "opening", ctx)
         await self.write(run, Statement(
             id=turn_id, kind="opening", round=0, speaker=party, text=turn.content.text,
-            usage=turn.usage, latency=turn.latency, invalid=turn.invalid, llm=turn.llm))
+            usage=turn.usage, latency=turn.latency, invalid=turn.invalid, llm=turn.llm,
+            human=turn.human))
         return {}
 
     async def table(self, run: RunContext, state: NegotiationState, round_: int,
@@ -349,14 +372,14 @@ class Turns:
             events.append(RefusedProposal(
                 id=refused_id, round=round_, speaker=proposer, package=package,
                 rationale=turn.content.rationale if protocol.talk else "", reason=reason,
-                usage=turn.usage, latency=turn.latency, llm=turn.llm))
+                usage=turn.usage, latency=turn.latency, llm=turn.llm, human=turn.human))
             feedback = (*feedback, f"Attempt {attempt + 1}: {package.describe()}: {reason}.")
         content = turn.content
         events += tool_events(turn_id, round_, proposer, turn)
         events.append(Proposal(
             id=turn_id, round=round_, speaker=proposer, package=package,
             rationale=content.rationale if protocol.talk else "", usage=turn.usage,
-            latency=turn.latency, invalid=turn.invalid, llm=turn.llm,
+            latency=turn.latency, invalid=turn.invalid, llm=turn.llm, human=turn.human,
             repeats_rejected=rounds is not None, visible_to=visible,
             phase=protocol.phase(round_),
         ))
@@ -391,7 +414,7 @@ class Turns:
             private_rationale=content.private_rationale,
             value_estimate=None if turn.invalid else content.value_estimate,
             usage=turn.usage, latency=turn.latency, invalid=turn.invalid, errors=turn.errors,
-            llm=turn.llm,
+            llm=turn.llm, human=turn.human,
         )
         await self.write(run, *tool_events(turn_id, round_, party, turn), response)
         return response
@@ -488,7 +511,7 @@ def build_round_graph(
         await turns.write(run, Statement(
             id=turn_id, kind="caucus_reply", round=round_, speaker=party,
             visible_to=[proposer, party], text=turn.content.text, usage=turn.usage,
-            latency=turn.latency, invalid=turn.invalid, llm=turn.llm))
+            latency=turn.latency, invalid=turn.invalid, llm=turn.llm, human=turn.human))
         return {}
 
     async def respond(task: TaskInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
