@@ -293,3 +293,34 @@ class CliResult:
 
 
 Cli = Callable[..., CliResult]
+
+
+def invoke(*args: str | Path, cwd: Path | None = None) -> CliResult:
+    """`detente ARGS` in this process, from any fixture scope: its exit status and output.
+
+    For tests of what a command does; a subprocess adds only interpreter start-up, so it is
+    kept for what needs a process of its own (signals, kills, a second writer, memory limits).
+    """
+    import contextlib
+    import io
+    import os
+    import sys
+
+    from detente.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, here = sys.argv, Path.cwd()
+    sys.argv = ["detente", *map(str, args)]
+    code = 0
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+    return CliResult(code, out.getvalue(), err.getvalue())

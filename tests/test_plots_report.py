@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -48,7 +45,7 @@ from detente.plots import (
 from detente.runner import RunPlan, start_run
 from detente.runs import RunFolder
 from detente.scenario import Scenario
-from helpers import TINY, scripted, tiny_variant
+from helpers import TINY, CliResult, invoke, scripted, tiny_variant
 from test_compare import many_variants
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,9 +106,9 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleRuns:
     return make_runs(tmp_path_factory.mktemp("runs"))
 
 
-def _detente(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "detente", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+def _detente(*args: str) -> CliResult:
+    """In this process: plot and report only read runs and write files."""
+    return invoke(*args, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -352,10 +349,8 @@ def test_report_needs_no_network(sweep_report: str) -> None:
 # --------------------------------------------------------------------------- where files go
 
 
-def _detente_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, "-m", "detente", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+def _detente_in(cwd: Path, *args: str) -> CliResult:
+    return invoke(*args, cwd=cwd)
 
 
 def test_plot_and_report_write_into_the_sweep_or_run_folder(sample: SampleRuns,
@@ -408,14 +403,12 @@ def test_bad_paths_exit_2_with_one_message(sample: SampleRuns, tmp_path: Path) -
         ("plot", str(not_a_run), "--out", str(tmp_path / "o")),
         ("plot", str(sample.with_caucus), "--out", str(not_a_run)),
     ]
-    procs = [subprocess.Popen([sys.executable, "-m", "detente", *args], cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in cases]
-    for args, proc in zip(cases, procs, strict=True):
-        stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 2, (args, stdout, stderr)
-        assert "Traceback" not in stderr
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), (args, stderr)
+    for args in cases:
+        done = _detente(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, done.stderr)
     assert not (tmp_path / "o").exists() and not (tmp_path / "r.html").exists()
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import CliResult, invoke
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _detente(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "detente", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+def _detente(*args: str) -> CliResult:
+    """In this process: these commands read and write files, no signal or second process."""
+    return invoke(*args, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
