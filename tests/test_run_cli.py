@@ -1,9 +1,10 @@
-"""`detente run` as a user meets it: a subprocess, its exit status, its stderr and its run folder.
+"""`detente run` as a user meets it: its exit status, its stderr and its run folder.
 
-Starting Python and importing detente takes seconds, so every case here is launched at once by a
-module fixture and the tests check the finished processes: bad input (exit 2, one `error:` line,
-no traceback, no run folder) and an API failure mid-run (exit 1, the folder keeps everything
-written before, with an `error` event and an `error` outcome).
+A module fixture runs every case and the tests check what each left: bad input (exit 2, one
+`error:` line, no traceback, no run folder) and an API failure mid-run (exit 1, the folder keeps
+everything written before, with an `error` event and an `error` outcome). Two cases run as real
+processes (`python -m detente`, started at once), the rest in this process meanwhile: a
+process of their own would add only interpreter start-up.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 
 from detente.loading import load_bundle
 from fake_openai import FakeOpenAI, HTTPError
-from helpers import TINY, SchemaResponder, events_of, parse_request, run_dirs, serve
+from helpers import TINY, SchemaResponder, events_of, invoke, parse_request, run_dirs, serve
 
 TIMEOUT = 120
 
@@ -56,6 +57,8 @@ class Case:
     args: list[str]
     env: dict[str, str] = field(default_factory=clean_env)
     stderr_has: tuple[str, ...] = ()
+    process: bool = False
+    """Run as `python -m detente` in a process of its own."""
 
 
 @dataclass
@@ -67,7 +70,20 @@ class Finished:
 
 
 def launch(cases: dict[str, Case], root: Path) -> dict[str, Finished]:
-    """Run every case, a few at once (more only slows each one down: it is all start-up CPU)."""
+    """Run every case: the processes at once, the others in this process meanwhile."""
+
+    def here(name: str) -> Finished:
+        case = cases[name]
+        out = root / name
+        work = root / f"{name}-cwd"
+        work.mkdir(parents=True)
+        with pytest.MonkeyPatch.context() as patch:
+            for key in [k for k in os.environ if k not in case.env]:
+                patch.delenv(key)
+            for key, value in case.env.items():
+                patch.setenv(key, value)
+            done = invoke("run", *case.args, "--out", str(out), cwd=work)
+        return Finished(out, done.returncode, done.stdout, done.stderr)
 
     def one(name: str) -> Finished:
         case = cases[name]
@@ -87,8 +103,12 @@ def launch(cases: dict[str, Case], root: Path) -> dict[str, Finished]:
             return Finished(out, -1, str(exc.stdout), str(exc.stderr))
         return Finished(out, done.returncode, done.stdout, done.stderr)
 
-    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 1) as pool:
-        return dict(zip(cases, pool.map(one, cases), strict=True))
+    processes = [name for name, case in cases.items() if case.process]
+    with ThreadPoolExecutor(max_workers=len(processes) or 1) as pool:
+        started = {name: pool.submit(one, name) for name in processes}
+        finished = {name: here(name) for name in cases if name not in started}
+        finished |= {name: future.result() for name, future in started.items()}
+    return {name: finished[name] for name in cases}
 
 
 BAD_INPUT: dict[str, tuple[str, ...]] = {
@@ -111,12 +131,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Finishe
         serve(FailAfterOpenings(load_bundle(TINY))) as failing,
     ):
         cases = {  # the slowest (openai's own retries with back-off) first
-            "api_error": Case([tiny, "--base-url", failing.base_url, "--model", "fake-model"]),
+            "api_error": Case([tiny, "--base-url", failing.base_url, "--model", "fake-model"],
+                              process=True),
             "unreachable": Case(
                 [tiny, "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--model", "x"]
             ),
             "unknown_scenario": Case(
-                [str(root / "no-such-scenario.yaml"), "--agent", "all=scripted:linear"]
+                [str(root / "no-such-scenario.yaml"), "--agent", "all=scripted:linear"],
+                process=True,
             ),
             "unknown_party": Case(
                 [tiny, "--agent", "zz=scripted:linear", "--agent", "all=scripted:linear"]
