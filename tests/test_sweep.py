@@ -1,4 +1,8 @@
-"""`detente sweep`: the cross product, a manifest, skipping what is complete, failures recorded."""
+"""`detente sweep`: the cross product, a manifest, skipping what is complete, failures recorded.
+
+The sweeps run in this process (their runs in worker processes, as always), except the one
+interrupted by a signal, which needs a process of its own.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fake_openai import HTTPError
-from helpers import SchemaResponder, load, serve
+from helpers import CliResult, SchemaResponder, invoke, load, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "scenarios" / "baseline.yaml"
 TINY = ROOT / "tests" / "data" / "tiny" / "scenario.yaml"
 
 
-def _sweep(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "detente", "sweep", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=env)
+def _sweep(*args: str) -> CliResult:
+    """`detente sweep ARGS` in this process (its runs still go to worker processes)."""
+    return invoke("sweep", *args, cwd=ROOT)
 
 
 def _manifest(sweep_dir: Path) -> dict[str, Any]:
@@ -66,7 +72,10 @@ def test_the_default_sweep_name_finds_the_same_folder_again(tmp_path: Path) -> N
     assert len(list(tmp_path.iterdir())) == 2  # different agents, different sweep
 
 
-def test_a_failed_run_is_recorded_and_does_not_stop_the_others(tmp_path: Path) -> None:
+def test_a_failed_run_is_recorded_and_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DETENTE_MAX_RETRIES", "0")
     answers = SchemaResponder(load(BASELINE))
 
     def respond(body: dict[str, Any]) -> Any:
@@ -76,8 +85,7 @@ def test_a_failed_run_is_recorded_and_does_not_stop_the_others(tmp_path: Path) -
     with serve(respond) as server:
         done = _sweep(str(BASELINE), str(TINY), "--seeds", "1", "--rounds", "1",
                       "--base-url", server.base_url, "--model", "fake",
-                      "--out", str(tmp_path), "--name", "s",
-                      env={**os.environ, "DETENTE_MAX_RETRIES": "0"})
+                      "--out", str(tmp_path), "--name", "s")
     assert done.returncode == 1
     entries = {e["scenario_id"]: e for e in _manifest(tmp_path / "s")["entries"]}
     assert entries["baseline"]["status"] == "complete"
@@ -90,7 +98,8 @@ def test_a_failed_run_is_recorded_and_does_not_stop_the_others(tmp_path: Path) -
 
 
 def test_an_interrupted_sweep_completes_only_the_missing_runs(tmp_path: Path) -> None:
-    variants = sorted((ROOT / "scenarios" / "variants").glob("*.yaml"))
+    # Ten runs: enough left after the interruption, few enough to finish quickly on rerun.
+    variants = sorted((ROOT / "scenarios" / "variants").glob("*.yaml"))[:3]
     scenarios = [str(BASELINE), str(TINY), *map(str, variants)]
     args = ["--seeds", "2", "--concurrency", "1", "--agent", "all=scripted:conceder",
             "--out", str(tmp_path), "--name", "s"]
