@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +41,7 @@ from helpers import (
     Req,
     SchemaResponder,
     events_of,
+    invoke,
     llm_settings,
     parse_request,
     scripted,
@@ -87,11 +86,10 @@ def test_a_sweeps_seeds_reach_the_endpoint_and_a_party_override_wins(
     config = tmp_path / "detente.toml"
     config.write_text('[agents.a]\nseed = 42\n', encoding="utf-8")
     with serve(responder) as fake:
-        done = subprocess.run(
-            [sys.executable, "-m", "detente", "sweep", str(TINY), "--seeds", "3",
-             "--concurrency", "1", "--agent", "all=fake-model", "--base-url", fake.base_url,
-             "--rounds", "1", "--config", str(config), "--out", str(tmp_path), "--name", "s"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        done = invoke(
+            "sweep", str(TINY), "--seeds", "3", "--concurrency", "1", "--agent",
+            "all=fake-model", "--base-url", fake.base_url, "--rounds", "1", "--config",
+            str(config), "--out", str(tmp_path), "--name", "s", cwd=ROOT)
         assert done.returncode == 0, done.stderr
         bodies = fake.requests
     seeds: dict[str, set[int]] = defaultdict(set)
@@ -146,7 +144,7 @@ def test_the_prompt_states_the_valuation_rule_and_the_answer_carries_an_estimate
                                                            - measured["utility"])
         assert result["metrics"]["estimation_error"][party] == pytest.approx(
             abs(measured["estimate_error"]))
-    assert result["format_version"] == 2
+    assert result["format_version"] == 3
 
 
 def test_assist_table_gives_the_exact_value_and_the_red_lines_broken(

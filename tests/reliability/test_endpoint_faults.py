@@ -9,9 +9,6 @@ an endpoint that faults one call in five completes.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from pydantic import BaseModel
 from detente.llm import EndpointConfig, InvalidResponseError, LLMClient, LLMTransportError
 from fake_openai import FakeOpenAI, HTTPError, Raw, Stall
 from faults import NO_CHOICES, Faulty
-from helpers import ROOT, TINY, Cli, SchemaResponder, events_of, load, serve
+from helpers import ROOT, TINY, Cli, SchemaResponder, events_of, invoke, load, serve
 
 pytestmark = pytest.mark.reliability
 
@@ -194,13 +191,11 @@ def test_a_sweep_against_an_endpoint_faulting_one_call_in_five_completes(
 ) -> None:
     bundle = load(TINY)
     faulty = Faulty(SchemaResponder(bundle), rate=0.2, stall=4.0, salt="sweep")
-    args = [sys.executable, "-m", "detente", "sweep", str(TINY), "--seeds", "50",
-            "--concurrency", "16", "--agent", "all=fake-model", "--rounds", "2",
-            "--timeout", "1.5", "--out", str(tmp_path), "--name", "faulty"]
-    env = {**os.environ, "COLUMNS": "200"}
-    with serve(faulty, calls=100_000) as fake:
-        first = subprocess.run([*args, "--base-url", fake.base_url], cwd=ROOT,
-                               capture_output=True, text=True, timeout=800, env=env)
+    args = ["sweep", str(TINY), "--seeds", "50", "--concurrency", "16", "--agent",
+            "all=fake-model", "--rounds", "2", "--timeout", "1.5", "--out", str(tmp_path),
+            "--name", "faulty"]
+    with serve(faulty, calls=100_000) as fake:  # the sweep runs in this process, on one loop
+        first = invoke(*args, "--base-url", fake.base_url, cwd=ROOT)
         manifest = json.loads((tmp_path / "faulty" / "sweep.json").read_text())
         done = [e for e in manifest["entries"] if e["status"] == "complete"]
         failed = [e for e in manifest["entries"] if e["status"] == "failed"]
@@ -208,8 +203,7 @@ def test_a_sweep_against_an_endpoint_faulting_one_call_in_five_completes(
         for entry in failed:
             assert "malformed" not in entry["reason"] and "choices" not in entry["reason"]
         assert "Traceback" not in first.stderr and "Traceback" not in first.stdout
-        second = subprocess.run([*args, "--base-url", fake.base_url], cwd=ROOT,
-                                capture_output=True, text=True, timeout=800, env=env)
+        second = invoke(*args, "--base-url", fake.base_url, cwd=ROOT)
         assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     manifest = json.loads((tmp_path / "faulty" / "sweep.json").read_text())
     assert all(e["status"] == "complete" for e in manifest["entries"])
