@@ -82,9 +82,10 @@ def test_validate_accepts_the_shipped_scenarios_and_briefs() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     checked = [line for line in result.stdout.splitlines() if line.startswith("✓ ")]
-    # Folders are searched recursively: the variants in scenarios/variants are checked too.
+    # Folders are searched recursively: the variants in scenarios/variants and the benchmark's
+    # briefs in agents/benchmarks are checked too.
     expected = len(list((ROOT / "scenarios").rglob("*.yaml"))) + len(
-        list((ROOT / "agents").glob("*.yaml"))
+        list((ROOT / "agents").rglob("*.yaml"))
     )
     assert len(checked) == expected
     assert any("scenario 'baseline'" in line for line in checked)
