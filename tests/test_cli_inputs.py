@@ -24,7 +24,7 @@ import yaml
 
 from detente.analysis import analyze
 from detente.loading import load_scenario
-from helpers import Cli
+from helpers import Cli, invoke
 from helpers import CliResult as Result
 
 ROOT = Path(__file__).parents[1]
@@ -78,7 +78,7 @@ def mutate(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 def test_validate_accepts_the_shipped_scenarios_and_briefs() -> None:
-    result = run("validate", "scenarios/", "agents/")
+    result = invoke("validate", "scenarios/", "agents/", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     checked = [line for line in result.stdout.splitlines() if line.startswith("✓ ")]
@@ -109,7 +109,7 @@ def test_installed_console_script_runs() -> None:
 
 @pytest.fixture(scope="module")
 def baseline_json() -> dict[str, Any]:
-    result = run("analyze", BASELINE, "--json")
+    result = invoke("analyze", BASELINE, "--json")
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
     return data
