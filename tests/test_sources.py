@@ -349,11 +349,11 @@ def test_sources_on_the_shipped_files(cli: Cli) -> None:
     result = cli("sources", ROOT / "agents", ROOT / "scenarios", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    # The article's five parties, and the six of the converted benchmark game
-    # (scenarios/benchmarks/), which cites its own text.
+    # The article's five parties, and the six parties and the chair of the converted benchmark
+    # game (scenarios/benchmarks/), which cites its own text.
     assert set(data["parties"]) == {"us", "russia", "ukraine", "eu", "un_mediator", "sportco",
                                     "tourism_department", "environmental_league", "mayor",
-                                    "other_cities", "labour_union"}
+                                    "other_cities", "labour_union", "chair"}
     for party, counts in data["parties"].items():
         assert counts["by_kind"]["persona"]["assumption"] == 1, party
         assert counts["by_kind"]["utility"]["article"] == 0
