@@ -38,6 +38,22 @@ def _json_body(r1: Any, r2: Any) -> None:
     assert parse(r1.body) == parse(r2.body), "request bodies differ"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The response cache (on by default for sweeps) never touches the user's cache folder:
+    a session-wide folder here, and each test its own (`_own_response_cache`)."""
+    import os
+    import tempfile
+
+    os.environ["DETENTE_CACHE_DIR"] = tempfile.mkdtemp(prefix="detente-test-cache-")
+
+
+@pytest.fixture(autouse=True)
+def _own_response_cache(monkeypatch: pytest.MonkeyPatch,
+                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test its own response cache: one test's answers never serve another's requests."""
+    monkeypatch.setenv("DETENTE_CACHE_DIR", str(tmp_path_factory.mktemp("response-cache")))
+
+
 def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
     vcr.register_matcher("json_body", _json_body)
 

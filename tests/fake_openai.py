@@ -17,9 +17,14 @@ directly. An answer is
 - `HTTPError`: an error status with a chosen message.
 
 When the script is exhausted the fake answers 500 ("script exhausted"), so a test that makes more
-calls than it scripted fails loudly. Every request body is recorded in `requests` (chat
-completions only) and every request, including `GET /v1/models`, in `log`. If `api_key` is given,
-any request without `Authorization: Bearer <api_key>` is answered 401 as OpenAI does.
+calls than it scripted fails loudly. Unless a `Reply` gives them, token counts are about four
+characters a token, as OpenAI's tokenizers average on English and JSON: the prompt counts every
+message's text (16 characters more per message for its role), the answer's schema
+(`response_format`) and the tools, as a real endpoint bills them; the completion counts the
+reply's text (`count_prompt_tokens`, `count_tokens`). Every request body is recorded in
+`requests` (chat completions only) and every request, including `GET /v1/models`, in `log`.
+If `api_key` is given, any request without `Authorization: Bearer <api_key>` is answered 401 as
+OpenAI does.
 """
 
 from __future__ import annotations
@@ -105,9 +110,34 @@ _ERROR_TYPES = {
 }
 
 
-def _count_tokens(text: str) -> int:
-    """A rough, deterministic token count: whitespace-separated words."""
-    return len(text.split())
+CHARS_PER_TOKEN = 4
+
+
+def count_tokens(text: str) -> int:
+    """A deterministic token count: about four characters a token, rounded up."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def count_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """Prompt tokens of a chat request: its messages (with 16 characters each for the role),
+    the answer's schema and the tools, at `count_tokens`'s rate."""
+    size = 0
+    for message in body.get("messages", []):
+        size += 16 + len(_text_of(message.get("content")))
+        if message.get("tool_calls"):
+            size += len(json.dumps(message["tool_calls"], separators=(",", ":")))
+    for key in ("response_format", "tools"):
+        if body.get(key) is not None:
+            size += len(json.dumps(body[key], separators=(",", ":"), ensure_ascii=False))
+    return -(-size // CHARS_PER_TOKEN)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else json.dumps(content)
 
 
 def prompt_text(body: Mapping[str, Any]) -> str:
@@ -278,12 +308,12 @@ class _Handler(BaseHTTPRequestHandler):
         prompt_tokens = (
             reply.prompt_tokens
             if reply.prompt_tokens is not None
-            else _count_tokens(prompt_text(body))
+            else count_prompt_tokens(body)
         )
         completion_tokens = (
             reply.completion_tokens
             if reply.completion_tokens is not None
-            else _count_tokens(reply.content or reply.refusal or "")
+            else count_tokens(reply.content or reply.refusal or "")
         )
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",

@@ -223,8 +223,13 @@ def test_load_runs_finds_every_finished_run_below_a_sweep_folder(sweep: Path) ->
         parties=list(PARTIES), red_lines_broken={p: [] for p in PARTIES},
         values={"deal_rate": True, "rounds_to_agreement": 5.0, "distance_to_nash": 8.0,
                 "deal_any_round": None, "deal_final_round": None, "red_line_proposals": None,
+                "saboteur_succeeded": None,
                 "utility": util(30.0), "violation_rate": dict.fromkeys(PARTIES, False),
-                "invalid_rate": {}, "estimation_error": {}},
+                "invalid_rate": {}, "estimation_error": {},
+                # Not judged (no judgements.jsonl) and no price known for scripted agents.
+                "leak_rate": {}, "judged_fidelity": {}, "judged_leakage": {},
+                "judged_consistency": {}, "judged_tone": {}, "contradiction_rate": {},
+                "unverified_quotes": {}, "cost_per_run": None, "cost_per_deal": None},
         settings={"agents": {**{p: {"kind": "scripted", "strategy": "conceder"} for p in PARTIES},
                              "un_mediator": {"kind": "scripted", "strategy": "nash"}},
                   "max_rounds": 8, "bounded_context": 6})

@@ -309,7 +309,7 @@ def test_sources_counts_a_small_fixture(cli: Cli, tiny: Path) -> None:
     assert data["parties"]["m"]["by_kind"]["red line"] == row()
     assert data["scenario"] == {"issue": row(background=1, assumption=1),
                                 "option": row(inference=1, assumption=4),
-                                "term": row(assumption=1)}
+                                "term": row(assumption=1), "event": row()}
     assert data["parties"]["a"]["prose_total"] == row(background=2, inference=1, assumption=3)
     assert data["prose_total"]["inference"] == 1 + 1 + 1 + 1  # option, option named, pos., res.
     # Utilities: a 5 options + 2 term points, b 5 + 3, c 5 + 2; weights 3 each.

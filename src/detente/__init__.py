@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Sweep,
         analyze,
         compare,
+        estimate,
         load_run,
         load_runs,
         resume,
@@ -28,10 +29,11 @@ if TYPE_CHECKING:
     )
     from detente.runs import RunFolder
 
-_API = {"run", "resume", "sweep", "Sweep", "analyze", "compare", "load_run", "load_runs"}
+_API = {"run", "resume", "sweep", "Sweep", "analyze", "compare", "estimate", "load_run",
+        "load_runs"}
 
-__all__ = ["RunFolder", "Sweep", "__version__", "analyze", "compare", "load_run", "load_runs",
-           "resume", "run", "sweep"]
+__all__ = ["RunFolder", "Sweep", "__version__", "analyze", "compare", "estimate", "load_run",
+           "load_runs", "resume", "run", "sweep"]
 
 
 @cache

@@ -20,7 +20,7 @@ over these functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,8 +30,11 @@ from detente.errors import InputError, Problem
 if TYPE_CHECKING:
     from detente.agents.human import HumanIO
     from detente.analysis import Analysis
+    from detente.cache import ResponseCache
     from detente.comparison import Comparison, GroupBy
     from detente.config import Layer
+    from detente.costs import Budget
+    from detente.estimate import SweepEstimate
     from detente.events import AgentSettings
     from detente.loading import ScenarioBundle
     from detente.runner import RunObserver
@@ -85,8 +88,16 @@ def run(
     observer: RunObserver | None = None,
     notice: Callable[[str], None] | None = None,
     human: HumanIO | None = None,
+    budget: float | None = None,
+    cache: bool = False,
+    prices: str | Path | None = None,
 ) -> RunFolder:
     """Run one negotiation to its end and return its folder (`.result`, `.events`, ...).
+
+    `budget`: a limit in US dollars on what its model calls may cost; the run stops before a
+    call that could exceed it (`detente.runner.RunStoppedByBudget`; status `budget`; `resume`
+    with a larger one goes on). `cache`: answer requests from the response cache
+    (`detente.cache`). `prices`: a price file over the shipped table (`detente.costs`).
 
     `human` answers the turns of seats a person plays (`agents="ukraine=human"`): it gets a
     `detente.agents.human.HumanRequest` and the scenario, and returns the answer (see
@@ -99,10 +110,12 @@ def run(
     """
     from detente.agents import make_agent
     from detente.config import resolve_agents
+    from detente.costs import prices_from
     from detente.endpoints import embedded_server, preflight
     from detente.loading import load_bundle
     from detente.runner import RunPlan, start_run
     from detente.runs import RunFolder
+    from detente.sweeps import cached_quote_key
 
     gguf = Path(model_path) if model_path is not None else None
     if gguf is not None and not gguf.is_file():
@@ -116,12 +129,38 @@ def run(
     if gguf is not None:
         settings = {p: s.model_copy(update={"model": None, "base_url": None})
                     if s.kind == "llm" else s for p, s in settings.items()}
-    with embedded_server(settings, gguf, notice=notice or _quiet) as served:
+    with prices_from(prices, config), \
+            embedded_server(settings, gguf, notice=notice or _quiet) as served:
         preflight(served)
+        limit = _run_budget(budget, served.values())
+        store = _cache(cache)
         plan = RunPlan(bundle=bundle, agents=served, seed=seed, max_rounds=rounds,
-                       out_root=Path(out), log_prompts=log_prompts, human=human)
+                       out_root=Path(out), log_prompts=log_prompts, human=human,
+                       budget=limit, cache=store,
+                       quote_key=cached_quote_key(store, bundle, served, seed, rounds))
         record = start_run(plan, make_agent, observer)
     return RunFolder(record.run_dir)
+
+
+def _run_budget(budget: float | None, agents: Iterable[AgentSettings], spent: float = 0.0,
+                scope: str = "run") -> Budget | None:
+    """A run's (or a sweep's) budget, checked: positive, every model priced, not spent."""
+    from detente.costs import Budget, active_prices, check_budget, money
+
+    if budget is None:
+        return None
+    check_budget(budget, agents, active_prices())
+    if spent >= budget:
+        raise InputError("--budget", [Problem("", f"the {scope} has already spent "
+                                              f"{money(spent)}, which {money(budget, 2)} does "
+                                              "not exceed: give a larger budget")])
+    return Budget(budget, spent, scope)  # type: ignore[arg-type]
+
+
+def _cache(on: bool) -> ResponseCache | None:
+    from detente.cache import ResponseCache
+
+    return ResponseCache() if on else None
 
 
 def resume(
@@ -132,11 +171,19 @@ def resume(
     observer: RunObserver | None = None,
     notice: Callable[[str], None] | None = None,
     human: HumanIO | None = None,
+    budget: float | None = None,
+    cache: bool = False,
+    prices: str | Path | None = None,
 ) -> RunFolder:
     """Continue an interrupted run from its last completed step (`scenario`: the run's scenario
     file if it has moved, with the same content; `base_url`: the endpoint to resume on, if its
-    URL carried credentials, which are never stored)."""
+    URL carried credentials, which are never stored).
+
+    `budget`: the run's limit from now on, over everything it has spent (default: the run's
+    own, if it had one); a run stopped at its budget goes on with a larger one. `cache`,
+    `prices`: as for `run`."""
     from detente.agents import make_agent
+    from detente.costs import active_prices, logged_spend, prices_from
     from detente.endpoints import embedded_server, preflight
     from detente.runner import resume_run
     from detente.runs import RunFolder
@@ -149,16 +196,34 @@ def resume(
     if base_url is not None:
         settings = {p: s.model_copy(update={"base_url": base_url})
                     if s.kind == "llm" and not s.local_model else s for p, s in settings.items()}
-    with embedded_server(settings, gguf, resuming=True, notice=notice or _quiet) as served:
+    with prices_from(prices), \
+            embedded_server(settings, gguf, resuming=True, notice=notice or _quiet) as served:
         preflight(served)
+        limit = _run_budget(_resumed_budget(folder, budget), served.values(),
+                            logged_spend(header, folder.events, active_prices()))
 
         def factory(party: str, _: AgentSettings, current: ScenarioBundle) -> Any:
             # Today's endpoints: an embedded server listens on a new port every time.
             return make_agent(party, served[party], current)
 
         record = resume_run(folder.path, factory, observer,
-                            Path(scenario) if scenario is not None else None, human)
+                            Path(scenario) if scenario is not None else None, human,
+                            budget=limit, cache=_cache(cache))
     return RunFolder(record.run_dir)
+
+
+def _resumed_budget(folder: RunFolder, given: float | None) -> float | None:
+    """The budget a resume applies: the one given, else the run's own last one (a sweep's
+    budget was the sweep's, not this run's)."""
+    from detente.events import Resumed
+
+    if given is not None:
+        return given
+    last = folder.header.budget
+    for event in folder.events:
+        if isinstance(event, Resumed):
+            last = event.budget
+    return last.usd if last is not None and last.scope == "run" else None
 
 
 @dataclass(frozen=True)
@@ -216,14 +281,31 @@ def sweep(
     on_start: Callable[[SweepManifest], None] | None = None,
     on_done: Callable[[SweepEntry], None] | None = None,
     notice: Callable[[str], None] | None = None,
+    budget: float | None = None,
+    cache: bool = True,
+    prices: str | Path | None = None,
 ) -> Sweep:
     """Every scenario (file or folder of variants) x seeds 0..seeds-1, into one sweep folder;
-    running the same sweep again skips what is complete and resumes or retries the rest."""
+    running the same sweep again skips what is complete and resumes or retries the rest.
+
+    `budget`: a limit in US dollars on what the whole sweep's model calls cost (with the
+    `local` executor), shared by its runs; once a call could exceed it every run stops (status
+    `budget`) and the rest are not started; running the sweep again with a larger one goes on
+    (without one, the sweep's last budget holds). `cache` (on by default): the response cache
+    answers every request it has seen, so a sweep run again, or in another folder, repeats no
+    call already paid for. `prices`: a price file over the shipped table (`detente.costs`)."""
     from detente.config import resolve_agents
+    from detente.costs import prices_from
     from detente.endpoints import embedded_server, preflight
     from detente.files import RunLock
     from detente.loading import load_bundle
-    from detente.sweeps import plan_sweep, run_sweep, sweep_name
+    from detente.sweeps import (
+        logged_sweep_spend,
+        plan_sweep,
+        run_sweep,
+        save_manifest,
+        sweep_name,
+    )
 
     given = [scenarios] if isinstance(scenarios, str | Path) else list(scenarios)
     bundles = [load_bundle(f) for f in scenario_files(given)]
@@ -244,17 +326,63 @@ def sweep(
     seed_list = list(range(seeds))
     sweep_dir = Path(out) / (name or sweep_name(bundles, seed_list, teams, rounds))
     every = {f"{sid}/{p}": s for sid, team in teams.items() for p, s in team.items()}
-    with RunLock(sweep_dir, "sweep"), \
+    if budget is not None and executor != "local":
+        raise InputError("--budget", [Problem("", "a sweep's budget is kept by one process: use "
+                                              "it with --executor local")])
+    with prices_from(prices, config), RunLock(sweep_dir, "sweep"), \
             embedded_server(every, None, notice=notice or _quiet) as served:
         preflight(served)
         for key, settings in served.items():
             sid, party = key.split("/", 1)
             teams[sid][party] = settings
         manifest = plan_sweep(sweep_dir, bundles, seed_list, teams, rounds, log_prompts)
+        limit = budget if budget is not None else manifest.budget_usd
+        if limit is not None and executor != "local":
+            raise InputError("--budget", [Problem("", f"this sweep has a budget "
+                                                  f"(${limit:g}), which is kept by one "
+                                                  "process: run it with --executor local")])
+        shared = _run_budget(limit, served.values(), logged_sweep_spend(sweep_dir, manifest)
+                             if limit is not None else 0.0, "sweep")
+        if budget is not None:
+            manifest.budget_usd = budget
+            save_manifest(sweep_dir, manifest)
         if on_start is not None:
             on_start(manifest)
-        manifest = run_sweep(sweep_dir, manifest, concurrency, on_done, executor, address)
+        manifest = run_sweep(sweep_dir, manifest, concurrency, on_done, executor, address,
+                             budget=shared, cache=cache)
     return Sweep(sweep_dir, manifest)
+
+
+def estimate(
+    scenarios: str | Path | Sequence[str | Path],
+    seeds: int = 3,
+    *,
+    agents: Agents = None,
+    rounds: int | None = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    assist: Assist = None,
+    config: str | Path | None = None,
+    prices: str | Path | None = None,
+) -> SweepEstimate:
+    """What `sweep` with these arguments would cost, estimated before anything is spent:
+    model calls, prompt and completion tokens and dollars per scenario, and their upper bounds
+    (see `detente.estimate`). Nothing is called, started or written."""
+    from detente.config import resolve_agents
+    from detente.costs import prices_from
+    from detente.estimate import estimate_sweep
+    from detente.loading import load_bundle
+
+    given = [scenarios] if isinstance(scenarios, str | Path) else list(scenarios)
+    bundles = [load_bundle(f) for f in scenario_files(given)]
+    layers = _layers(agents, config, model=model, base_url=base_url, assist=assist)
+    teams = {b.scenario.id: resolve_agents(b.scenario, layers) for b in bundles}
+    seats = sorted({p for team in teams.values() for p, a in team.items() if a.kind == "human"})
+    if seats:
+        raise InputError("agents", [Problem(", ".join(seats), "a person cannot play a seat in a "
+                                            "sweep; use detente run")])
+    with prices_from(prices, config):
+        return estimate_sweep(bundles, teams, seeds, rounds)
 
 
 def analyze(scenario: str | Path, *, frontier: bool = True) -> Analysis:

@@ -14,6 +14,10 @@ for _name, _what in (
     ("conceder", "concedes most of the way early on (e = 5)"),
 ):
     STRATEGIES.lazy(_name, f"detente.agents.scripted:make_{_name}", _what)
+STRATEGIES.lazy("saboteur", "detente.agents.scripted:make_saboteur",
+                "talks and concedes like Conceder, but rejects, with a hard bargainer's "
+                "objections, any package its acceptance could pass: makes the talks fail "
+                "without being seen to")
 
 MEDIATORS.lazy("nash", "detente.agents.scripted:make_nash",
                "tables the Nash product maximum of the parties' stated positions")

@@ -160,6 +160,9 @@ def run_fingerprint(summary: RunSummary, header: RunHeader,
     seed, run id, quote key or paths), its events (`normalized_events`) and its outcome."""
     outcome = summary.model_dump(mode="json", exclude={"run_dir", "run_id", "seed",
                                                        "fingerprint"})
+    # What a run cost differs between copies (an answer from the cache is free).
+    outcome["values"] = {k: v for k, v in outcome["values"].items()
+                         if k not in {m.key for m in METRICS if not m.in_fingerprint}}
     document = {"scenario_hash": header.scenario_hash, "settings": run_settings(header),
                 "events": normalized_events(events), "outcome": outcome}
     return hashlib.sha256(_canonical(document).encode("utf-8")).hexdigest()

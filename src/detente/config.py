@@ -20,6 +20,12 @@ Config file (TOML, `--config FILE`, or `detente.toml` in the working folder):
     [agents.ukraine]
     seed = 7              # pins this party's seed; otherwise every LLM agent gets the run's seed
 
+    [prices]              # US dollars per million tokens (see detente.costs)
+    "my-model" = { input = 0.20, output = 0.80 }
+
+    [cache]               # the response cache (see detente.cache)
+    days = 30             # how long an answer is served
+
 Environment: OPENAI_API_KEY, OPENAI_BASE_URL, DETENTE_MODEL, DETENTE_AGENTS ("us=...,all=..."),
 DETENTE_TEMPERATURE, DETENTE_MAX_TOKENS, DETENTE_MAX_RETRIES, DETENTE_STRUCTURED_MODE,
 DETENTE_ASSIST ("table" or "us=tool,all=table"), DETENTE_TIMEOUT (seconds per request),
@@ -151,10 +157,12 @@ def file_layer(path: Path | None) -> Layer:
         raise InputError(path, [Problem("", "no such file")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(path, [Problem("", f"malformed TOML: {exc}")]) from None
-    unknown = set(data) - {"defaults", "agents"}
+    # [prices] and [cache] are read by detente.costs and detente.cache.
+    unknown = set(data) - {"defaults", "agents", "prices", "cache"}
     if unknown:
-        raise InputError(path, [Problem(k, "unknown section; expected [defaults] or "
-                                        "[agents.PARTY]") for k in sorted(unknown)])
+        raise InputError(path, [Problem(k, "unknown section; expected [defaults], "
+                                        "[agents.PARTY], [prices] or [cache]")
+                                for k in sorted(unknown)])
     defaults = dict(data.get("defaults", {}))
     if "seed" in defaults:
         raise InputError(path, [Problem("defaults.seed", "a seed for every agent would make "

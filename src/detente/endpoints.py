@@ -30,12 +30,11 @@ def embedded_server(
     """Serve the embedded (or given) GGUF model for every LLM agent without an endpoint; the
     agents' settings, pointed at it, are what the block receives. The server stops on leaving
     the block, and at once on an interrupt (see `ON_INTERRUPT`)."""
-    local = [p for p, s in settings.items()
-             if s.kind == "llm" and (s.local_model or (not s.model and not s.base_url))]
+    local = embedded_parties(settings)
     if not local:
         yield dict(settings)
         return
-    from detente.local_server import DEFAULT_ALIAS, LocalServer, default_model_path
+    from detente.local_server import LocalServer, default_model_path
 
     tool = [p for p in local if settings[p].assist == "tool"]
     if tool:
@@ -52,16 +51,30 @@ def embedded_server(
         notice(f"Local model server ready at {server.base_url}")
         agents = dict(settings)
         for party in local:
-            current = agents[party]
-            agents[party] = current.model_copy(update={
-                "model": current.model if resuming and current.model else DEFAULT_ALIAS,
-                "base_url": server.base_url,
-                "structured_mode": current.structured_mode or "json_object",
-                "prompt": current.prompt or "compact",
-                "assist": current.assist or "table",
-                "local_model": str(gguf.resolve()),
-            })
+            agents[party] = on_embedded(agents[party], gguf, server.base_url, resuming)
         yield agents
+
+
+def embedded_parties(settings: Mapping[str, AgentSettings]) -> list[str]:
+    """The LLM parties the embedded model plays: those without a model or an endpoint."""
+    return [p for p, s in settings.items()
+            if s.kind == "llm" and (s.local_model or (not s.model and not s.base_url))]
+
+
+def on_embedded(current: AgentSettings, gguf: Path, base_url: str | None,
+                resuming: bool = False) -> AgentSettings:
+    """An LLM party's settings on the embedded model (served from `gguf` at `base_url`):
+    compact prompts, grammar-constrained answers and the table's value, unless set."""
+    from detente.local_server import DEFAULT_ALIAS
+
+    return current.model_copy(update={
+        "model": current.model if resuming and current.model else DEFAULT_ALIAS,
+        "base_url": base_url,
+        "structured_mode": current.structured_mode or "json_object",
+        "prompt": current.prompt or "compact",
+        "assist": current.assist or "table",
+        "local_model": str(gguf.resolve()),
+    })
 
 
 def preflight(agents: Mapping[str, AgentSettings]) -> None:

@@ -17,14 +17,19 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from detente.errors import InputError, Problem
-from detente.scenario import Package
+from detente.scenario import Package, WalkAwayChange
 
-EVENT_FORMAT_VERSION = 4
+EVENT_FORMAT_VERSION = 5
 """2: per-turn request hashes and settings (`llm`), value estimates, refused proposals, tool
 calls, the assist setting and the quote key. 3: the protocol in the header; proposals,
 responses and tallies may be private to some parties (`visible_to`) and belong to a `phase`;
 sequential answers carry their `slot`. 4: a person may play a seat (agents of kind `human`;
-their turns are marked `human`). Logs of formats 1 to 3 still read."""
+their turns are marked `human`). Also in 4: events during the talks (`inject`: news, an
+incident, a summit, a change of a party's walk-away), logged when their round
+starts. 5: budgets (`budget` in the header and on resume, the
+`budget` status), answers from the response cache (`LLMCall.cached`, `cached_requests`,
+`cached_usage`), and error events carry what a turn cut short had spent (`usage`, `llm`). Logs
+of formats 1 to 4 still read."""
 
 Phase = Literal["plenary", "bilateral"]
 
@@ -33,7 +38,9 @@ EVERYONE: Literal["all"] = "all"
 LOG_NAME = "events.jsonl"
 """The event log's file name inside a run folder."""
 
-RunStatus = Literal["deal", "no_deal", "deadlock", "error", "interrupted"]
+RunStatus = Literal["deal", "no_deal", "deadlock", "error", "interrupted", "budget"]
+"""`budget`: stopped before a model call that could have taken the spending past the run's
+(or its sweep's) budget; resumable with a larger one."""
 StructuredMode = Literal["json_schema", "json_object", "prompt"]
 Assist = Literal["none", "table", "tool"]
 """What an LLM party is told of a package's worth to it: nothing (`none`), the exact value of
@@ -163,6 +170,14 @@ class AgentSettings(BaseModel):
         }
 
 
+class BudgetSetting(BaseModel):
+    """A spending limit on a run's model calls (`--budget`), priced with `detente.costs`."""
+
+    usd: float
+    scope: Literal["run", "sweep"] = "run"
+    """`sweep`: the limit is the sweep's, shared by all its runs."""
+
+
 class RunHeader(_Event):
     """The first line of every log: what was run, with what, from which scenario content."""
 
@@ -188,6 +203,9 @@ class RunHeader(_Event):
     """Who proposes, who answers, what each sees (see `detente.protocols`); empty in logs
     written before format 3: the scenario's default then."""
     protocol_params: dict[str, Any] = {}
+    budget: BudgetSetting | None = None
+    """The spending limit the run started with (None: none); a resume may set another (see
+    `Resumed.budget`)."""
 
 
 class LLMCall(BaseModel):
@@ -199,6 +217,13 @@ class LLMCall(BaseModel):
     run's `prompts.jsonl` under the same hashes."""
     settings: dict[str, Any]
     """Model, temperature, max_tokens, seed, structured mode, prompt mode and assist."""
+    cached: bool = False
+    """Every request of the turn was answered from the response cache (`--cache`): no call
+    was made and nothing was paid."""
+    cached_requests: int = 0
+    """How many of its requests the cache answered."""
+    cached_usage: Usage | None = None
+    """The tokens of those requests (part of the turn's `usage`, paid by an earlier run)."""
 
 
 class Statement(_Event):
@@ -267,6 +292,22 @@ class ToolCall(_Event):
     error: str | None = None
 
 
+class Inject(_Event):
+    """An event during the talks (the scenario's `events`), logged when its round starts: the
+    parties in `visible_to` see its text from this round on. Its id is `inject/<event id>`."""
+
+    type: Literal["inject"] = "inject"
+    round: int
+    """The round it happened in: its scheduled round (or, if the protocol skipped that round,
+    the next one played)."""
+    kind: Literal["news", "incident", "summit", "walk_away"]
+    text: str
+    visible_to: list[str] | Literal["all"] = EVERYONE
+    change: WalkAwayChange | None = None
+    """A `walk_away` event's new walk-away utility for one party (only that party's agent is
+    shown the number; see `detente.protocols.engine.build_context`)."""
+
+
 class IssueStance(BaseModel):
     stance: Literal["accept", "object"]
     wants: str | float | None = None
@@ -318,11 +359,17 @@ class ErrorEvent(_Event):
     round: int | None = None
     speaker: str | None = None
     message: str
+    usage: Usage = Usage()
+    """Tokens of the requests a turn cut short here had already made (and paid for)."""
+    llm: LLMCall | None = None
+    """Those requests' provenance; the turn itself is asked again on resume."""
 
 
 class Resumed(_Event):
     type: Literal["resumed"] = "resumed"
     note: str
+    budget: BudgetSetting | None = None
+    """The spending limit from this resume on (None: none)."""
 
 
 class Outcome(_Event):
@@ -339,7 +386,7 @@ class Outcome(_Event):
 
 Event = Annotated[
     RunHeader | Statement | Proposal | RefusedProposal | ToolCall | Response | Tally
-    | ErrorEvent | Resumed | Outcome,
+    | ErrorEvent | Resumed | Outcome | Inject,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

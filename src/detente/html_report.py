@@ -25,7 +25,7 @@ import gzip
 import html
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from detente.comparison import (
 )
 from detente.events import (
     ErrorEvent,
+    Inject,
     Outcome,
     Proposal,
     Response,
@@ -51,11 +52,14 @@ from detente.events import (
 )
 from detente.metrics import (
     MeanCI,
+    Metric,
     Proportion,
+    Ratio,
     RoundsStats,
     Stat,
     format_diff,
     party_metrics,
+    shown_metrics,
     variant_metrics,
 )
 from detente.plots import (
@@ -211,7 +215,17 @@ def messages_of(run: RunFolder) -> list[Message]:
         return "private", "private: seen by " + " and ".join(names.party(p) for p in visible_to)
 
     for ev in run.events:
-        if isinstance(ev, Statement):
+        if isinstance(ev, Inject):
+            visibility, audience = seen_by(ev.visible_to)
+            change = "" if ev.change is None else (
+                f'<div class="text"><em>{e(names.party(ev.change.party))}\'s walk-away utility '
+                f"is now {ev.change.reservation_utility:g} (only its agent is told the number)."
+                "</em></div>")
+            add(party=RECORD, round=ev.round, kind="event", visibility=visibility,
+                issues=names.mentioned(ev.text),
+                title=f"Event: {ev.kind.replace('_', '-')}", audience=audience,
+                body=_text(ev.text) + change)
+        elif isinstance(ev, Statement):
             flag = ' <span class="badge invalid">invalid response</span>' if ev.invalid else ""
             visibility, audience = seen_by(ev.visible_to)
             add(party=ev.speaker, round=ev.round, kind=ev.kind, visibility=visibility,
@@ -360,13 +374,14 @@ def _findings(items: Sequence[str], runs: Sequence[RunFolder]) -> str:
             f"{_what_was_run(runs)}</section>")
 
 
-def _ci(stat: MeanCI | None, digits: int = 1) -> str:
+def _ci(stat: MeanCI | None, digits: int = 1, fmt: Callable[[float], str] | None = None) -> str:
     if stat is None:
         return '<span class="na">n/a</span>'
-    if f"{stat.lo:.{digits}f}" == f"{stat.mean:.{digits}f}" == f"{stat.hi:.{digits}f}":
-        return f"{stat.mean:.{digits}f}"
-    return (f"{stat.mean:.{digits}f} <span class=\"ci\">[{stat.lo:.{digits}f}, "
-            f"{stat.hi:.{digits}f}]</span>")
+    show = fmt or (lambda x: f"{x:.{digits}f}")
+    if show(stat.lo) == show(stat.mean) == show(stat.hi):
+        return e(show(stat.mean))
+    return (f"{e(show(stat.mean))} <span class=\"ci\">[{e(show(stat.lo))}, "
+            f"{e(show(stat.hi))}]</span>")
 
 
 def _rate(p: Proportion) -> str:
@@ -389,14 +404,18 @@ def _runs_cell(g: VariantStats) -> str:
             f'once">({g.n} distinct)</span>')
 
 
-def _stat(stat: Stat | None) -> str:
-    """A metric's statistic as a cell (see `detente.metrics`: rates, means, mean and median)."""
+def _stat(stat: Stat | None, metric: Metric | None = None) -> str:
+    """A metric's statistic as a cell (see `detente.metrics`: rates, means, mean and median,
+    ratios), its numbers written by the metric's `fmt`."""
+    fmt = metric.fmt if metric is not None else None
     if isinstance(stat, Proportion):
         return _rate(stat)
     if isinstance(stat, MeanCI):
-        return _ci(stat)
+        return _ci(stat, fmt=fmt)
     if isinstance(stat, RoundsStats):
         return f"mean {stat.mean:.1f}, median {stat.median:g}"
+    if isinstance(stat, Ratio) and stat.value is not None:
+        return e(fmt(stat.value) if fmt is not None else f"{stat.value:.1f}")
     return '<span class="na">n/a</span>'
 
 
@@ -407,13 +426,14 @@ def _notes(notes: Iterable[str]) -> str:
 
 def _comparison(comparison: Comparison) -> str:
     """The comparison's tables, a column for every metric of `detente.metrics`."""
-    whole, per_party = variant_metrics(), party_metrics()
+    whole = shown_metrics(variant_metrics(), lambda key: (g.stat(key) for g in comparison.groups))
+    per_party = party_metrics()
     variant_rows = []
     for g in comparison.groups:
         ref = ' <span class="badge">reference</span>' if g.variant == comparison.reference \
             else ""
         statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in g.statuses.items())
-        cells = "".join(f'<td data-metric="{e(m.key)}">{_stat(g.stat(m.key))}</td>'
+        cells = "".join(f'<td data-metric="{e(m.key)}">{_stat(g.stat(m.key), m)}</td>'
                         for m in whole)
         variant_rows.append(
             f'<tr data-variant="{e(g.variant)}"><th scope="row">{e(g.variant)}{ref}</th>'
@@ -424,7 +444,7 @@ def _comparison(comparison: Comparison) -> str:
         for party, stats in g.parties.items():
             broken = ", ".join(f"{line} {p.rate:.0%}" for line, p in stats.red_lines.items()
                                if p.count)
-            cells = "".join(f'<td data-metric="{e(m.key)}">{_stat(stats.stat(m.key))}</td>'
+            cells = "".join(f'<td data-metric="{e(m.key)}">{_stat(stats.stat(m.key), m)}</td>'
                             for m in per_party)
             party_rows.append(
                 f'<tr data-variant="{e(g.variant)}" data-party="{e(party)}">'
@@ -502,7 +522,7 @@ def _filters(runs: Sequence[RunFolder], messages: Sequence[Message]) -> str:
     for m in messages:
         parties.setdefault(m.party, m.party)
     if any(m.party == RECORD for m in messages):
-        parties[RECORD] = "record (tallies, outcome)"
+        parties[RECORD] = "record (events, tallies, outcome)"
     rounds = sorted({m.round for m in messages})
     party_boxes = "".join(
         f'<label><input type="checkbox" name="party" value="{e(p)}" checked> {e(label)}</label>'

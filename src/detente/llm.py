@@ -22,6 +22,11 @@ turn, and recorded.
 Transport failures (unreachable server, HTTP errors after openai's own retries, timeouts) raise
 `LLMTransportError` with a one-line message; answers still invalid after the retries raise
 `InvalidResponseError`, which carries what the caller needs to record the failed exchange.
+
+Every request goes through the run's meter (`detente.costs.METER`, set by the runner for the
+run's task), if any: the response cache answers a request it has seen (`Exchange.cached`, nothing
+sent), and the budget reserves the call's worst case before it is sent and settles it with what
+it cost; a call that could exceed the budget is not made (`detente.costs.BudgetExceeded`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from openai.lib._parsing import type_to_response_format_param
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from detente.costs import METER, BudgetExceeded, CallMeter
 from detente.errors import DetenteError, format_path
 from detente.events import StructuredMode
 from detente.redact import Redactor, strip_credentials, url_secrets
@@ -113,6 +119,11 @@ class Exchange:
     """The raw response body (parsed JSON when it is JSON, else the text); None on failure."""
     error: str | None = None
     latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    """The usage the response reported (0 without one)."""
+    cached: bool = False
+    """Answered from the response cache: nothing was sent."""
 
 
 @dataclass(frozen=True)
@@ -394,6 +405,11 @@ def _short(text: str, limit: int = _MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _release(meter: CallMeter | None, hold: Any) -> None:
+    if meter is not None:
+        meter.release(hold)
+
+
 def _root_os_error(exc: BaseException) -> OSError | None:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -580,7 +596,7 @@ class LLMClient:
         self._redact = Redactor([key, *url_secrets(config.base_url)])
         self._sync: openai.OpenAI | None = None
         base = config.base_url or os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL
-        self.base_url = strip_credentials(base.rstrip("/"))
+        self.base_url: str = strip_credentials(base.rstrip("/")) or base
         self._lock = threading.Lock()
         self._strict_formats: dict[type[BaseModel], dict[str, Any]] = {}
 
@@ -639,7 +655,7 @@ class LLMClient:
             except _Malformed as exc:
                 talk.malformed(exc)
                 continue
-            except LLMTransportError as exc:
+            except (LLMTransportError, BudgetExceeded) as exc:
                 exc.exchanges = talk.exchanges
                 raise
             done = talk.absorb(reply)
@@ -661,13 +677,23 @@ class LLMClient:
             except _Malformed as exc:
                 talk.malformed(exc)
                 continue
-            except LLMTransportError as exc:
+            except (LLMTransportError, BudgetExceeded) as exc:
                 exc.exchanges = talk.exchanges
                 raise
             done = talk.absorb(reply)
             if done is not None:
                 return done
         raise talk.failed()
+
+    def first_request(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        response_model: type[BaseModel],
+        tool: Tool | None = None,
+    ) -> dict[str, Any]:
+        """The body `complete` would send first for these messages, exactly (nothing is sent):
+        what an estimate of a call's size reads."""
+        return _Conversation(self, messages, response_model, tool).body()
 
     def _run_tool(
         self, tool: Tool, call: Mapping[str, Any], *, allowed: bool
@@ -744,19 +770,42 @@ class LLMClient:
         return known
 
     def _call(self, body: dict[str, Any], exchanges: list[Exchange]) -> _Reply:
-        """Send one request body exactly as given; log the exchange."""
+        """Send one request body exactly as given (unless the cache answers it, or the budget
+        refuses it); log the exchange."""
         digest = request_hash(body)
+        meter = METER.get()
+        hit = self._cached(meter, body, digest, exchanges)
+        if hit is not None:
+            return hit
+        hold = meter.reserve(self.config.model, body, self.config.max_tokens) \
+            if meter is not None else None
         started = time.monotonic()
         try:
             raw = self._client.chat.completions.with_raw_response.create(
                 model=body["model"], messages=[], extra_body=_sent_as_is(body))
             text = raw.text
         except openai.OpenAIError as exc:
+            _release(meter, hold)
             raise self._failed(exc, body, digest, started, exchanges) from None
-        return self._reply(text, body, digest, time.monotonic() - started, exchanges)
+        except BaseException:
+            _release(meter, hold)
+            raise
+        return self._answered(meter, hold, text, body, digest, time.monotonic() - started,
+                              exchanges)
 
     async def _acall(self, body: dict[str, Any], exchanges: list[Exchange]) -> _Reply:
         digest = request_hash(body)
+        meter = METER.get()
+        hit = self._cached(meter, body, digest, exchanges)
+        if hit is not None:
+            return hit
+        try:
+            hold = meter.reserve(self.config.model, body, self.config.max_tokens) \
+                if meter is not None else None
+        except BudgetExceeded:
+            if meter is not None:
+                await meter.drain()  # the turns this stop cancels keep what they paid for
+            raise
         started = time.monotonic()
         client = self._async_client()
         try:
@@ -764,8 +813,39 @@ class LLMClient:
                 model=body["model"], messages=[], extra_body=_sent_as_is(body))
             text = raw.text
         except openai.OpenAIError as exc:
+            _release(meter, hold)
             raise self._failed(exc, body, digest, started, exchanges) from None
-        return self._reply(text, body, digest, time.monotonic() - started, exchanges)
+        except BaseException:  # cancelled (Ctrl-C): the answer never came
+            _release(meter, hold)
+            raise
+        return self._answered(meter, hold, text, body, digest, time.monotonic() - started,
+                              exchanges)
+
+    def _cached(self, meter: CallMeter | None, body: dict[str, Any], digest: str,
+                exchanges: list[Exchange]) -> _Reply | None:
+        """The cache's answer to this request, if the run has a cache and it has one."""
+        if meter is None:
+            return None
+        text = meter.lookup(self.base_url, digest)
+        if text is None:
+            return None
+        return self._reply(text, body, digest, 0.0, exchanges, cached=True)
+
+    def _answered(self, meter: CallMeter | None, hold: Any, text: str, body: dict[str, Any],
+                  digest: str, latency: float, exchanges: list[Exchange]) -> _Reply:
+        """A response came back: settle its cost, and keep it in the cache if it is a chat
+        completion (never an error, never a malformed body)."""
+        try:
+            reply = self._reply(text, body, digest, latency, exchanges)
+        except _Malformed:
+            if meter is not None:
+                meter.settle(hold, self.config.model, None, None)
+            raise
+        if meter is not None:
+            meter.settle(hold, self.config.model, reply.prompt_tokens, reply.completion_tokens)
+            meter.store(self.base_url, digest, self.config.model, self._redact(text),
+                        reply.prompt_tokens, reply.completion_tokens)
+        return reply
 
     def _async_client(self) -> openai.AsyncOpenAI:
         """The async client of this endpoint in the running event loop (shared by every agent
@@ -779,31 +859,35 @@ class LLMClient:
         return error
 
     def _reply(self, text: str, body: dict[str, Any], digest: str, latency: float,
-               exchanges: list[Exchange]) -> _Reply:
+               exchanges: list[Exchange], cached: bool = False) -> _Reply:
         try:
             payload: Any = json.loads(self._redact(text))
         except ValueError:
             payload = self._redact(text)
-        exchanges.append(Exchange(body, digest, payload, None, latency))
         try:
             completion = ChatCompletion.model_validate_json(text)
         except ValidationError as exc:
+            exchanges.append(Exchange(body, digest, payload, None, latency, cached=cached))
             raise _Malformed(
                 f"(malformed) {self.base_url} answered with a malformed chat completion: "
                 f"{_short(format_validation_error(exc), 200)}"
             ) from None
+        usage = completion.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        exchanges.append(Exchange(body, digest, payload, None, latency, prompt_tokens,
+                                  completion_tokens, cached))
         if not completion.choices:
             raise _Malformed(f"(malformed) {self.base_url} answered with no choices")
         choice = completion.choices[0]
-        usage = completion.usage
         calls = [c.model_dump(mode="json", exclude_none=True)
                  for c in (choice.message.tool_calls or [])]
         return _Reply(
             text=choice.message.content,
             refusal=choice.message.refusal,
             finish_reason=choice.finish_reason,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             tool_calls=calls,
         )
 

@@ -23,6 +23,8 @@ Kinds (how a group's values are pooled):
 - `mean`: a number per run (None: not measured); the mean, with a percentile-bootstrap 95%
   interval. Tested with the Mann-Whitney U test.
 - `mean_median`: a number per run; its mean and median, without an interval.
+- `ratio`: a (numerator, denominator) per run, each summed over the runs, and their quotient
+  (cost per deal: dollars over deals), without an interval. Never tested.
 
 The statistics themselves (`wilson_interval`, `bootstrap_mean_ci`) are here too; nothing here
 reads files or prints.
@@ -118,9 +120,19 @@ class RoundsStats(BaseModel):
     n: int
 
 
-Stat = Proportion | MeanCI | RoundsStats
+class Ratio(BaseModel):
+    """A sum over runs divided by another (the `ratio` kind): `value` is None when the
+    denominator is 0."""
+
+    value: float | None
+    numerator: float
+    denominator: float
+    n: int
+
+
+Stat = Proportion | MeanCI | RoundsStats | Ratio
 """What a metric pools to over a group of runs, by kind: rates are Proportions, means MeanCIs,
-mean-and-median RoundsStats."""
+mean-and-median RoundsStats, ratios Ratios."""
 
 
 def proportion(count: int, n: int) -> Proportion:
@@ -139,10 +151,11 @@ def mean_ci(values: Sequence[float]) -> MeanCI | None:
 
 # --------------------------------------------------------------------------- the table
 
-Kind = Literal["rate", "pooled_rate", "mean", "mean_median"]
-KINDS: tuple[str, ...] = ("rate", "pooled_rate", "mean", "mean_median")
-SECTIONS: tuple[str, ...] = ("outcomes", "parties", "answers")
-QUIET_SECTIONS = {"answers": "Answers: no invalid answer and no value estimate in any run."}
+Kind = Literal["rate", "pooled_rate", "mean", "mean_median", "ratio"]
+KINDS: tuple[str, ...] = ("rate", "pooled_rate", "mean", "mean_median", "ratio")
+SECTIONS: tuple[str, ...] = ("outcomes", "parties", "answers", "judged")
+QUIET_SECTIONS = {"answers": "Answers: no invalid answer and no value estimate in any run.",
+                  "judged": "Words: no run judged (detente judge RUN_OR_SWEEP checks them)."}
 """Sections of per-party metrics shown only when some run has something in them (a rate with a
 count, a mean), with the line said instead."""
 INTERVALS = {"rate": "95% Wilson interval", "pooled_rate": "95% Wilson interval",
@@ -185,6 +198,15 @@ class Metric:
     `<csv>_median`)."""
     empty: str = "-"
     """A terminal cell of a group without a value."""
+    fmt: Callable[[float], str] | None = field(default=None, repr=False)
+    """How one of its numbers is written (means, their intervals, ratios); default: one
+    decimal."""
+    in_fingerprint: bool = True
+    """Part of what makes two runs identical (`detente.comparison.run_fingerprint`); False
+    for what a run cost, which differs between copies (an answer from the cache is free)."""
+    optional: bool = False
+    """Measured only in some runs (a saboteur's): its column and note are shown only where
+    some group has a value (`--json` and `--csv` always hold it)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -240,6 +262,12 @@ class Metric:
         if self.kind == "pooled_rate":
             n = sum(int(v[1]) for v in kept)
             return proportion(sum(int(v[0]) for v in kept), n) if n else None
+        if self.kind == "ratio":
+            if not kept:
+                return None
+            top, bottom = sum(float(v[0]) for v in kept), sum(float(v[1]) for v in kept)
+            return Ratio(value=top / bottom if bottom else None, numerator=top,
+                         denominator=bottom, n=len(kept))
         numbers = [float(v) for v in kept]
         if self.kind == "mean":
             return mean_ci(numbers)
@@ -269,6 +297,9 @@ def _plain(kind: str, value: Any) -> Any:
     if kind == "pooled_rate":
         count, n = value
         return int(count), int(n)
+    if kind == "ratio":
+        top, bottom = value
+        return float(top), float(bottom)
     return float(value)
 
 
@@ -288,6 +319,11 @@ def shows_something(stat: Stat | None) -> bool:
     return stat.count > 0 if isinstance(stat, Proportion) else True
 
 
+def written(metric: Metric, value: float) -> str:
+    """One of the metric's numbers as a cell writes it (`Metric.fmt`, or one decimal)."""
+    return metric.fmt(value) if metric.fmt is not None else f"{value:.1f}"
+
+
 # --------------------------------------------------------------------------- the metrics
 
 
@@ -300,10 +336,25 @@ def _measures(run: RunFolder) -> RunMetrics | None:
     return run.result.metrics  # None: a result from before these measures
 
 
+def saboteurs(result: RunResult) -> list[str]:
+    """The parties the scenario gave the `saboteur` incentive."""
+    return [p for p, incentive in result.incentives.items() if incentive.kind == "saboteur"]
+
+
+def _saboteur_succeeded(run: RunFolder) -> bool | None:
+    result = run.result
+    return not has_deal(result) if saboteurs(result) else None
+
+
 def _violations(run: RunFolder) -> dict[str, bool]:
     result = run.result
     deal = has_deal(result)
     return {p: deal and bool(result.red_lines_broken.get(p)) for p in result.scores.parties}
+
+
+def _level(criterion: str) -> Callable[[RunFolder], Any]:
+    """The judged level of `criterion` per party (see `_judged`)."""
+    return lambda run: _judged("judged_level", run, criterion)
 
 
 METRICS: list[Metric] = [
@@ -328,6 +379,10 @@ METRICS: list[Metric] = [
            if (m := _measures(run)) else None,
            note="Proposals breaking a red line: tabled packages breaking a red line of a party "
                 "the rule needs, over all proposals."),
+    Metric("saboteur_succeeded", "saboteur succeeded", "rate", _saboteur_succeeded,
+           optional=True,
+           note="Saboteur succeeded: of the runs in which a party had the `saboteur` incentive "
+                "(its prompt's, or a scripted seat's), those that ended without a deal."),
     Metric("utility", "mean utility", "mean",
            lambda run: {p: s.utility for p, s in run.result.scores.parties.items()},
            per_party=True, tested=True, test_label="utility",
@@ -348,8 +403,39 @@ METRICS: list[Metric] = [
            per_party=True, section="answers",
            note="Error: mean absolute error of the party's own estimates of the table's worth "
                 "to it, averaged over runs."),
+    Metric("leak_rate", "leaked a private number", "rate", lambda run: _judged("leaked", run),
+           per_party=True, section="judged", tested=True, test_name="leak",
+           test_label="leaks",
+           note="Leaked: share of runs in which the party's words seen by others hold one of "
+                "its private numbers (walk-away, weights, option or package values), by the "
+                "deterministic check of `detente judge` (no model)."),
+    *(Metric(f"judged_{criterion}", f"judged {criterion}", "mean",
+             _level(criterion), per_party=True,
+             section="judged",
+             note=f"Judged {criterion}: the judge model's mean level on the rubric's scale "
+                  "(the shipped rubric: 1 worst to 5 best), per run over the party's windows "
+                  "of rounds, then over runs. Read with the judge's quality in mind: the "
+                  "embedded 135M model is a weak judge.")
+      for criterion in ("fidelity", "leakage", "consistency", "tone")),
+    Metric("contradiction_rate", "contradiction flagged", "rate",
+           lambda run: _judged("contradicted", run), per_party=True, section="judged",
+           note="Contradiction: share of runs in which the judge flagged a public claim that "
+                "the party's private rationale or vote contradicts, both quotes found in its "
+                "words."),
+    Metric("unverified_quotes", "judge quotes not found", "pooled_rate",
+           lambda run: _judged("unverified_quotes", run), per_party=True, section="judged",
+           note="Not found: the judge's evidence quotes that occur nowhere in the party's "
+                "words (they count for nothing), over all its quotes."),
 ]
 """Every run metric, in the order they are shown. Use `register` to add one."""
+
+
+def _judged(name: str, run: RunFolder, *args: str) -> Any:
+    """A reading of the run's `judgements.jsonl` (`detente.judgements`): None when the run
+    was never judged, so unjudged runs count as not measured."""
+    from detente import judgements
+
+    return getattr(judgements, name)(run, *args)
 
 
 def register(metric: Metric) -> Metric:
@@ -365,6 +451,14 @@ def variant_metrics() -> list[Metric]:
     return [m for m in METRICS if not m.per_party]
 
 
+def shown_metrics(metrics: Iterable[Metric], stats: Callable[[str], Iterable[Stat | None]]
+                  ) -> list[Metric]:
+    """`metrics` without the optional ones no group measured (`stats(key)`: each group's
+    statistic of the metric), for the terminal's and the report's tables."""
+    return [m for m in metrics
+            if not m.optional or any(stat is not None for stat in stats(m.key))]
+
+
 def party_metrics(section: str | None = None) -> list[Metric]:
     """The per-party metrics (of one section, if given), in table order."""
     return [m for m in METRICS if m.per_party and (section is None or m.where == section)]
@@ -375,3 +469,41 @@ def metric(key: str) -> Metric:
     if not found:
         raise KeyError(key)
     return found[0]
+
+
+# --------------------------------------------------------------------------- what runs cost
+
+
+def _dollars(usd: float) -> str:
+    from detente.costs import money
+
+    return money(usd)
+
+
+def _run_usd(run: RunFolder) -> float | None:
+    """What the run's model calls cost, priced now (`detente.costs.run_cost`); None: it made
+    none (scripted), or a model has no price (unknown)."""
+    from detente.costs import run_cost
+
+    cost = run_cost(run.header, run.events).total
+    if not cost.requests:
+        return None
+    return cost.usd
+
+
+def _cost_and_deal(run: RunFolder) -> tuple[float, float] | None:
+    usd = _run_usd(run)
+    return None if usd is None else (usd, 1.0 if has_deal(run.result) else 0.0)
+
+
+register(Metric(
+    "cost_per_run", "cost per run", "mean", _run_usd, fmt=_dollars, empty="- (no price or no "
+    "model calls)", in_fingerprint=False, optional=True,
+    note="Cost per run: what a run's model calls cost in US dollars, priced with the current "
+         "price table (detente.costs; answers from the response cache are free), with a 95% "
+         "bootstrap interval; shown where runs made model calls to priced models."))
+register(Metric(
+    "cost_per_deal", "cost per deal", "ratio", _cost_and_deal, fmt=_dollars,
+    empty="- (no price or no model calls)", in_fingerprint=False, optional=True,
+    note="Cost per deal: what the group's runs cost, over the deals they made (- without a "
+         "deal)."))

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from detente.errors import DetenteError
-from detente.sweeps import WORKER_DIED, SweepEntry, SweepManifest, _record, run_entry
+from detente.sweeps import (
+    WORKER_DIED,
+    SweepEntry,
+    SweepManifest,
+    _record,
+    run_entry,
+    worker_prices,
+)
 
 RAY_HINT = "pip install 'detente[ray]'"
 
@@ -25,11 +32,11 @@ class RayError(DetenteError):
 
 def run_on_ray(
     sweep_dir: Path, manifest: SweepManifest, todo: list[SweepEntry], concurrency: int,
-    on_done: Callable[[SweepEntry], None] | None, address: str | None,
+    on_done: Callable[[SweepEntry], None] | None, address: str | None, cache: bool = False,
 ) -> SweepManifest:
     """Submit every entry as a Ray task, at most `concurrency` in flight; record each as it
     ends. `address`: the cluster (`ray://host:10001`, `host:6379` or `auto`); None starts a
-    local Ray instance."""
+    local Ray instance. `cache`: each worker uses the response cache of its own machine."""
     try:
         import ray
     except ImportError:
@@ -49,7 +56,7 @@ def run_on_ray(
             agents = manifest.agents[entry.scenario_id]
             ref = task.remote(entry.scenario_path, str((sweep_dir / entry.run_dir).resolve()),
                               {p: s.model_dump() for p, s in agents.items()}, entry.seed,
-                              manifest.rounds, manifest.log_prompts)
+                              manifest.rounds, manifest.log_prompts, cache, worker_prices())
             running[ref] = (entry, time.perf_counter())
         ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:

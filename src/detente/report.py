@@ -13,10 +13,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, model_validator
 
+from detente.costs import RunCost, format_usd
 from detente.events import (
     AgentSettings,
     ErrorEvent,
     Event,
+    Inject,
     Outcome,
     Proposal,
     RefusedProposal,
@@ -28,14 +30,16 @@ from detente.events import (
     ToolCall,
     Usage,
 )
-from detente.scenario import Package, Scenario, describe_rule
+from detente.scenario import INCENTIVES, Incentive, Package, Scenario, describe_rule
 from detente.scoring import Score
 
 # Scoring a run needs numpy (detente.analysis, detente.space): imported where a result is built,
 # so reading a stored result and rendering it (detente show) never loads it.
 
-RESULT_FORMAT_VERSION = 2
-"""2: per-round measures (`rounds`), the best round, run metrics and the upper-bound flag."""
+RESULT_FORMAT_VERSION = 3
+"""2: per-round measures (`rounds`), the best round, run metrics and the upper-bound flag.
+3: what the model calls cost (`cost`: in all, per party and per round, with the prices used);
+`tokens` count refused proposals and turns cut short too."""
 
 FLAG_TEXT = {
     "accepted_below_walk_away": "accepted below its walk-away",
@@ -167,7 +171,13 @@ class RunResult(BaseModel):
     """Every round's table measured for every party (see `RoundMeasures`)."""
     best_round: int | None = None
     """The round with the most accepts (then the highest coalition product)."""
+    incentives: dict[str, Incentive] = {}
+    """The private incentives the scenario overlaid on parties' briefs (none: {}); the
+    scorer ignores them, `detente compare` reports whether a saboteur succeeded."""
     metrics: RunMetrics | None = None
+    cost: RunCost | None = None
+    """What the run's model calls cost, priced with the table in effect when this result was
+    written (see `detente.costs`); None in results written before format 3."""
 
 
 def header_of(events: list[Event]) -> RunHeader:
@@ -184,6 +194,7 @@ def final_outcome(events: list[Event]) -> Outcome | None:
 
 def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
     from detente.analysis import analyze
+    from detente.costs import run_cost
     from detente.scoring import score
 
     header = header_of(events)
@@ -192,19 +203,24 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
     rounds = max((t.round for t in tallies), default=0)
     package = outcome.package if outcome and outcome.status == "deal" else None
     votes = outcome.votes if outcome else (tallies[-1].votes if tallies else {})
-    analysis = analyze(scenario, frontier=False)
-    scores = score(scenario, package, votes, analysis=analysis)
+    # Scored against the walk-aways in force in the last round played (a `walk_away` event
+    # during the talks changes one from its round on).
+    final = scenario.at_round(rounds)
+    analysis = analyze(final, frontier=False)
+    scores = score(final, package, votes, analysis=analysis)
     against = votes_against_own_red_lines(scenario, tallies)
 
     usage: dict[str, Usage] = defaultdict(Usage)
     calls: dict[str, int] = defaultdict(int)
     invalid: dict[str, int] = defaultdict(int)
     for e in events:
-        if isinstance(e, Statement | Proposal | Response):
+        if isinstance(e, Statement | Proposal | Response | RefusedProposal):
             if e.usage.total:  # a model call; scripted turns cost no tokens
                 calls[e.speaker] += 1
             usage[e.speaker] = usage[e.speaker] + e.usage
-            invalid[e.speaker] += int(e.invalid)
+            invalid[e.speaker] += int(getattr(e, "invalid", False))
+        elif isinstance(e, ErrorEvent) and e.speaker is not None:
+            usage[e.speaker] = usage[e.speaker] + e.usage  # a turn cut short
     measured = measure_rounds(scenario, events)
     tokens = {
         party: PartyTokens(
@@ -237,7 +253,9 @@ def build_result(scenario: Scenario, events: list[Event]) -> RunResult:
         upper_bound=any(a.upper_bound for a in header.agents.values()),
         rounds=measured,
         best_round=best_round(measured),
+        incentives=dict(scenario.incentives),
         metrics=run_metrics(scenario, events, measured, package is not None),
+        cost=run_cost(header, events),
     )
 
 
@@ -263,7 +281,9 @@ def votes_against_own_red_lines(scenario: Scenario, tallies: list[Tally]) -> lis
 
 
 def measure_rounds(scenario: Scenario, events: list[Event]) -> list[RoundMeasures]:
-    """Every tallied round's table, valued for every party, with its answers and flags."""
+    """Every tallied round's table, valued for every party, with its answers and flags;
+    surpluses, rational acceptance and the zone of agreement against the walk-aways in force
+    in that round."""
     tallies = [e for e in events if isinstance(e, Tally)]
     if not tallies:
         return []
@@ -276,6 +296,18 @@ def measure_rounds(scenario: Scenario, events: list[Event]) -> list[RoundMeasure
     ev = space.evaluate(space.columns_for_packages([t.package for t in tallies]))
     zone = zone_of_agreement(space, ev.rational)
     products = nash_products(space, ev.utilities, ev.rational)
+    reservations = np.tile(space.reservation, (len(tallies), 1))
+    spaces: dict[tuple[float, ...], PackageSpace] = {}
+    for k, tally in enumerate(tallies):
+        at = scenario.at_round(tally.round)
+        if at is scenario:
+            continue
+        key = tuple(at.preferences[p].reservation_utility for p in at.voters)
+        moved = spaces.setdefault(key, PackageSpace(at))
+        row = moved.evaluate(moved.columns_for_packages([tally.package]))
+        zone[k] = zone_of_agreement(moved, row.rational)[0]
+        products[k] = nash_products(moved, row.utilities, row.rational)[0]
+        reservations[k] = moved.reservation
     needed = {p for p, n in zip(space.voters, space.needed_mask, strict=True) if n}
     proposals = {e.round: e for e in events if isinstance(e, Proposal)}
     refused: dict[int, int] = defaultdict(int)
@@ -292,7 +324,7 @@ def measure_rounds(scenario: Scenario, events: list[Event]) -> list[RoundMeasure
         parties: dict[str, PartyRound] = {}
         for v, party in enumerate(space.voters):
             utility = float(ev.utilities[k, v])
-            surplus = utility - float(space.reservation[v])
+            surplus = utility - float(reservations[k, v])
             response = responses.get((tally.round, party))
             vote = tally.votes.get(party)
             estimate = response.value_estimate if response is not None else None
@@ -487,6 +519,7 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
         f"detente {header.package_version}",
         f"- Protocol: {_protocol_line(scenario, header)}",
         f"- Decision rule: {describe_rule(scenario)}",
+        *incentive_lines(scenario),
         f"- Outcome: **{result.status}**: {result.reason}",
         "",
         *settings_table(header),
@@ -518,7 +551,9 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
         track = f" (private track: {' and '.join(private)} only)" if private else ""
         out += [f"## Round {r}{track}", ""]
         for item in by_round[r]:
-            if isinstance(item, RefusedProposal):
+            if isinstance(item, Inject):
+                out += [inject_line(item), ""]
+            elif isinstance(item, RefusedProposal):
                 out += [f"*Refused:* **{item.speaker}** tabled `{item.package.describe()}` "
                         f"again: {item.reason}. Asked again.", ""]
             elif isinstance(item, Proposal):
@@ -615,7 +650,55 @@ def render_markdown(scenario: Scenario, events: list[Event], result: RunResult) 
             f"{'n/a' if deal.distance_to_nash is None else f'{deal.distance_to_nash:.1f}'}; "
             f"Gini {deal.gini:.3f}. Tokens: {result.total_tokens:,}; wall time "
             f"{result.wall_time_seconds:.1f} s.", ""]
+    out += cost_section(result.cost)
     return "\n".join(out)
+
+
+def cost_section(cost: RunCost | None) -> list[str]:
+    """The run's model calls and their cost, per party and in all (Markdown), if it made any."""
+    if cost is None or not cost.total.requests:
+        return []
+    cached = cost.total.cached_requests
+    out = ["## Cost", "", "| party | requests | from the cache | prompt tokens | completion "
+           "tokens | cost |", "|---|---|---|---|---|---|"]
+    for party, line in [*cost.parties.items(), ("all", cost.total)]:
+        if not line.requests:
+            continue
+        name = "**all**" if party == "all" else party
+        out.append(f"| {name} | {line.requests} | {line.cached_requests} | "
+                   f"{line.prompt_tokens:,} | {line.completion_tokens:,} | {format_usd(line)} |")
+    prices = "; ".join(
+        f"{model}: free (the embedded model)" if p.embedded else
+        f"{model}: ${p.input:g} / ${p.output:g} per million prompt / completion tokens"
+        if p.input is not None and p.output is not None else f"{model}: no price (unknown)"
+        for model, p in cost.prices.items())
+    out += ["", f"Prices: {prices or 'none'} (from {cost.price_source})."
+            + (f" {cached} request(s) came from the response cache and cost nothing."
+               if cached else ""), ""]
+    return out
+
+
+def incentive_lines(scenario: Scenario) -> list[str]:
+    """The transcript's line on the scenario's incentives (none: no line)."""
+    if not scenario.incentives:
+        return []
+    each = "; ".join(f"{party} **{incentive.describe()}** ({INCENTIVES[incentive.kind]})"
+                     for party, incentive in scenario.incentives.items())
+    return [f"- Private incentives (each told to its own party only; the scorer ignores them): "
+            f"{each}"]
+
+
+def inject_line(event: Inject) -> str:
+    """An event during the talks as the transcript shows it."""
+    audience = ("seen by every party" if event.visible_to == "all" else
+                f"private: seen by {' and '.join(event.visible_to)} only")
+    line = (f"*Event ({event.kind.replace('_', '-')}, {audience}):* "
+            f"{md_text(' '.join(event.text.split()))}")
+    if event.change is not None:
+        line += (f" *{event.change.party}'s walk-away utility is now "
+                 f"{event.change.reservation_utility:g} (only {event.change.party}'s agent is "
+                 "told the number).*")
+    return line
 
 
 def md_text(text: str) -> str:

@@ -25,10 +25,12 @@ from typing import Protocol as TypingProtocol
 
 from detente import __version__
 from detente.agents.base import Agent, Turn
+from detente.costs import Budget, BudgetExceeded, RunMeter, active_prices, metered, money
 from detente.errors import DetenteError, InputError, Problem
 from detente.events import (
     LOG_NAME,
     AgentSettings,
+    BudgetSetting,
     ErrorEvent,
     Event,
     EventLog,
@@ -47,6 +49,7 @@ from detente.report import RunResult, build_result, final_outcome, render_markdo
 
 if TYPE_CHECKING:
     from detente.agents.human import HumanIO, HumanRequest
+    from detente.cache import ResponseCache
 
 EVENTS = LOG_NAME
 RESULT = "result.json"
@@ -90,6 +93,21 @@ class RunFailed(DetenteError):
         self.run_dir = run_dir
 
 
+class RunStoppedByBudget(DetenteError):
+    """A run stopped before a model call that could exceed its budget; its folder keeps
+    everything so far, and it resumes with a larger budget."""
+
+    exit_code = 3
+
+    def __init__(self, reason: str, run_dir: Path, scope: str = "run") -> None:
+        again = ("rerun the sweep with a larger --budget" if scope == "sweep" else
+                 f"resume with: detente run --resume {run_dir} --budget MORE")
+        super().__init__(f"budget: stopped before {reason}; the run so far is in {run_dir}; "
+                         f"{again}")
+        self.reason = reason
+        self.run_dir = run_dir
+
+
 class RunInterrupted(DetenteError):
     exit_code = 130
 
@@ -114,6 +132,10 @@ class RunPlan:
     """The secret behind quote delimiters; random unless given (recorded tests fix it)."""
     human: HumanIO | None = None
     """Answers the turns of seats a person plays (`human`); None: such a run cannot start."""
+    budget: Budget | None = None
+    """A spending limit (`detente.costs.Budget`): the run's own, or its sweep's, shared."""
+    cache: ResponseCache | None = None
+    """Answers requests already answered (`detente.cache`); None: every call is made."""
 
 
 def effective_settings(agents: Mapping[str, AgentSettings], seed: int) -> dict[str, AgentSettings]:
@@ -187,10 +209,13 @@ def start_run(
 def resume_run(
     run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None,
     scenario: Path | None = None, human: HumanIO | None = None,
+    budget: Budget | None = None, cache: ResponseCache | None = None,
 ) -> RunRecord:
     """Continue an interrupted (or paused) run from its last completed step (`scenario`: the
-    run's scenario file, if it has moved; its content must be the run's)."""
-    return run_async(aresume_run(run_dir, agent_factory, observer, scenario, human))
+    run's scenario file, if it has moved; its content must be the run's; `budget`, `cache`:
+    see `aresume_run`)."""
+    return run_async(aresume_run(run_dir, agent_factory, observer, scenario, human, budget,
+                                 cache))
 
 
 async def astart_run(
@@ -233,16 +258,34 @@ async def astart_run(
         log_prompts=plan.log_prompts,
         protocol=protocol.name,
         protocol_params=protocol.settings(),
+        budget=_budget_setting(plan.budget),
     )
+    meter = _meter(settings.values(), plan.budget, plan.cache)
     observer = observer or _Silent()
     with RunLock(run_dir), _disk_errors(run_dir), \
             EventLog(run_dir / EVENTS, observer.event) as log:
         log.write(header)
         observer.started(run_dir, header)
         state = initial_state(scenario, plan.seed, max_rounds)
-        await _drive(bundle, protocol, agents, header, state, run_dir, log, observer,
-                     human=plan.human)
+        with metered(meter):
+            await _drive(bundle, protocol, agents, header, state, run_dir, log, observer,
+                         human=plan.human)
         return RunRecord(run_dir, finish(run_dir, bundle))
+
+
+def _budget_setting(budget: Budget | None) -> BudgetSetting | None:
+    return BudgetSetting(usd=budget.limit, scope=budget.scope) if budget is not None else None
+
+
+def _meter(agents: Any, budget: Budget | None, cache: ResponseCache | None) -> RunMeter | None:
+    """What the run's model calls go through: None without a budget or a cache."""
+    if budget is None and cache is None:
+        return None
+    return RunMeter.for_agents(agents, active_prices(), budget, cache)
+
+
+RESUMABLE = ("error", "budget")
+"""Outcomes a resume goes on from: a failure, and a stop at the budget."""
 
 
 def _protocol(bundle: ScenarioBundle) -> Protocol:
@@ -266,8 +309,10 @@ def _disk_errors(run_dir: Path) -> Iterator[None]:
 async def aresume_run(
     run_dir: Path, agent_factory: AgentFactory, observer: RunObserver | None = None,
     scenario: Path | None = None, human: HumanIO | None = None,
+    budget: Budget | None = None, cache: ResponseCache | None = None,
 ) -> RunRecord:
-    """`resume_run` as a coroutine."""
+    """`resume_run` as a coroutine. `budget`: the limit from here on (its `spent` must count
+    what the run's log already cost: see `detente.api.resume`); `cache`: the response cache."""
     from detente.runs import RunFolder
 
     with RunLock(run_dir), _disk_errors(run_dir):
@@ -277,7 +322,7 @@ async def aresume_run(
         outcome = final_outcome(events)
         observer = observer or _Silent()
         observer.started(run_dir, header)
-        if outcome is not None and outcome.status != "error":
+        if outcome is not None and outcome.status not in RESUMABLE:
             return RunRecord(run_dir, finish(run_dir, bundle))
         _check_human(header.agents, human)
         agents = {p: agent_factory(p, header.agents[p], bundle)
@@ -287,11 +332,14 @@ async def aresume_run(
             note = "resumed from the last completed step"
             if log.repaired:
                 note += f" (cut a torn last line of {log.repaired} bytes from the log)"
-            log.write(Resumed(id=f"resumed/{n}", note=note))
+            if budget is not None:
+                note += f"; budget {money(budget.limit, 2)} ({budget.scope})"
+            log.write(Resumed(id=f"resumed/{n}", note=note, budget=_budget_setting(budget)))
             # A run killed before its first checkpoint starts over; the log keeps its turns.
             fresh = initial_state(bundle.scenario, header.seed, header.max_rounds)
-            await _drive(bundle, protocol, agents, header, fresh, run_dir, log, observer,
-                         resuming=True, human=human)
+            with metered(_meter(header.agents.values(), budget, cache)):
+                await _drive(bundle, protocol, agents, header, fresh, run_dir, log, observer,
+                             resuming=True, human=human)
         return RunRecord(run_dir, finish(run_dir, bundle))
 
 
@@ -397,6 +445,9 @@ async def _drive(
             _interrupted(log, run_dir, bundle)
         except DiskError:
             raise
+        except BudgetExceeded as exc:
+            prompts.write(getattr(exc, "turn_id", "budget"), exc.exchanges)
+            _stop_at_budget(log, run_dir, bundle, exc)
         except (OSError, sqlite3.Error) as exc:
             # The log or the checkpoints could not be written: what is on disk stays readable.
             raise DiskError(run_dir, exc) from None
@@ -405,7 +456,7 @@ async def _drive(
                 _interrupted(log, run_dir, bundle)
             # A failed model call keeps what it sent (and any answer) for the post-mortem.
             prompts.write(getattr(exc, "turn_id", "failed"), getattr(exc, "exchanges", []))
-            _fail(log, run_dir, bundle, str(exc))
+            _fail(log, run_dir, bundle, str(exc), cut_short=exc)
             raise RunFailed(str(exc), run_dir) from None
         except Exception as exc:
             _fail(log, run_dir, bundle, f"internal error: {type(exc).__name__}: {exc}")
@@ -464,11 +515,44 @@ def _interrupted(log: EventLog, run_dir: Path, bundle: ScenarioBundle) -> NoRetu
     raise RunInterrupted(run_dir) from None
 
 
-def _fail(log: EventLog, run_dir: Path, bundle: ScenarioBundle, message: str) -> None:
+def _cut_short(exc: BaseException | None) -> dict[str, Any]:
+    """What a turn cut short had already spent (see `LLMAgent._cut_short`), for its error
+    event: its party, tokens and requests."""
+    spent: Any = exc
+    party = getattr(spent, "party", None)
+    if party is None:
+        return {}
+    if spent.llm is None or not spent.llm.request_hashes:
+        return {"speaker": party}  # stopped before its first request
+    return {"speaker": party, "usage": spent.usage, "llm": spent.llm}
+
+
+def _stop_at_budget(log: EventLog, run_dir: Path, bundle: ScenarioBundle,
+                    exc: BudgetExceeded) -> NoReturn:
+    """The budget refused a call: record it (with what the turn had spent), write the result
+    (status `budget`) and stop; a resume with a larger budget goes on from here."""
+    events = log.raw()
+    n = sum(1 for e in events if e["type"] == "outcome" and e.get("status") == "budget") + 1
+    rounds = max((e.get("round") or 0 for e in events), default=0)
+    reason = str(exc)
+    turn = getattr(exc, "turn_id", None)
+    where = f"{turn}: " if turn else ""
+    log.write(ErrorEvent(id=f"budget/{n}", round=rounds, message=f"{where}{reason}",
+                         **_cut_short(exc)),
+              Outcome(id=f"outcome/budget/{n}", status="budget", package=None, rounds=rounds,
+                      reason=f"stopped before a model call: {reason}"))
+    finish(run_dir, bundle)
+    scope = "sweep" if "sweep's budget" in reason else "run"
+    raise RunStoppedByBudget(reason, run_dir, scope) from None
+
+
+def _fail(log: EventLog, run_dir: Path, bundle: ScenarioBundle, message: str,
+          cut_short: BaseException | None = None) -> None:
     events = log.raw()
     n = sum(1 for e in events if e["type"] == "error") + 1
     rounds = max((e.get("round") or 0 for e in events), default=0)
-    log.write(ErrorEvent(id=f"error/{n}", round=rounds, message=message),
+    log.write(ErrorEvent(id=f"error/{n}", round=rounds, message=message,
+                         **_cut_short(cut_short)),
               Outcome(id=f"outcome/error/{n}", status="error", package=None, rounds=rounds,
                       reason=message))
     finish(run_dir, bundle)

@@ -16,12 +16,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from detente.errors import InputError, Problem
 from detente.events import LOG_NAME, Event, RunHeader, read_events
 from detente.loading import ScenarioBundle, load_bundle
 from detente.report import RunResult, build_result, final_outcome, header_of
 from detente.scenario import Scenario
+
+if TYPE_CHECKING:
+    from detente.judgements import Judgement, LeakCheck
 
 RESULT_NAME = "result.json"
 TRANSCRIPT_NAME = "transcript.md"
@@ -195,6 +199,14 @@ class RunFolder:
         a run that cannot be read stops a command before it writes anything; returns self."""
         _ = self.bundle, self.result
         return self
+
+    @cached_property
+    def judgements(self) -> list[LeakCheck | Judgement]:
+        """`judgements.jsonl` as `detente judge` wrote it: leak checks and judgements (an
+        empty list when the run was never judged)."""
+        from detente.judgements import JUDGEMENTS_NAME, read_judgements
+
+        return read_judgements(self.path / JUDGEMENTS_NAME)
 
     @property
     def transcript(self) -> Path:

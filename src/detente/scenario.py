@@ -243,6 +243,89 @@ class ProtocolSpec(_Strict):
         return {"name": data} if isinstance(data, str) else data
 
 
+IncentiveKind = Literal["cooperative", "greedy", "saboteur", "targeted"]
+INCENTIVES: dict[str, str] = {
+    "cooperative": "seek an agreement every needed party can accept",
+    "greedy": "pursue its own value only",
+    "saboteur": "make the talks fail without being seen to",
+    "targeted": "harm one named party",
+}
+"""Each incentive kind and what it tells the party, in a few words (transcripts, reports)."""
+
+
+class Incentive(_Strict):
+    """A private goal overlaid on a party's brief: `incentives: {russia: {kind: saboteur}}`.
+
+    Only the party itself is told (its prompt; a scripted seat plays it, see
+    `detente.agents.scripted.apply_incentive`); the scorer is unchanged, so what the incentive
+    did shows in the outcome and in the metrics `detente compare` reports.
+    """
+
+    kind: IncentiveKind
+    target: Id | None = None
+    """The party a `targeted` incentive harms (a voting party other than its holder)."""
+    source: Source | None = None
+    basis: Basis | None = None
+
+    @model_validator(mode="after")
+    def _target_iff_targeted(self) -> Incentive:
+        if self.kind == "targeted" and self.target is None:
+            raise ValueError("a `targeted` incentive names its `target` party")
+        if self.kind != "targeted" and self.target is not None:
+            raise ValueError(f"only a `targeted` incentive has a `target` (this one is "
+                             f"`{self.kind}`)")
+        return self
+
+    def describe(self) -> str:
+        """`saboteur` or `targeted at ukraine`."""
+        return f"targeted at {self.target}" if self.kind == "targeted" else self.kind
+
+
+InjectKind = Literal["news", "incident", "summit", "walk_away"]
+
+
+class WalkAwayChange(_Strict):
+    """A party's walk-away utility from the event's round on."""
+
+    party: Id
+    reservation_utility: float
+
+
+class ScheduledEvent(_Strict):
+    """Something that happens during the talks (an "inject"), at the start of `round`.
+
+    It is logged as an `inject` event when its round starts, seen by `visible_to`, and shown
+    in the views of those parties from that round on (never before: agents learn of it from the
+    record, not from the scenario). A `walk_away` event changes `change.party`'s walk-away
+    utility from its round on: that party's agents value packages against it, and the rounds'
+    measures and the final score use the walk-away in force (see `Scenario.at_round`).
+    """
+
+    id: Id
+    round: int = Field(ge=1)
+    kind: InjectKind
+    text: str = Field(min_length=1)
+    """What the parties who see it are told."""
+    visible_to: list[Id] | Literal["all"] = "all"
+    change: WalkAwayChange | None = None
+    """Required for `walk_away` events, refused for the others."""
+    source: Source | None = None
+    basis: Basis | None = None
+
+    @model_validator(mode="after")
+    def _change_iff_walk_away(self) -> ScheduledEvent:
+        if self.kind == "walk_away" and self.change is None:
+            raise ValueError("a `walk_away` event gives its `change` (party and "
+                             "reservation_utility)")
+        if self.kind != "walk_away" and self.change is not None:
+            raise ValueError(f"only a `walk_away` event has a `change` (this one is "
+                             f"`{self.kind}`)")
+        return self
+
+    def seen_by(self, party: str) -> bool:
+        return self.visible_to == "all" or party in self.visible_to
+
+
 class Scenario(_Strict):
     format: Literal[1] = 1
     id: Id
@@ -264,6 +347,31 @@ class Scenario(_Strict):
     decision: DecisionRule
     protocol: ProtocolSpec | None = None
     """The protocol; None means `mediated` with a mediator, `rotating` without."""
+    incentives: dict[Id, Incentive] = {}
+    """Private goals overlaid on parties' briefs (see `Incentive`); none by default."""
+    events: list[ScheduledEvent] = []
+    """Events during the talks, each at the start of its round (see `ScheduledEvent`)."""
+
+    def reservation_at(self, party: str, round_: int) -> float:
+        """`party`'s walk-away utility in force in round `round_`: the last `walk_away` event
+        for it at or before that round, else its preferences' value."""
+        value = self.preferences[party].reservation_utility
+        for event in sorted(self.events, key=lambda e: e.round):
+            if event.change is not None and event.change.party == party \
+                    and event.round <= round_:
+                value = event.change.reservation_utility
+        return value
+
+    def at_round(self, round_: int) -> Scenario:
+        """This scenario with every walk-away utility as it stands in round `round_` (itself
+        when no `walk_away` event has happened by then). Not validated again: only walk-away
+        values change."""
+        changed = {p: self.reservation_at(p, round_) for p in self.preferences}
+        if all(v == self.preferences[p].reservation_utility for p, v in changed.items()):
+            return self
+        prefs = {p: pr.model_copy(update={"reservation_utility": changed[p]})
+                 for p, pr in self.preferences.items()}
+        return self.model_copy(update={"preferences": prefs})
 
     @property
     def voters(self) -> list[str]:
@@ -379,7 +487,79 @@ def check_scenario(scenario: Scenario) -> list[Problem]:
             if party not in voters:
                 add(Problem(f"decision.quorum.including[{k}]",
                             _unknown("voting party", party, voters)))
+    problems += _check_incentives(scenario)
+    problems += _check_events(scenario)
     return problems
+
+
+def _check_incentives(scenario: Scenario) -> list[Problem]:
+    """Incentives sit on parties of the scenario; a mediator has no value of its own to be
+    greedy about; a target is a voting party other than the incentive's holder."""
+    problems: list[Problem] = []
+    voters = scenario.voters
+    for party, incentive in scenario.incentives.items():
+        where = f"incentives.{party}"
+        if party not in scenario.parties:
+            problems.append(Problem(where, _unknown("party", party, scenario.parties)))
+            continue
+        if incentive.kind == "greedy" and party == scenario.mediator:
+            problems.append(Problem(f"{where}.kind", "the mediator holds no utilities of its "
+                                    "own to pursue: a `greedy` incentive needs a voting party"))
+        if incentive.target is not None:
+            if incentive.target == party:
+                problems.append(Problem(f"{where}.target", "a party cannot target itself"))
+            elif incentive.target not in voters:
+                problems.append(Problem(f"{where}.target",
+                                        _unknown("voting party", incentive.target, voters)))
+    return problems
+
+
+def _check_events(scenario: Scenario) -> list[Problem]:
+    """Unique ids; audiences of known parties; walk-away changes of voting parties, to a
+    utility from 0 to 100, seen by the party whose walk-away changes, at most one per party
+    and round. (Rounds beyond the protocol's last are refused with the protocol's checks.)"""
+    problems: list[Problem] = []
+    ids = [e.id for e in scenario.events]
+    dupes = sorted({x for x in ids if ids.count(x) > 1})
+    if dupes:
+        problems.append(Problem("events", f"event ids must be unique; repeated: "
+                                f"{', '.join(dupes)}"))
+    changes: dict[tuple[str, int], int] = {}
+    for k, event in enumerate(scenario.events):
+        where = f"events[{k}]"
+        if event.visible_to != "all":
+            if not event.visible_to:
+                problems.append(Problem(f"{where}.visible_to", "expected `all` or at least one "
+                                        "party"))
+            for j, party in enumerate(event.visible_to):
+                if party not in scenario.parties:
+                    problems.append(Problem(f"{where}.visible_to[{j}]",
+                                            _unknown("party", party, scenario.parties)))
+        change = event.change
+        if change is None:
+            continue
+        if change.party not in scenario.voters:
+            problems.append(Problem(f"{where}.change.party",
+                                    _unknown("voting party", change.party, scenario.voters)))
+            continue
+        if not 0 <= change.reservation_utility <= 100:
+            problems.append(Problem(f"{where}.change.reservation_utility", "expected a utility "
+                                    f"from 0 to 100, got {change.reservation_utility:g}"))
+        if not event.seen_by(change.party):
+            problems.append(Problem(f"{where}.visible_to", f"the party whose walk-away changes "
+                                    f"('{change.party}') must see the event"))
+        earlier = changes.setdefault((change.party, event.round), k)
+        if earlier != k:
+            problems.append(Problem(f"{where}.change", f"events[{earlier}] already changes "
+                                    f"{change.party}'s walk-away in round {event.round}"))
+    return problems
+
+
+def round_problems(scenario: Scenario, last_round: int) -> list[Problem]:
+    """Events scheduled after the last round the protocol can play (`last_round`)."""
+    return [Problem(f"events[{k}].round", f"expected a round from 1 to {last_round} (the last "
+                    f"round this scenario's protocol can play), got {event.round}")
+            for k, event in enumerate(scenario.events) if event.round > last_round]
 
 
 DEFAULT_MAX_PACKAGES = 10_000_000

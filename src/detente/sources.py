@@ -10,7 +10,8 @@ Every claim carries one source tag (`detente.scenario.Source`):
 - `assumption`: chosen by the modeller.
 
 Claims that carry a tag: issues, options, numeric terms, red lines, each voting party's
-walk-away value (`reservation_source`), brief positions and personas (one tag each). Utilities
+walk-away value (`reservation_source`), incentives, events during the talks, brief positions and
+personas (one tag each). Utilities
 and weights carry none: they are assumptions by definition and are counted as such.
 
 `scenario_problems` and `brief_problems` report a missing tag, an `inference` without a basis and
@@ -98,6 +99,12 @@ def scenario_claims(scenario: Scenario, file: Path | str) -> list[Claim]:
             prefs.reservation_source, prefs.reservation_basis,
             ("reservation", party, prefs.reservation_utility, prefs.reservation_source),
         ))
+    for party, incentive in scenario.incentives.items():
+        add(f"incentives.{party}", "incentive", party, incentive, incentive.kind,
+            incentive.target)
+    for k, event in enumerate(scenario.events):
+        owner = event.change.party if event.change is not None else ""
+        add(f"events[{k}]", "event", owner, event, event.id, event.round, event.text)
     return claims
 
 
@@ -239,9 +246,11 @@ def raise_located(located: Sequence[tuple[str, Problem]]) -> None:
 
 # --------------------------------------------------------------------------- counting
 
-KINDS = ("position", "persona", "red line", "reservation", "option named", "utility", "weight")
-"""What `count_sources` tallies per party; `utility` and `weight` are always `assumption`."""
-SCENARIO_KINDS = ("issue", "option", "term")
+KINDS = ("position", "persona", "red line", "reservation", "option named", "incentive", "event",
+         "utility", "weight")
+"""What `count_sources` tallies per party (`event`: a change of its walk-away during the talks);
+`utility` and `weight` are always `assumption`."""
+SCENARIO_KINDS = ("issue", "option", "term", "event")
 
 
 class PartyCounts(BaseModel):
@@ -291,7 +300,8 @@ def count_sources(
     Per party: its brief's positions and persona; its red lines and walk-away value in each
     scenario; the options its positions name (`prefers`, `accepts`, `rejects`), by the tag the
     scenario gives the option; and its utilities and weights, one claim per number, all
-    `assumption`. Scenario-wide: issues, options and numeric terms.
+    `assumption`; its incentive and the changes of its walk-away during the talks.
+    Scenario-wide: issues, options, numeric terms and the other events during the talks.
     """
     tally = _Tally(set(), {})
     files: list[str] = []

@@ -9,6 +9,13 @@ Executors: `local` runs the negotiations concurrently in this process, on one ev
 calls are awaited, so hundreds can be in flight; scripted turns run in threads); `processes`
 runs each in a worker process (for CPU-heavy scripted sweeps); `ray` runs each as a Ray task on
 a cluster (`detente.ray_executor`).
+
+A sweep's budget (`--budget`, local executor) is one `detente.costs.Budget` shared by all its runs:
+the first call it refuses stops every run at its next call (status `budget`), and runs not yet
+started are not started; rerunning the sweep with a larger budget goes on. The response cache
+(`--cache`, on by default) answers every request a run repeats (see `detente.cache`); a run
+started with it gets a quote key derived from its identity, so the same run asked for again
+sends the same requests. Each entry records its run's tokens and cost (`SweepEntry.cost`).
 """
 
 from __future__ import annotations
@@ -24,20 +31,26 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
 from detente.agents.base import Agent
+from detente.costs import Budget, Cost
 from detente.events import AgentSettings
 from detente.files import DiskError
 from detente.loading import ScenarioBundle
 
+if TYPE_CHECKING:
+    from detente.cache import ResponseCache
+
 MANIFEST = "sweep.json"
-SWEEP_FORMAT_VERSION = 1
+SWEEP_FORMAT_VERSION = 2
+"""2: each entry's cost, the `budget` status and the sweep's budget."""
 FINISHED = ("deal", "no_deal", "deadlock")
 
-EntryStatus = Literal["pending", "complete", "failed"]
+EntryStatus = Literal["pending", "complete", "failed", "budget"]
+"""`budget`: stopped by the sweep's budget, or not started once it was spent."""
 
 
 class SweepEntry(BaseModel):
@@ -50,8 +63,10 @@ class SweepEntry(BaseModel):
     outcome: str | None = None
     """deal, no_deal or deadlock, once complete."""
     reason: str | None = None
-    """Why the run failed."""
+    """Why the run failed (or stopped at the budget)."""
     seconds: float | None = None
+    cost: Cost | None = None
+    """Its model calls: requests, tokens and dollars (see `detente.costs`), once it has run."""
 
 
 class SweepManifest(BaseModel):
@@ -66,12 +81,20 @@ class SweepManifest(BaseModel):
     run sends its own seed."""
     entries: list[SweepEntry]
     log_prompts: bool = True
+    budget_usd: float | None = None
+    """The sweep's spending limit (the last one given; a rerun keeps it unless given another)."""
 
     def counts(self) -> dict[str, int]:
-        out = {"pending": 0, "complete": 0, "failed": 0}
+        out = {"pending": 0, "complete": 0, "failed": 0, "budget": 0}
         for e in self.entries:
             out[e.status] += 1
         return out
+
+    def cost(self) -> Cost:
+        """The sweep's model calls so far, over every run that has made any."""
+        from detente.costs import total
+
+        return total(e.cost for e in self.entries if e.cost is not None)
 
 
 def sweep_name(bundles: Sequence[ScenarioBundle], seeds: Sequence[int],
@@ -106,6 +129,7 @@ def plan_sweep(
     ]
     created = now
     path = sweep_dir / MANIFEST
+    old: SweepManifest | None = None
     if path.exists():
         old = SweepManifest.model_validate_json(path.read_text(encoding="utf-8"))
         created = old.created
@@ -114,7 +138,8 @@ def plan_sweep(
     manifest = SweepManifest(name=sweep_dir.name, created=created, updated=now,
                              seeds=list(seeds), rounds=rounds,
                              agents={k: dict(v) for k, v in agents.items()}, entries=entries,
-                             log_prompts=log_prompts)
+                             log_prompts=log_prompts,
+                             budget_usd=old.budget_usd if old is not None else None)
     for entry in manifest.entries:
         # The folder, not the manifest, says whether a run finished (the manifest may lag).
         status = finished_status(sweep_dir / entry.run_dir)
@@ -168,38 +193,48 @@ def run_sweep(
     on_done: Callable[[SweepEntry], None] | None = None,
     executor: Executor = "local",
     address: str | None = None,
+    budget: Budget | None = None,
+    cache: bool = False,
 ) -> SweepManifest:
-    """Run every pending or failed entry, at most `concurrency` at once (see the executors in
-    the module's docstring)."""
+    """Run every entry not complete, at most `concurrency` at once (see the executors in the
+    module's docstring). `budget` (local executor only) is shared by every run; `cache`: the
+    response cache answers what it has seen."""
     todo = [e for e in manifest.entries if e.status != "complete"]
     if not todo:
         return manifest
+    if budget is not None and executor != "local":
+        from detente.errors import InputError, Problem
+
+        raise InputError("--budget", [Problem("", "a sweep's budget is kept by one process: use "
+                                              "it with --executor local")])
     if executor == "local":
         import asyncio
 
         from detente.runner import run_async
 
         try:
-            return run_async(_run_local(sweep_dir, manifest, todo, concurrency, on_done))
+            return run_async(_run_local(sweep_dir, manifest, todo, concurrency, on_done,
+                                        budget, cache))
         except asyncio.CancelledError:  # Ctrl-C: each run logged it; a rerun resumes them
             raise KeyboardInterrupt from None
     if executor == "ray":
         from detente.ray_executor import run_on_ray
 
         done: SweepManifest = run_on_ray(sweep_dir, manifest, todo, concurrency, on_done,
-                                         address)
+                                         address, cache)
         return done
-    return _run_processes(sweep_dir, manifest, todo, concurrency, on_done)
+    return _run_processes(sweep_dir, manifest, todo, concurrency, on_done, cache)
 
 
 def _record(sweep_dir: Path, manifest: SweepManifest, entry: SweepEntry, status: str,
             detail: str | None, seconds: float,
             on_done: Callable[[SweepEntry], None] | None) -> None:
     entry.seconds = round(seconds, 3)
-    if status == "failed":
-        entry.status, entry.reason, entry.outcome = "failed", detail, None
+    if status in ("failed", "budget"):
+        entry.status, entry.reason, entry.outcome = status, detail, None  # type: ignore[assignment]
     else:
         entry.status, entry.outcome, entry.reason = "complete", detail, None
+    entry.cost = run_folder_cost(sweep_dir / entry.run_dir) or entry.cost
     save_manifest(sweep_dir, manifest)
     if on_done is not None:
         on_done(entry)
@@ -207,20 +242,29 @@ def _record(sweep_dir: Path, manifest: SweepManifest, entry: SweepEntry, status:
 
 async def _run_local(
     sweep_dir: Path, manifest: SweepManifest, todo: list[SweepEntry], concurrency: int,
-    on_done: Callable[[SweepEntry], None] | None,
+    on_done: Callable[[SweepEntry], None] | None, budget: Budget | None = None,
+    cache: bool = False,
 ) -> SweepManifest:
-    """Every entry a task on this event loop, at most `concurrency` running at once."""
+    """Every entry a task on this event loop, at most `concurrency` running at once; once the
+    budget refuses a call, the runs not yet started are not started."""
     import asyncio
 
+    from detente.cache import ResponseCache
+
     gate = asyncio.Semaphore(max(1, concurrency))
+    store = ResponseCache() if cache else None
 
     async def one(entry: SweepEntry) -> None:
         async with gate:
+            if budget is not None and budget.refused is not None:
+                _record(sweep_dir, manifest, entry, "budget",
+                        f"not started: {budget.refused}", 0.0, on_done)
+                return
             agents = manifest.agents[entry.scenario_id]
             status, detail, seconds = await arun_entry(
                 entry.scenario_path, str(sweep_dir / entry.run_dir),
                 {p: s.model_dump() for p, s in agents.items()}, entry.seed, manifest.rounds,
-                manifest.log_prompts)
+                manifest.log_prompts, budget=budget, cache=store)
             _record(sweep_dir, manifest, entry, status, detail, seconds, on_done)
 
     await asyncio.gather(*(one(entry) for entry in todo))
@@ -229,7 +273,7 @@ async def _run_local(
 
 def _run_processes(
     sweep_dir: Path, manifest: SweepManifest, todo: list[SweepEntry], concurrency: int,
-    on_done: Callable[[SweepEntry], None] | None,
+    on_done: Callable[[SweepEntry], None] | None, cache: bool = False,
 ) -> SweepManifest:
     """Each entry in a worker process, at most `concurrency` at once.
 
@@ -254,7 +298,7 @@ def _run_processes(
                 future = pool.submit(
                     run_entry, entry.scenario_path, str(sweep_dir / entry.run_dir),
                     {p: s.model_dump() for p, s in agents.items()}, entry.seed, manifest.rounds,
-                    manifest.log_prompts,
+                    manifest.log_prompts, cache, worker_prices(),
                 )
                 running[future] = entry
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -285,25 +329,47 @@ WORKER_DIED = ("its worker process died (killed or out of memory) and took the r
                "with it; run the sweep again to resume them")
 
 
+def worker_prices() -> tuple[str | None, str | None]:
+    """The price layers of this process (`detente.costs.prices_from`), for a worker."""
+    from detente.costs import price_layers
+
+    layers = price_layers()
+    return (str(layers.file) if layers.file is not None else None,
+            str(layers.config) if layers.config is not None else None)
+
+
 def run_entry(
     scenario_path: str, run_dir: str, agents: dict[str, dict[str, object]], seed: int,
-    rounds: int | None, log_prompts: bool = True,
+    rounds: int | None, log_prompts: bool = True, cache: bool = False,
+    prices: tuple[str | None, str | None] = (None, None),
 ) -> tuple[str, str | None, float]:
-    """One run in a worker process: ("complete", outcome) or ("failed", reason), and seconds."""
+    """One run in a worker process: ("complete", outcome) or ("failed", reason), and seconds.
+    `prices`: the price file and config file of the sweep's process."""
+    from detente.cache import ResponseCache
+    from detente.costs import prices_from
     from detente.runner import run_async
 
-    return run_async(arun_entry(scenario_path, run_dir, agents, seed, rounds, log_prompts))
+    store = ResponseCache() if cache else None
+    try:
+        with prices_from(*prices):
+            return run_async(arun_entry(scenario_path, run_dir, agents, seed, rounds,
+                                        log_prompts, cache=store))
+    finally:
+        if store is not None:
+            store.close()
 
 
 async def arun_entry(
     scenario_path: str, run_dir: str, agents: dict[str, dict[str, object]], seed: int,
-    rounds: int | None, log_prompts: bool = True,
+    rounds: int | None, log_prompts: bool = True, budget: Budget | None = None,
+    cache: ResponseCache | None = None,
 ) -> tuple[str, str | None, float]:
-    """One run on the running event loop: started, or resumed from its folder."""
+    """One run on the running event loop: started, or resumed from its folder. ("complete",
+    outcome), ("failed", reason) or ("budget", reason: stopped by the budget), and seconds."""
     from detente.agents import make_agent
     from detente.errors import DetenteError
     from detente.loading import load_bundle
-    from detente.runner import RunPlan, aresume_run, astart_run
+    from detente.runner import RunPlan, RunStoppedByBudget, aresume_run, astart_run
 
     started = time.perf_counter()
     folder = Path(run_dir)
@@ -317,14 +383,18 @@ async def arun_entry(
 
     try:
         if _started(folder):
-            record = await aresume_run(folder, current)  # the log carries it on
+            # The log carries it on, with its own quote key: a cache answers what it repeats.
+            record = await aresume_run(folder, current, budget=budget, cache=cache)
         else:
             if folder.exists():
                 shutil.rmtree(folder)  # a run that never got going: start it afresh
             bundle = load_bundle(Path(scenario_path))
             plan = RunPlan(bundle=bundle, agents=settings, seed=seed, max_rounds=rounds,
-                           log_prompts=log_prompts)
+                           log_prompts=log_prompts, budget=budget, cache=cache,
+                           quote_key=cached_quote_key(cache, bundle, settings, seed, rounds))
             record = await astart_run(plan, current, run_dir=folder)
+    except RunStoppedByBudget as exc:
+        return "budget", exc.reason, time.perf_counter() - started
     except DetenteError as exc:
         return "failed", str(exc).splitlines()[0], time.perf_counter() - started
     except Exception as exc:
@@ -333,6 +403,56 @@ async def arun_entry(
     if status not in FINISHED:
         return "failed", record.result.reason, time.perf_counter() - started
     return "complete", status, time.perf_counter() - started
+
+
+def cached_quote_key(cache: ResponseCache | None, bundle: ScenarioBundle,
+                     agents: Mapping[str, AgentSettings], seed: int, rounds: int | None,
+                     context_size: int | None = None) -> str | None:
+    """A run's quote key when it uses the cache: the same whenever the same run is asked for
+    (see `detente.cache.ResponseCache.quote_key`); None (random) without a cache."""
+    if cache is None:
+        return None
+    from detente.cache import run_identity
+    from detente.protocols.engine import DEFAULT_CONTEXT
+    from detente.runner import effective_settings
+
+    used = effective_settings({p: agents[p] for p in bundle.scenario.parties if p in agents},
+                              seed)
+    return cache.quote_key(run_identity(
+        bundle.content_hash, seed, used, rounds or bundle.scenario.decision.max_rounds,
+        context_size if context_size is not None else DEFAULT_CONTEXT))
+
+
+def run_folder_cost(run_dir: Path) -> Cost | None:
+    """The cost `result.json` records for a run (None: no result, or one without a cost)."""
+    from detente.errors import InputError
+    from detente.runs import RunFolder
+
+    try:
+        cost = RunFolder(run_dir).stored_result.cost
+    except InputError:
+        return None
+    return cost.total if cost is not None else None
+
+
+def logged_sweep_spend(sweep_dir: Path, manifest: SweepManifest) -> float:
+    """What the sweep's runs on disk have paid (priced now), for its budget."""
+    from detente.costs import active_prices, logged_spend
+    from detente.errors import InputError
+    from detente.runs import RunFolder
+
+    prices = active_prices()
+    spent = 0.0
+    for entry in manifest.entries:
+        folder = sweep_dir / entry.run_dir
+        if not _started(folder):
+            continue
+        try:
+            run = RunFolder(folder)
+            spent += logged_spend(run.header, run.events, prices)
+        except InputError:
+            continue
+    return spent
 
 
 def _started(run_dir: Path) -> bool:

@@ -20,9 +20,15 @@ Vote = Literal["accept", "reject"]
 
 
 def private_view(scenario: Scenario, party: str) -> Scenario:
-    """The scenario as `party` may know it: every other party's preferences removed."""
+    """The scenario as `party` may know it: every other party's preferences and incentive
+    removed, and of the events during the talks only the changes of its own walk-away (its
+    valuation applies each from its round on; every event reaches agents through the record
+    when it happens, never ahead of time)."""
     own = {party: scenario.preferences[party]} if party in scenario.preferences else {}
-    return scenario.model_copy(update={"preferences": own})
+    incentive = {party: scenario.incentives[party]} if party in scenario.incentives else {}
+    changes = [e for e in scenario.events if e.change is not None and e.change.party == party]
+    return scenario.model_copy(update={"preferences": own, "incentives": incentive,
+                                       "events": changes})
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,18 @@ class Line:
     speaker: str
     kind: str
     text: str
+
+
+@dataclass(frozen=True)
+class InjectLine:
+    """An event during the talks, as a party that may see it sees it."""
+
+    round: int
+    kind: str
+    text: str
+    walk_away: float | None = None
+    """The party's own new walk-away utility, when the event changes it (another party's
+    new walk-away is never shown, only the event's text)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,9 @@ class Context:
     """The round of `last_votes` (0: no vote yet)."""
     talk: bool = True
     """False under a protocol without talk (`no_talk`): packages and votes only, no text."""
+    injects: tuple[InjectLine, ...] = ()
+    """Events during the talks this party may see, up to this round, oldest first (a scenario
+    schedules few: all are shown)."""
 
 
 @dataclass(frozen=True)

@@ -139,12 +139,19 @@ class HumanAgent:
         else:
             lines += ["", "You are the mediator: you table packages and do not vote."]
         lines += ["", f"Round {ctx.round} of at most {ctx.max_rounds}."]
+        if ctx.injects:
+            lines.append("Events during the talks, as you were told of them:")
+            for inject in ctx.injects:
+                lines.append(f"- round {inject.round}, {inject.kind.replace('_', '-')}: "
+                             f"{' '.join(inject.text.split())}")
+                if inject.walk_away is not None:
+                    lines.append(f"  Your walk-away is now {inject.walk_away:g}.")
         if ctx.table is not None:
             lines.append("The package on the table:")
             lines += [f"- {k}: {v}" for k, v in ctx.table.options.items()]
             lines += [f"- {k}: {v:g}" for k, v in ctx.table.terms.items()]
             if self.valuer is not None:
-                worth = self.valuer.value(ctx.table)
+                worth = self.valuer.value(ctx.table, ctx.round)
                 lines.append(f"Its value to you: {worth.utility:.1f} (walk-away "
                              f"{worth.reservation_utility:g}: {worth.surplus:+.1f}).")
                 lines.append("It breaks your red lines: " + "; ".join(

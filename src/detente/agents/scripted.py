@@ -14,6 +14,8 @@ randomness, no token usage.
   real ones.
 - `SingleTextMediator` (Raiffa's single negotiating text): starts from the middle of every issue
   and revises the last rejected text one step at a time toward what a majority objected to.
+- `SaboteurNegotiator`: the `saboteur` incentive. A time-dependent negotiator that rejects, with
+  a hard bargainer's objections, every package its own acceptance could pass.
 
 Agents are built from a `private_view` and only ever read their own party's preferences.
 """
@@ -326,13 +328,23 @@ class TimeDependentNegotiator:
 
     # ------------------------------------------------------------------ evaluation
 
+    def reservation_at(self, round: int) -> float:
+        """The walk-away in force in `round` (a `walk_away` event during the talks changes it
+        from its round on; the view holds this party's own changes only)."""
+        return self.scenario.reservation_at(self.party, round)
+
+    def best_at(self, round: int) -> float:
+        """The best achievable utility, or the walk-away in force if that is higher."""
+        return max(float(self._utility[self._ideal_flat]), self.reservation_at(round))
+
     def aspiration(self, round: int, max_rounds: int | None = None) -> float:
-        """U_max - (U_max - U_res) (t/T)^(1/e), with t = round - 1 and T = max_rounds - 1."""
+        """U_max - (U_max - U_res) (t/T)^(1/e), with t = round - 1 and T = max_rounds - 1, and
+        U_res the walk-away in force in `round`."""
         last = self.scenario.decision.max_rounds if max_rounds is None else max_rounds
         horizon = last - 1
         share = 1.0 if horizon <= 0 else min(max((round - 1) / horizon, 0.0), 1.0)
-        span = self.best_utility - self.reservation
-        return self.best_utility - span * math.pow(share, 1 / self.exponent)
+        best, reservation = self.best_at(round), self.reservation_at(round)
+        return best - (best - reservation) * math.pow(share, 1 / self.exponent)
 
     def utility(self, package: Package) -> float:
         columns = self._space.columns_for_packages([package])
@@ -407,8 +419,9 @@ class TimeDependentNegotiator:
         broken = self.broken_red_lines(table)
         aspiration = self.aspiration(ctx.round, ctx.max_rounds)
         numbers = (f"Utility {utility:.1f}; aspiration {aspiration:.1f} at round {ctx.round} of "
-                   f"{ctx.max_rounds} ({self.strategy}); reservation {self.reservation:.1f}; "
-                   f"best achievable {self.best_utility:.1f}.")
+                   f"{ctx.max_rounds} ({self.strategy}); reservation "
+                   f"{self.reservation_at(ctx.round):.1f}; best achievable "
+                   f"{self.best_at(ctx.round):.1f}.")
         dims = self._grid.dimension_ids
         if utility >= aspiration - _TOL and not broken:
             return ResponseContent(
@@ -524,6 +537,122 @@ class TimeDependentNegotiator:
         return (f"We hear you. Our main objection remains {self._grid.dimension_label(main)}: we "
                 f"cannot accept {self._grid.value_label(main, float(point[main]))}; we need "
                 f"{self._grid.value_label(main, float(counter[main]))}.")
+
+
+def rule_passes(scenario: Scenario, accepts: set[str]) -> bool:
+    """Whether the scenario's decision rule passes a package these parties accept."""
+    rule = scenario.decision
+    needed = {*rule.required, *rule.veto, *(rule.quorum.including if rule.quorum else [])}
+    if not needed <= accepts:
+        return False
+    return rule.quorum is None or len(accepts & set(scenario.voters)) >= rule.quorum.min
+
+
+class SaboteurNegotiator(TimeDependentNegotiator):
+    """A voting party that makes the talks fail without being seen to (the `saboteur`
+    incentive, or `scripted:saboteur`).
+
+    It opens, proposes and objects as its base strategy (Conceder unless the seat names
+    another) would, and votes as it would, except on a package its base would accept and that
+    its own acceptance could pass. It cannot see the others' votes before casting its own
+    (they answer at once), so it assumes the worst: that every other party accepts. A package
+    it is needed for (a party the rule requires or gives a veto, or whose vote a quorum needs)
+    it therefore rejects, objecting to what a party holding out for a little more would name
+    (the nearest package worth more to it), in the same words as any rejection: its votes and
+    objections read like a hard bargainer's, always one step from yes. Where the rule can pass
+    a package without it, it votes as its base does. Its private rationale (seen by no other
+    agent) says why it rejected.
+    """
+
+    HOLDOUT = 0.5
+    """How much more than the table's worth a blocking objection asks for (utility points)."""
+
+    def __init__(self, party: str, scenario: Scenario, strategy: str = "conceder") -> None:
+        super().__init__(party, scenario, strategy)
+        self.settings = AgentSettings(kind="scripted", strategy="saboteur")
+        others = set(scenario.voters) - {party}
+        self.needed = rule_passes(scenario, others | {party}) and \
+            not rule_passes(scenario, others)
+        """Whether its acceptance can decide a package (with every other party accepting)."""
+
+    def _blocks(self, ctx: Context) -> float | None:
+        """The aspiration it pretends to when it blocks the table (None: it does not)."""
+        if ctx.table is None:
+            return None
+        aspiration = self.aspiration(ctx.round, ctx.max_rounds)
+        utility = self.utility(ctx.table)
+        if utility < aspiration - _TOL or self.broken_red_lines(ctx.table) or not self.needed:
+            return None  # its base rejects it anyway, or the rule can pass it without us
+        return utility + self.HOLDOUT
+
+    def _respond(self, ctx: Context) -> ResponseContent:
+        pretended = self._blocks(ctx)
+        if pretended is None:
+            return super()._respond(ctx)
+        assert ctx.table is not None
+        point = self._grid.point(ctx.table)
+        counter = self._point_at(self._counter_flat(point, pretended))
+        stances: dict[str, IssueStance] = {}
+        objections: list[str] = []
+        for k, dim in enumerate(self._grid.dimension_ids):
+            if abs(counter[k] - point[k]) <= _TOL:
+                stances[dim] = IssueStance(stance="accept")
+                continue
+            stances[dim] = IssueStance(stance="object",
+                                       wants=self._grid.stance_value(k, float(counter[k])))
+            objections.append(
+                f"{self._grid.dimension_label(k)} ({self._grid.value_label(k, float(point[k]))};"
+                f" we want {self._grid.value_label(k, float(counter[k]))})")
+        statement = (f"{self.party} cannot accept this package. We object to "
+                     f"{_join(objections)}." if objections else
+                     f"{self.party} cannot accept this package: no deal serves us better.")
+        return ResponseContent(
+            vote="reject", stances=stances, statement=statement,
+            private_rationale=(
+                f"Saboteur: the package is worth {self.utility(ctx.table):.1f} to us, enough "
+                f"for our {self.strategy} aspiration of "
+                f"{self.aspiration(ctx.round, ctx.max_rounds):.1f}, but our acceptance could "
+                "pass it. We reject it, objecting as a party holding out for a little more "
+                "would."))
+
+    def _caucus_text(self, ctx: Context) -> str:
+        pretended = self._blocks(ctx)
+        if pretended is None:
+            return super()._caucus_text(ctx)
+        assert ctx.table is not None
+        point = self._grid.point(ctx.table)
+        counter = self._point_at(self._counter_flat(point, pretended))
+        changed = [k for k in range(len(point)) if not abs(counter[k] - point[k]) <= _TOL]
+        if not changed:
+            return "We hear you, but no package on offer serves us better than no deal."
+        weights = self.preferences.weights
+        main = min(changed, key=lambda k: (-weights.get(self._grid.dimension_ids[k], 0.0), k))
+        return (f"We hear you. Our main objection remains {self._grid.dimension_label(main)}: we "
+                f"cannot accept {self._grid.value_label(main, float(point[main]))}; we need "
+                f"{self._grid.value_label(main, float(counter[main]))}.")
+
+
+def apply_incentive(agent: Agent, party: str, scenario: Scenario) -> Agent:
+    """The scripted agent that plays `party`'s incentive (`scenario.incentives`), if any.
+
+    `saboteur` turns a built-in negotiator into a `SaboteurNegotiator` with the same concession
+    pace; `cooperative` and `greedy` leave it as it is (a scripted negotiator already pursues
+    its own value above its walk-away and accepts whatever meets its aspiration). A `targeted`
+    incentive, and any incentive but `cooperative` on a scripted mediator, has no scripted form:
+    ValueError (play that seat with an LLM agent)."""
+    incentive = scenario.incentives.get(party)
+    if incentive is None or incentive.kind in ("cooperative", "greedy"):
+        return agent
+    if incentive.kind == "saboteur":
+        if isinstance(agent, SaboteurNegotiator):
+            return agent
+        if type(agent) is TimeDependentNegotiator:
+            return SaboteurNegotiator(party, scenario, agent.strategy)
+    strategy = agent.settings.strategy or "this strategy"
+    raise ValueError(f"the scenario gives '{party}' a `{incentive.kind}` incentive, which "
+                     f"scripted:{strategy} cannot play (a scripted seat plays `saboteur` over "
+                     f"{', '.join(CONCESSION_EXPONENTS)} or as scripted:saboteur); play "
+                     f"'{party}' with an LLM agent")
 
 
 # =========================================================================== mediators
@@ -798,7 +927,8 @@ class OracleMediator(_Mediator):
     rejection the next unrejected package of the zone by the same coalition product. With an
     empty zone it tables the package that the most parties would accept. Its runs show what a
     mediator could reach with perfect information: an upper bound, never a negotiation result,
-    so a user can tell "no deal was reachable" from "the agents missed it".
+    so a user can tell "no deal was reachable" from "the agents missed it". A walk-away changed
+    during the talks (a `walk_away` event) counts from its round on: the zone is ranked again.
     """
 
     strategy = ORACLE_STRATEGY
@@ -810,6 +940,18 @@ class OracleMediator(_Mediator):
         if missing:
             raise ValueError("the oracle mediator needs every party's preferences; missing: "
                              f"{', '.join(missing)}")
+        self._rankings: dict[tuple[float, ...], tuple[list[int], int, PackageSpace]] = {}
+        self._ranked, self.zone_size, self._space = self._ranking(scenario)
+
+    def _ranking(self, scenario: Scenario) -> tuple[list[int], int, PackageSpace]:
+        """The packages to table in order, the zone's size and the space, for the walk-aways
+        of `scenario` (computed once for each set of walk-aways)."""
+        key = tuple(scenario.preferences[p].reservation_utility for p in scenario.voters)
+        if key not in self._rankings:
+            self._rankings[key] = self._rank(scenario)
+        return self._rankings[key]
+
+    def _rank(self, scenario: Scenario) -> tuple[list[int], int, PackageSpace]:
         space = PackageSpace(scenario)
         flats: list[np.ndarray] = []
         keys: list[np.ndarray] = []
@@ -821,7 +963,7 @@ class OracleMediator(_Mediator):
                 flats.append(flat[zone])
                 keys.append(nash_products(space, ev.utilities[zone], ev.rational[zone]))
                 sums.append(ev.utilities[zone].sum(axis=1))
-        self.zone_size = int(sum(len(f) for f in flats))
+        zone_size = int(sum(len(f) for f in flats))
         if flats:
             nash = analyze(scenario, frontier=False).nash
             assert nash is not None
@@ -829,10 +971,9 @@ class OracleMediator(_Mediator):
             flat, key, total = (np.concatenate(x) for x in (flats, keys, sums))
             order = np.lexsort((flat, -total, -key))
             ranked = [int(f) for f in flat[order] if int(f) != first]
-            self._ranked = [int(first if first is not None else flat[order[0]]), *ranked]
-        else:
-            self._ranked = self._near_misses(space)
-        self._space = space
+            return [int(first if first is not None else flat[order[0]]), *ranked], zone_size, \
+                space
+        return self._near_misses(space), zone_size, space
 
     def _near_misses(self, space: PackageSpace) -> list[int]:
         """With an empty zone: packages by how many parties would accept (needed ones first)."""
@@ -851,6 +992,8 @@ class OracleMediator(_Mediator):
         return [int(f) for f in flat[order]]
 
     def _table(self, ctx: Context) -> tuple[Package, str]:
+        self._ranked, self.zone_size, self._space = self._ranking(
+            self.scenario.at_round(ctx.round))
         rejected = set(self._grid.flats_of(ctx.rejected).tolist())
         rank, flat = next(((k, f) for k, f in enumerate(self._ranked) if f not in rejected),
                           (0, self._ranked[0]))
@@ -890,6 +1033,10 @@ def make_conceder(party: str, view: Scenario) -> Agent:
     return TimeDependentNegotiator(party, view, "conceder")
 
 
+def make_saboteur(party: str, view: Scenario) -> Agent:
+    return SaboteurNegotiator(party, view, "conceder")
+
+
 def make_nash(party: str, view: Scenario) -> Agent:
     return NashMediator(party, view)
 
@@ -905,7 +1052,8 @@ def make_oracle(party: str, scenario: Scenario) -> Agent:
 def make_scripted(strategy: str, party: str, scenario: Scenario) -> Agent:
     """A scripted agent playing `party` from its private view of `scenario` (a mediator
     registered with `sees_all`, the oracle, is given the whole scenario). Strategies and
-    mediators come from the registry, so a plug-in's are found by name too."""
+    mediators come from the registry, so a plug-in's are found by name too. The scenario's
+    incentive for the party, if any, is played as `apply_incentive` says."""
     from detente.registry import MEDIATORS, STRATEGIES
 
     if strategy in STRATEGIES:
@@ -913,12 +1061,12 @@ def make_scripted(strategy: str, party: str, scenario: Scenario) -> Agent:
             raise ValueError(f"'{strategy}' is a negotiator strategy; the mediator '{party}' "
                              f"needs one of: {', '.join(MEDIATORS.names())}")
         agent: Agent = STRATEGIES.get(strategy)(party, scenario)
-        return agent
+        return apply_incentive(agent, party, scenario)
     if strategy in MEDIATORS:
         if party != scenario.mediator:
             raise ValueError(f"'{strategy}' is a mediator strategy; the voting party '{party}' "
                              f"needs one of: {', '.join(STRATEGIES.names())}")
         agent = MEDIATORS.get(strategy)(party, scenario)
-        return agent
+        return apply_incentive(agent, party, scenario)
     raise ValueError(f"unknown scripted strategy '{strategy}'; expected one of: "
                      f"{', '.join([*STRATEGIES.names(), *MEDIATORS.names()])}")

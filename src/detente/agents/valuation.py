@@ -49,10 +49,18 @@ class PartyValuer:
                                       "preferences": {party: self.preferences}})
         self.space = PackageSpace(own)
 
-    def value(self, package: Package) -> Valuation:
-        """Raises ValueError for a package that does not name every issue and term."""
+    def value(self, package: Package, round_: int | None = None) -> Valuation:
+        """The package's worth against the walk-away in force in round `round_` (a
+        `walk_away` event may change it during the talks; None: the scenario's own value).
+        Raises ValueError for a package that does not name every issue and term."""
         package = normalize_package(self.scenario, package)
         ev = self.space.evaluate(self.space.columns_for_packages([package]))
         broken = [line.rule for line, hit in zip(self.space.red_lines, ev.broken[0], strict=True)
                   if hit]
-        return Valuation(float(ev.utilities[0, 0]), self.preferences.reservation_utility, broken)
+        return Valuation(float(ev.utilities[0, 0]), self.reservation(round_), broken)
+
+    def reservation(self, round_: int | None = None) -> float:
+        """The party's walk-away utility in round `round_` (None: before any event)."""
+        if round_ is None:
+            return self.preferences.reservation_utility
+        return self.scenario.reservation_at(self.party, round_)

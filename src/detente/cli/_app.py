@@ -19,10 +19,14 @@ from typer.core import TyperCommand, TyperGroup
 COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("detente.cli.analyze", "Enumerate every package: ZOPA, Pareto frontier, Nash "
                 "and Kalai-Smorodinsky packages."),
+    "cache": ("detente.cli.cache", "The response cache: stats (entries, size, hits) and clear "
+              "(all, or older than some days)."),
     "compare": ("detente.cli.compare", "Compare finished runs per variant: deal rates, "
                 "utilities, red lines, agreed options."),
     "diff": ("detente.cli.diff", "Compare two runs round by round: tables, votes, who moved, "
              "and the outcomes."),
+    "judge": ("detente.cli.judge", "Judge every party's words against a rubric, and find "
+              "private numbers said in public."),
     "plot": ("detente.cli.plot", "Chart runs: one run's utilities by round; for several, agreed "
              "options and rates."),
     "plugins": ("detente.cli.plugins", "List the scripted strategies, mediators, protocols and "
@@ -74,7 +78,8 @@ class LazyGroup(TyperGroup):
 
 
 def load_command(name: str) -> Any:
-    """The click command `name`, its module imported (it registers itself on `app`)."""
+    """The click command `name`, its module imported (it registers itself on `app`, as a
+    command or as a group of subcommands)."""
     importlib.import_module(COMMANDS[name][0])
     for info in app.registered_commands:
         assert info.callback is not None
@@ -82,6 +87,11 @@ def load_command(name: str) -> Any:
             return typer.main.get_command_from_info(
                 info, pretty_exceptions_short=app.pretty_exceptions_short,
                 rich_markup_mode=app.rich_markup_mode)
+    for group in app.registered_groups:
+        if group.name == name:
+            return typer.main.get_group_from_info(
+                group, pretty_exceptions_short=app.pretty_exceptions_short,
+                suggest_commands=app.suggest_commands, rich_markup_mode=app.rich_markup_mode)
     raise LookupError(f"{COMMANDS[name][0]} defines no command '{name}'")
 
 
@@ -113,5 +123,6 @@ def agent_help() -> str:
     parties = ", ".join(f"scripted:{n}" for n in STRATEGIES.names())
     mediators = ", ".join(f"scripted:{n}" for n in MEDIATORS.names())
     providers = ", ".join(f"{n}:MODEL" for n in PROVIDERS.names())
-    return (f"Who plays a party: a model name ({providers}) or {parties} (parties), "
-            f"{mediators} (mediator); all=SPEC. 'detente plugins' lists them all.")
+    return (f"Who plays a party: a model name ({providers}), {parties} (parties), "
+            f"{mediators} (mediator), or human (you, in the terminal); all=SPEC. "
+            "'detente plugins' lists them all.")

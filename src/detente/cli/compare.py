@@ -11,7 +11,7 @@ outcomes table, each per-party metric a table of its own.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -41,12 +41,15 @@ from detente.metrics import (
     MeanCI,
     Metric,
     Proportion,
+    Ratio,
     RoundsStats,
     Stat,
     format_diff,
     party_metrics,
+    shown_metrics,
     shows_something,
     variant_metrics,
+    written,
 )
 
 
@@ -97,24 +100,27 @@ def fmt_rate(p: Proportion) -> str:
     return f"{_pct(p.rate)} [{_pct(p.lo)}, {_pct(p.hi)}] ({p.count}/{p.n})"
 
 
-def fmt_mean(m: MeanCI | None) -> str:
+def fmt_mean(m: MeanCI | None, fmt: Callable[[float], str] | None = None) -> str:
     """The mean and its interval; the mean alone when the interval is a point (one run, or
-    every run the same)."""
+    every run the same). `fmt` writes a number (default: one decimal)."""
     if m is None:
         return "-"
-    if f"{m.lo:.1f}" == f"{m.mean:.1f}" == f"{m.hi:.1f}":
-        return f"{m.mean:.1f}"
-    return f"{m.mean:.1f} [{m.lo:.1f}, {m.hi:.1f}]"
+    show = fmt or (lambda x: f"{x:.1f}")
+    if show(m.lo) == show(m.mean) == show(m.hi):
+        return show(m.mean)
+    return f"{show(m.mean)} [{show(m.lo)}, {show(m.hi)}]"
 
 
 def fmt_stat(stat: Stat | None, metric: Metric) -> str:
-    """A metric's statistic as a cell: a rate, a mean, or a mean and median."""
+    """A metric's statistic as a cell: a rate, a mean, a mean and median, or a ratio."""
     if isinstance(stat, Proportion):
         return fmt_rate(stat)
     if isinstance(stat, MeanCI):
-        return fmt_mean(stat)
+        return fmt_mean(stat, metric.fmt)
     if isinstance(stat, RoundsStats):
         return f"mean {stat.mean:.1f}, median {stat.median:g}"
+    if isinstance(stat, Ratio):
+        return "-" if stat.value is None else written(metric, stat.value)
     return metric.empty
 
 
@@ -253,6 +259,7 @@ def render(comparison: Comparison, out: Console | None = None) -> None:
     _render_party_section(out, comparison, "parties")
     _render_red_lines(out, comparison)
     _render_party_section(out, comparison, "answers")
+    _render_party_section(out, comparison, "judged")
     if comparison.tests:
         _render_tests(out, comparison)
     _render_options(out, comparison)
@@ -269,7 +276,8 @@ def _render_outcomes(out: Console, comparison: Comparison) -> None:
         Column("runs", [_cell(fmt_runs(g)) for g in groups]),
         Column("seeds", [_cell(_seeds(g.seeds)) for g in groups]),
     ]
-    for metric in variant_metrics():
+    whole = shown_metrics(variant_metrics(), lambda key: (g.stat(key) for g in groups))
+    for metric in whole:
         columns.append(Column(metric.label, [_cell(fmt_stat(g.stat(metric.key), metric))
                                              for g in groups]))
         if metric.key == "deal_rate":  # what the runs that made no deal ended in
@@ -286,7 +294,7 @@ def _render_outcomes(out: Console, comparison: Comparison) -> None:
     _print_variant_tables(out, comparison, "Outcomes", columns)
     _note(out, " ".join([
         "Runs: finished runs; identical runs (the same events) count once, and every figure "
-        "is over the distinct runs.", *(m.note for m in variant_metrics() if m.note),
+        "is over the distinct runs.", *(m.note for m in whole if m.note),
         "An oracle mediator's runs are reference runs: an upper bound, not a negotiation."]))
     players: dict[str, list[str]] = {}
     for g in groups:
@@ -453,6 +461,8 @@ def csv_rows(comparison: Comparison) -> list[dict[str, str | float | int | None]
         elif isinstance(stat, RoundsStats):
             add(variant, f"{name}_mean", stat.mean, n=stat.n, party=party)
             add(variant, f"{name}_median", stat.median, n=stat.n, party=party)
+        elif isinstance(stat, Ratio):
+            add(variant, name, stat.value, n=stat.n, party=party)
 
     for g in comparison.groups:
         v = g.variant

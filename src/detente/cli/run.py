@@ -18,6 +18,7 @@ from detente.errors import DetenteError, InputError, Problem
 
 if TYPE_CHECKING:  # the models load when a command runs, not for every --help
     from detente.cli.human import TerminalHuman
+    from detente.costs import Cost
     from detente.events import Event, RunHeader
     from detente.report import RunResult
     from detente.scenario import Scenario
@@ -64,6 +65,18 @@ def run(
     out: Path = typer.Option(Path("transcripts"), "--out", help="Where run folders go."),
     resume: Path | None = typer.Option(None, "--resume", metavar="RUN_DIR",
                                        help="Continue an interrupted run."),
+    budget: float | None = typer.Option(
+        None, "--budget", metavar="USD", min=0.0,
+        help="Stop before a model call that could take the run's cost past USD dollars "
+             "(status budget, exit 3); with --resume: the limit from then on, over all the "
+             "run has spent (default: the run's own)."),
+    cache: bool = typer.Option(
+        False, "--cache/--no-cache",
+        help="Answer requests already answered from the response cache (free; see detente "
+             "cache stats)."),
+    prices: Path | None = typer.Option(
+        None, "--prices", metavar="FILE",
+        help="A price file over the shipped table (USD per million tokens; see the README)."),
 ) -> None:
     """Run a negotiation and write its transcript, events and scored result."""
     from detente import api
@@ -78,7 +91,8 @@ def run(
                 with LiveDisplay(scenario) as display:
                     folder = api.resume(resume, scenario=scenario_path, base_url=base_url,
                                         observer=display, notice=display.notice,
-                                        human=display.human())
+                                        human=display.human(), budget=budget, cache=cache,
+                                        prices=prices)
             else:
                 if scenario_path is None:
                     raise InputError("detente run", [Problem("SCENARIO", "give a scenario "
@@ -92,7 +106,7 @@ def run(
                         assist=assist, timeout=timeout, max_connections=max_connections,
                         config=config, model_path=model_path, out=out,
                         log_prompts=log_prompts, observer=display, notice=display.notice,
-                        human=display.human())
+                        human=display.human(), budget=budget, cache=cache, prices=prices)
     except RunPaused as paused:
         console.print(Text(f"Paused: {paused}", style="bold yellow"))
         return
@@ -123,6 +137,8 @@ class LiveDisplay:
         """Model calls finished in this process."""
         self.llm: set[str] = set()
         self.embedded = False
+        self.humans: set[str] = set()
+        """Seats a person plays: asked once the agents answering at the same time are done."""
         self.openings_left = len(scenario.parties)
         self.caucus: dict[int, str] = {}
         self.live = Live(self, console=console, transient=True, refresh_per_second=4)
@@ -148,6 +164,7 @@ class LiveDisplay:
         self.began = time.monotonic()  # the run's clock starts with the run, not the server
         self.max_rounds = header.max_rounds
         self.llm = {p for p, a in header.agents.items() if a.kind == "llm"}
+        self.humans = {p for p, a in header.agents.items() if a.kind == "human"}
         self.embedded = any(a.local_model for a in header.agents.values())
         agents = ", ".join(f"{p}={a.label()}" for p, a in header.agents.items())
         self._line(f"Run {header.run_id} -> {run_dir}\nAgents: {agents}")
@@ -269,10 +286,15 @@ class LiveDisplay:
             status.append(f" · left ≤ {_clock(left)} (estimate, if all rounds are played)")
         status.append(f" · tokens {self.tokens:,}")
         lines = [status]
-        if self.active:
+        agents = {p: v for p, v in self.active.items() if p not in self.humans}
+        if agents:
             lines.append(Text("waiting for: " + ", ".join(
-                f"{p} ({t}, {_clock(now - since)})" for p, (t, since) in self.active.items()),
+                f"{p} ({t}, {_clock(now - since)})" for p, (t, since) in agents.items()),
                 style="bold"))
+        yours = [f"{p} ({t})" for p, (t, _) in self.active.items() if p in self.humans]
+        if yours:
+            lines.append(Text(f"your turn next: {', '.join(yours)}, once the others answering "
+                              "now are done", style="bold cyan"))
         lines.append(Text(f"votes this round: {self._votes() or '-'}", style="dim"))
         return Group(*lines)
 
@@ -324,5 +346,16 @@ def summarize(scenario: Scenario, result: RunResult, run_dir: Path) -> None:
     else:
         console.print("No vote went against the voter's own red lines.", markup=False,
                       highlight=False)
+    if result.cost is not None and result.cost.total.requests:
+        console.print(cost_line(result.cost.total), markup=False, highlight=False)
     console.print(f"Transcript: {run_dir / 'transcript.md'}", markup=False,
                   highlight=False)
+
+
+def cost_line(cost: Cost) -> str:
+    """`Cost: $0.0123 (12 requests, 3 from the cache; 9,876 tokens)`."""
+    from detente.costs import format_usd
+
+    cached = f", {cost.cached_requests} from the cache" if cost.cached_requests else ""
+    return (f"Cost: {format_usd(cost)} ({cost.requests} requests{cached}; "
+            f"{cost.total_tokens:,} tokens)")

@@ -19,9 +19,11 @@ from rich.table import Table
 
 from detente.cli._app import agent_help, app, console
 from detente.cli._endpoints import terminate_as_interrupt
-from detente.errors import InputError, Problem
+from detente.errors import DetenteError, InputError, Problem
 
 if TYPE_CHECKING:
+    from detente.costs import Cost
+    from detente.estimate import SweepEstimate
     from detente.sweeps import SweepEntry, SweepManifest
 
 
@@ -61,6 +63,22 @@ def sweep(
                              help="Where sweep folders go."),
     name: str | None = typer.Option(None, "--name", help="The sweep folder's name (default: "
                                     "derived from what is swept, so a rerun finds it)."),
+    budget: float | None = typer.Option(
+        None, "--budget", metavar="USD", min=0.0,
+        help="Stop every run before a model call that could take the sweep's cost past USD "
+             "dollars (status budget, exit 3); rerun with a larger one to go on (default: the "
+             "sweep's last budget). Local executor only."),
+    cache: bool = typer.Option(
+        True, "--cache/--no-cache",
+        help="Answer requests already answered from the response cache: a rerun, or the same "
+             "sweep elsewhere, repeats no call already paid for (see detente cache stats)."),
+    prices: Path | None = typer.Option(
+        None, "--prices", metavar="FILE",
+        help="A price file over the shipped table (USD per million tokens; see the README)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run",
+        help="Estimate the model calls, tokens and cost of the sweep, and stop: no model is "
+             "called, nothing is written."),
 ) -> None:
     """Run every scenario x seed into one sweep folder; rerunning skips what is complete."""
     from detente import api
@@ -71,6 +89,10 @@ def sweep(
                                                 f"'{executor}'")])
     if address is not None and executor != "ray":
         raise InputError("--address", [Problem("", "--address is for --executor ray")])
+    if dry_run:
+        _estimate(api.estimate(scenario_paths, seeds, agents=agent, rounds=rounds, model=model,
+                               base_url=base_url, assist=assist, config=config, prices=prices))
+        return
     progress = Progress(
         TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
         TextColumn("failed: {task.fields[failed]}"), TimeElapsedColumn(),
@@ -115,30 +137,102 @@ def sweep(
                 model=model, base_url=base_url, assist=assist, timeout=timeout,
                 max_connections=max_connections, config=config, out=out, name=name,
                 log_prompts=log_prompts, executor=executor,  # type: ignore[arg-type]
-                address=address, on_start=on_start, on_done=on_done, notice=notice)
+                address=address, on_start=on_start, on_done=on_done, notice=notice,
+                budget=budget, cache=cache, prices=prices)
         finally:
             progress.stop()
     _summary(done.manifest, done.path)
-    if done.manifest.counts()["failed"]:
+    counts = done.manifest.counts()
+    if counts["budget"]:
+        from detente.costs import money
+
+        limit = done.manifest.budget_usd or 0.0
+        raise BudgetReached(f"budget: the sweep stopped before a call that could take its cost "
+                            f"past {money(limit, 2)}; {counts['budget']} runs stopped or not "
+                            f"started: rerun the same command with a larger --budget to go on")
+    if counts["failed"]:
         raise typer.Exit(1)
 
 
+class BudgetReached(DetenteError):
+    exit_code = 3
+
+
 def _summary(manifest: SweepManifest, sweep_dir: Path) -> None:
+    from detente.costs import format_usd, money, total
+
+    keys = ("runs", "deal", "no_deal", "deadlock", "failed", "budget")
     table = Table(title=f"Sweep {manifest.name}")
-    for col in ("scenario", "runs", "deal", "no deal", "deadlock", "failed"):
+    for col in ("scenario", "runs", "deal", "no deal", "deadlock", "failed", "budget",
+                "requests", "tokens", "cost"):
         table.add_column(col, justify="left" if col == "scenario" else "right")
     by: dict[str, dict[str, int]] = {}
+    costs: dict[str, list[Cost]] = {}
     for e in manifest.entries:
-        row = by.setdefault(e.scenario_id, {"runs": 0, "deal": 0, "no_deal": 0, "deadlock": 0,
-                                            "failed": 0})
+        row = by.setdefault(e.scenario_id, dict.fromkeys(keys, 0))
         row["runs"] += 1
         key = e.outcome if e.status == "complete" and e.outcome else (
-            "failed" if e.status == "failed" else None)
+            e.status if e.status in ("failed", "budget") else None)
         if key:
             row[key] += 1
+        if e.cost is not None:
+            costs.setdefault(e.scenario_id, []).append(e.cost)
     for sid, row in by.items():
-        table.add_row(sid, *(str(row[k]) for k in ("runs", "deal", "no_deal", "deadlock",
-                                                    "failed")))
+        spent = total(costs.get(sid, []))
+        table.add_row(sid, *(str(row[k]) for k in keys), *_cost_cells(spent))
+    everything = manifest.cost()
+    if len(by) > 1:
+        table.add_row("all", *(str(sum(r[k] for r in by.values())) for k in keys),
+                      *_cost_cells(everything), style="bold")
     console.print(table)
+    cached = everything.cached_requests
+    line = (f"Cost: {format_usd(everything)} over {everything.requests:,} model requests"
+            + (f" ({cached:,} answered from the response cache, free)" if cached else "")
+            + f", {everything.total_tokens:,} tokens")
+    if manifest.budget_usd is not None:
+        line += f"; budget {money(manifest.budget_usd, 2)}"
+    console.print(line, markup=False, highlight=False)
     console.print(f"Manifest: {sweep_dir / 'sweep.json'}\nCompare: detente compare {sweep_dir}",
                   markup=False, highlight=False)
+
+
+def _cost_cells(cost: Cost) -> tuple[str, str, str]:
+    from detente.costs import format_usd
+
+    if not cost.requests:
+        return "0", "0", "$0"
+    return f"{cost.requests:,}", f"{cost.total_tokens:,}", format_usd(cost)
+
+
+def _estimate(estimate: SweepEstimate) -> None:
+    """The dry run: per scenario and in all, the estimate and its bounds, a few lines each."""
+    from detente.costs import money
+
+    def usd(value: float | None) -> str:
+        return "unknown" if value is None else money(value)
+
+    def say(text: str = "") -> None:
+        console.print(text, markup=False, highlight=False)
+
+    say("Estimate of the sweep (no model called, nothing written):")
+    for s in estimate.scenarios:
+        say(f"{s.scenario_id} ({s.protocol}, {s.rounds} rounds): {s.runs} runs, "
+            f"{s.calls:,} model calls ({s.calls_min:,} if every run ends in round 1, at most "
+            f"{s.calls_max:,})")
+        say(f"  tokens {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; cost "
+            f"{usd(s.usd)} (at most {usd(s.usd_max)})")
+    if len(estimate.scenarios) > 1:
+        say(f"All: {estimate.total('runs')} runs, {estimate.calls:,} model calls "
+            f"({estimate.total('calls_min'):,} to {estimate.total('calls_max'):,}); tokens "
+            f"{estimate.total('prompt_tokens'):,} prompt + "
+            f"{estimate.total('completion_tokens'):,} completion; cost {usd(estimate.usd())} "
+            f"(at most {usd(estimate.usd('usd_max'))})")
+    say()
+    say("Assumed: every round played (no deal ends a run early), one request per turn, "
+        "answers filling half of each text field, about four characters a token. At most: "
+        "a caucus every round it is allowed, every refusal and correction, every completion "
+        "at max_tokens.")
+    say(f"Prices: {estimate.price_source}.")
+    if estimate.unpriced:
+        say(f"No price for {', '.join(estimate.unpriced)}: its cost is unknown (add it with "
+            "--prices FILE or [prices] in detente.toml).")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from detente.errors import Problem
 from detente.protocols.base import Protocol
 from detente.registry import PROTOCOLS
-from detente.scenario import ProtocolSpec, Scenario
+from detente.scenario import ProtocolSpec, Scenario, round_problems
 
 __all__ = ["PROTOCOLS", "Protocol", "protocol_for", "protocol_problems"]
 
@@ -35,4 +35,5 @@ def protocol_problems(scenario: Scenario) -> list[Problem]:
     except ValueError as exc:
         where = "protocol" if "unknown protocol" in str(exc) else "protocol.params"
         return [Problem(where, str(exc))]
-    return protocol.problems()
+    last = protocol.total_rounds(scenario.decision.max_rounds)
+    return protocol.problems() + round_problems(scenario, last)

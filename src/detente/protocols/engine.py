@@ -32,11 +32,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from detente.agents.base import Agent, Context, Line, OwnPosition, Turn
+from detente.agents.base import Agent, Context, InjectLine, Line, OwnPosition, Turn
 from detente.analysis import passes_rule
 from detente.events import (
     EVERYONE,
     EventLog,
+    Inject,
     IssueStance,
     Outcome,
     Proposal,
@@ -61,9 +62,11 @@ TurnSink = Callable[[str, Turn[Any]], None]
 """Receives every turn an agent took, by event id (the runner keeps its full exchanges)."""
 
 Stage = tuple[int, int, int]
-"""(round, phase, slot): phase 0 openings, 1 proposal and caucus, 2 caucus reply, 3 answers,
-4 tally; slot orders answers given one after another."""
+"""(round, phase, slot): phase 0 openings (round 0) and events during the talks (`inject`, at
+the start of their round), 1 proposal and caucus, 2 caucus reply, 3 answers, 4 tally; slot
+orders answers given one after another."""
 OPENING, PROPOSAL, CAUCUS_REPLY, RESPONSE, TALLY = 0, 1, 2, 3, 4
+INJECT = OPENING
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ def stage_of(event: Mapping[str, Any]) -> Stage | None:
         return round_, RESPONSE if "/response/" in event["id"] else PROPOSAL, 0
     if kind == "tally":
         return round_, TALLY, 0
+    if kind == "inject":
+        return round_, INJECT, 0
     return None
 
 
@@ -189,7 +194,8 @@ def build_context(
     """What `party` may see now, from the events it may know of (see `before`): the public
     record (last k), its own answers, its caucuses, and the last round's votes with what each
     party asked for. Events private to others (a bilateral track it is not part of) are left
-    out; without talk there are no statements to see."""
+    out; without talk there are no statements to see. Events during the talks (`inject`) it
+    may see are all shown, with its own new walk-away when one changes it."""
     round_ = state.get("round", 0)
     public: list[Line] = []
     caucus: list[Line] = []
@@ -198,11 +204,16 @@ def build_context(
     last_votes: dict[str, Any] = {}
     last_round = 0
     rejected: list[Package] = []
+    injects: list[InjectLine] = []
     for e in events:
         if not _sees(e, party):
             continue
         kind = e["type"]
-        if kind == "statement":
+        if kind == "inject":
+            change = e.get("change")
+            mine = change["reservation_utility"] if change and change["party"] == party else None
+            injects.append(InjectLine(e["round"], e["kind"], e["text"], mine))
+        elif kind == "statement":
             line = Line(e["round"], e["speaker"], e["kind"], e["text"])
             if e["visible_to"] == EVERYONE:
                 public.append(line)
@@ -245,6 +256,7 @@ def build_context(
         quote_key=quote_key,
         last_round=last_round,
         talk=talk,
+        injects=tuple(injects),
     )
 
 
@@ -323,6 +335,18 @@ class Turns:
     @staticmethod
     async def write(run: RunContext, *events: Any) -> None:
         await asyncio.to_thread(run.log.write, *events)
+
+    @staticmethod
+    async def injects(run: RunContext, round_: int) -> None:
+        """Log the scenario's events due by round `round_` (scheduled at it, or at a round the
+        protocol skipped) as `inject` events of this round; events already logged are kept as
+        they were."""
+        due = [Inject(id=f"inject/{e.id}", round=round_, kind=e.kind, text=e.text,
+                      visible_to=e.visible_to, change=e.change)
+               for e in sorted(run.scenario.events, key=lambda e: (e.round, e.id))
+               if e.round <= round_ and f"inject/{e.id}" not in run.log]
+        if due:
+            await Turns.write(run, *due)
 
     # ------------------------------------------------------------------ shared steps
 
@@ -476,6 +500,7 @@ def build_round_graph(
         round_ = protocol.next_round(state.get("round", 0), run.log)
         proposer = protocol.proposer(round_)
         turn_id = f"r{round_}/proposal"
+        await turns.injects(run, round_)
         logged = run.log.get(turn_id)
         if logged is not None:
             caucus = run.log.get(f"r{round_}/caucus")

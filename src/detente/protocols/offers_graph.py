@@ -49,6 +49,7 @@ def build_offers_graph(
         round_ = state.get("round", 0) + 1
         proposer = state.get("proposer") or voters[0]
         turn_id = f"r{round_}/proposal"
+        await turns.injects(run, round_)
         logged = run.log.get(turn_id)
         if logged is not None:
             return {"round": round_, "table": logged["package"], "proposer": proposer, "slot": 0}
