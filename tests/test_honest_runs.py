@@ -144,7 +144,7 @@ def test_the_prompt_states_the_valuation_rule_and_the_answer_carries_an_estimate
                                                            - measured["utility"])
         assert result["metrics"]["estimation_error"][party] == pytest.approx(
             abs(measured["estimate_error"]))
-    assert result["format_version"] == 2
+    assert result["format_version"] == 3
 
 
 def test_assist_table_gives_the_exact_value_and_the_red_lines_broken(
