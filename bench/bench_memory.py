@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_memory.py --rounds 2            # a shorter measurement
     .venv/bin/python bench/bench_memory.py --server n_ctx=2048   # other LocalServer settings
     .venv/bin/python bench/bench_memory.py -- --agent all=scripted:boulware   # more run options
+    .venv/bin/python bench/bench_memory.py --replay RUN_DIR --server n_batch=512   # same requests
 
 Runs `detente run SCENARIO` (into a temporary folder unless `--out` is given) as a subprocess and
 reads /proc every `--interval` seconds: the resident memory (RSS) of detente's own process and of
@@ -14,6 +15,12 @@ the run's wall time, the model calls' median latency (from the run's events, as
 `bench/bench_local_model.py --from-run` reads them), and the peak total against the target
 (1.5 GB by default). Exit status 1 if the sampled peak total exceeds the target, 2 if the run
 failed.
+
+`--replay RUN_DIR` sends a finished run's recorded requests (its `prompts.jsonl`), one at a time
+in their recorded order, to a LocalServer started by this script: the same prompts whatever the
+settings, so two settings can be compared call for call (the run's own trajectory depends on
+the model's answers, which settings such as n_batch can change). The "detente" row is then
+this script.
 
 `--server KEY=VALUE` (repeatable) changes a keyword default of `detente.local_server.LocalServer`
 for this run only, e.g. `--server prompt_cache_bytes=0` or
@@ -34,7 +41,9 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -42,6 +51,7 @@ from tempfile import TemporaryDirectory
 TARGET_BYTES = 1_500_000_000  # 1.5 GB: the bound issue 15 sets for the default run
 MB = 1_000_000
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 # Runs the detente CLI as `python -m detente` would, after changing LocalServer's keyword
 # defaults (the CLI constructs `LocalServer(gguf)`, so its defaults are the run's settings).
@@ -112,6 +122,17 @@ def hwm_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) one process has used so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def tree_rss(root: int) -> dict[int, int]:
     """RSS in bytes of `root` and of each of its live descendants: pid -> bytes."""
     return {pid: rss_bytes(pid) for pid in [root, *descendants(root)]}
@@ -137,14 +158,15 @@ class Trace:
     root: int
     samples: list[Sample] = field(default_factory=list)
     hwm: dict[int, int] = field(default_factory=dict)  # pid -> its latest VmHWM
+    cpu: dict[int, float] = field(default_factory=dict)  # pid -> its CPU seconds so far
     names: dict[int, str] = field(default_factory=dict)
 
     def sample(self, seconds: float) -> Sample:
         sizes = tree_rss(self.root)
         for pid in sizes:
             self.hwm[pid] = max(self.hwm.get(pid, 0), hwm_bytes(pid))
-            if pid not in self.names:
-                self.names[pid] = _describe(pid)
+            self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu_seconds(pid))
+            self.names[pid] = _describe(pid)  # again: a fresh child shows its parent's at first
         main = sizes.pop(self.root, 0)
         taken = Sample(seconds, main, sum(sizes.values()), len(sizes) + 1)
         self.samples.append(taken)
@@ -174,6 +196,65 @@ def watch(process: subprocess.Popen[bytes], interval: float) -> Trace:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=interval)
     return trace
+
+
+def watch_in_background(trace: Trace, interval: float, stop: threading.Event) -> threading.Thread:
+    """Sample `trace` every `interval` seconds in a thread until `stop` is set."""
+    started = time.perf_counter()
+
+    def loop() -> None:
+        while not stop.is_set():
+            trace.sample(time.perf_counter() - started)
+            stop.wait(interval)
+
+    thread = threading.Thread(target=loop, name="memory-sampler", daemon=True)
+    thread.start()
+    return thread
+
+
+def recorded_requests(run: Path) -> list[dict[str, object]]:
+    """A run's model requests in the order they were logged (from its prompts.jsonl)."""
+    path = run / "prompts.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file (only runs with LLM agents record requests)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda row: (str(row.get("time", "")), int(row.get("exchange", 0))))
+    return [row["request"] for row in rows if isinstance(row.get("request"), dict)]
+
+
+def replay(run: Path, overrides: dict[str, object], interval: float,
+           ) -> tuple[Trace, float, list[float], int]:
+    """Send a run's recorded requests to a fresh LocalServer, sampling this process's tree."""
+    from detente.local_server import LocalServer, default_model_path
+
+    requests = recorded_requests(run)
+    settings = dict(overrides)
+    model = Path(str(settings.pop("model_path", default_model_path())))
+    trace = Trace(os.getpid())
+    stop = threading.Event()
+    latencies: list[float] = []
+    tokens = 0
+    started = time.perf_counter()
+    sampler = watch_in_background(trace, interval, stop)
+    try:
+        with LocalServer(model, **settings) as server:
+            for number, request in enumerate(requests, 1):
+                body = dict(request, model=server.model_alias)
+                sent = urllib.request.Request(
+                    f"{server.base_url}/chat/completions", data=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"})
+                began = time.perf_counter()
+                with urllib.request.urlopen(sent, timeout=900) as response:
+                    answer = json.load(response)
+                latencies.append(time.perf_counter() - began)
+                usage = answer.get("usage") or {}
+                tokens += int(usage.get("total_tokens", 0))
+                print(f"  request {number}/{len(requests)}: {latencies[-1]:.1f} s, "
+                      f"{usage.get('prompt_tokens', '?')} prompt tokens", flush=True)
+    finally:
+        stop.set()
+        sampler.join()
+    return trace, time.perf_counter() - started, latencies, tokens
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -227,6 +308,7 @@ def report(trace: Trace, wall: float, latencies: list[float], tokens: int,
     at_peak = max(trace.samples, key=lambda s: s.total, default=None)
     hwm_main = trace.hwm.get(trace.root, 0)
     hwm_children = sum(v for pid, v in trace.hwm.items() if pid != trace.root)
+    cpu_children = sum(v for pid, v in trace.cpu.items() if pid != trace.root)
     summary: dict[str, object] = {
         "samples": len(trace.samples),
         "peak_detente_mb": round(peak_main / MB, 1),
@@ -237,6 +319,7 @@ def report(trace: Trace, wall: float, latencies: list[float], tokens: int,
         "hwm_server_tree_mb": round(hwm_children / MB, 1),
         "hwm_sum_mb": round((hwm_main + hwm_children) / MB, 1),
         "wall_s": round(wall, 1),
+        "server_cpu_s": round(cpu_children, 1),
         "model_calls": len(latencies),
         "tokens": tokens,
         "median_call_s": round(statistics.median(latencies), 2) if latencies else None,
@@ -246,12 +329,15 @@ def report(trace: Trace, wall: float, latencies: list[float], tokens: int,
         "run_status": status,
     }
     print(f"samples: {len(trace.samples)} over {wall:.0f} s (run exit status {status})")
-    print(f"{'process':<22}{'peak RSS MB':>12}{'VmHWM MB':>10}")
-    print(f"{'detente':<22}{peak_main / MB:>12.0f}{hwm_main / MB:>10.0f}")
-    print(f"{'server tree':<22}{peak_children / MB:>12.0f}{hwm_children / MB:>10.0f}")
+    print(f"{'process':<22}{'peak RSS MB':>12}{'VmHWM MB':>10}{'CPU s':>8}")
+    print(f"{'detente':<22}{peak_main / MB:>12.0f}{hwm_main / MB:>10.0f}"
+          f"{trace.cpu.get(trace.root, 0.0):>8.0f}")
+    print(f"{'server tree':<22}{peak_children / MB:>12.0f}{hwm_children / MB:>10.0f}"
+          f"{cpu_children:>8.0f}")
     for pid, value in sorted(trace.hwm.items()):
         if pid != trace.root:
-            print(f"  {trace.names.get(pid, '?')[:18] + f' {pid}':<20}{'':>12}{value / MB:>10.0f}")
+            print(f"  {trace.names.get(pid, '?')[:18] + f' {pid}':<20}{'':>12}{value / MB:>10.0f}"
+                  f"{trace.cpu.get(pid, 0.0):>8.0f}")
     print(f"{'total (same sample)':<22}{peak_total / MB:>12.0f}"
           f"{(hwm_main + hwm_children) / MB:>10.0f}  (VmHWM column: sum of per-process peaks)")
     if latencies:
@@ -283,17 +369,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, default=None,
                         help="write every sample: seconds, detente, server tree, total (bytes)")
     parser.add_argument("--json", type=Path, default=None, help="write the summary as JSON")
+    parser.add_argument("--replay", type=Path, default=None, metavar="RUN_DIR",
+                        help="send this run's recorded requests to a fresh server instead")
     parser.add_argument("detente_args", nargs="*",
                         help="after --: more `detente run` options")
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.server)
     target = int(args.target_mb * MB)
 
+    if overrides:
+        print(f"LocalServer overrides: {overrides}")
+    status = 0
+    if args.replay is not None:
+        trace, wall, latencies, tokens = replay(args.replay, overrides, args.interval)
+        summary = report(trace, wall, latencies, tokens, target, status)
+        return finish(args, summary, trace, overrides, status, target)
     with TemporaryDirectory(prefix="detente-bench-memory-") as temporary:
         out = args.out or Path(temporary)
         cmd = run_command(args, str(out), overrides)
-        if overrides:
-            print(f"LocalServer overrides: {overrides}")
         started = time.perf_counter()
         process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:
@@ -306,7 +399,14 @@ def main(argv: list[str] | None = None) -> int:
         latencies, tokens, folder = model_calls(out)
         if args.out is not None and folder is not None:
             print(f"run folder: {folder}")
-        summary = report(trace, wall, latencies, tokens, target, process.returncode)
+        status = process.returncode
+        summary = report(trace, wall, latencies, tokens, target, status)
+    return finish(args, summary, trace, overrides, status, target)
+
+
+def finish(args: argparse.Namespace, summary: dict[str, object], trace: Trace,
+           overrides: dict[str, object], status: int, target: int) -> int:
+    """Write the samples and the summary where asked; the exit status."""
     summary["overrides"] = {k: repr(v) for k, v in overrides.items()}
     if args.csv is not None:
         with args.csv.open("w", newline="") as handle:
@@ -316,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                 writer.writerow([f"{s.seconds:.2f}", s.main, s.children, s.total, s.processes])
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    if process.returncode != 0:
+    if status != 0:
         return 2
     return 0 if trace.peak("total") <= target else 1
 

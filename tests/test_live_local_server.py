@@ -136,6 +136,23 @@ def test_seed_makes_sampling_repeatable(server: LocalServer) -> None:
     assert first.raw_texts == second.raw_texts
 
 
+def _resident(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_prompt_cache_entries_stay_small(server: LocalServer) -> None:
+    """Each cached prompt costs its KV state and n_batch rows of logits, not a row per token:
+    with llama_cpp.server's default --logits_all true, each 800-token entry held 0.3 GB."""
+    assert server.pid is not None
+    before = _resident(server.pid)
+    with _client(server) as client:
+        for party in ("Ruritania", "Borduria"):
+            system = f"You negotiate for {party}. " + "Keep the river border. " * 160
+            client.complete([{"role": "system", "content": system}, MESSAGES[1]], Move)
+    grown = _resident(server.pid) - before
+    assert grown < 150_000_000, f"two cached prompts took {grown / 1e6:.0f} MB"
+
+
 def test_json_schema_mode_is_refused_by_llama_server(server: LocalServer) -> None:
     with (
         _client(server, structured_mode="json_schema") as client,

@@ -42,7 +42,7 @@ INSTALL_HINT = "pip install 'detente[local]'"
 # Runs `llama_cpp.server` as `python -m` would, plus a watchdog thread: if this process's parent
 # dies without stopping it (SIGKILL, a closed terminal), the server stops its own process group
 # instead of living on as an orphan.
-_LAUNCHER = """\
+_WATCHDOG = """\
 import os, runpy, signal, sys, threading, time
 parent = os.getppid()
 def watch():
@@ -52,13 +52,46 @@ def watch():
     time.sleep(5.0)
     os._exit(1)
 threading.Thread(target=watch, name="orphan-watchdog", daemon=True).start()
+"""
+
+# llama-cpp-python's RAM prompt cache stores with each prompt's KV state a copy of the model's
+# logits rows (n_batch x 49,152 floats for SmolLM2: 25 MB at n_batch 128, 100 MB at 512; a row
+# per prompt token with --logits_all), and its size counts only the KV state. Without
+# --logits_all those rows are never read (sampling reads llama.cpp's own logits, and a restored
+# state is evaluated again before sampling): keep one row, which `load_state` broadcasts back.
+# The server's cache then holds what its size says. Left as is with --logits_all true.
+_LEAN_CACHE = """\
+_flags = sys.argv[1:]
+_logits_all = [_flags[i + 1] for i in range(len(_flags) - 1) if _flags[i] == "--logits_all"]
+if _logits_all and _logits_all[-1].strip().lower() in ("false", "0", "no", "off", "f", "n"):
+    try:
+        import llama_cpp
+
+        class LeanRAMCache(llama_cpp.LlamaRAMCache):
+            def __setitem__(self, key, value):
+                scores = getattr(value, "scores", None)
+                if getattr(scores, "ndim", 0) == 2 and len(scores) > 1:
+                    value.scores = scores[-1:].copy()
+                super().__setitem__(key, value)
+
+        llama_cpp.LlamaRAMCache = LeanRAMCache
+    except Exception as exc:  # an older or newer llama_cpp: its own cache, as is
+        print(f"detente: prompt cache left as is ({exc!r})", file=sys.stderr)
+"""
+
+_RUN_SERVER = """\
 sys.argv = ["llama_cpp.server", *sys.argv[1:]]
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
+_LAUNCHER = _WATCHDOG + _LEAN_CACHE + _RUN_SERVER
+
 _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
 _LOG_TAIL_LINES = 25
 _PORT_ATTEMPTS = 3
+# The prompt cache's bound: five parties' KV states of about 2,000 tokens of SmolLM2-135M
+# (24 KB a token), with room to spare (see LocalServer).
+PROMPT_CACHE_BYTES = 256 * 1024 * 1024
 
 
 class LocalModelError(DetenteError):
@@ -136,9 +169,17 @@ class LocalServer:
     wait for each other, so when other processes compete for the cores, fewer threads are
     steadier: on a busy 2-core machine 1/1 took 11-17 s per 1000-token call where 2/2 had
     outliers of 70 s (idle machine: 1/1 13 s, 1/2 8.5 s, 2/2 8 s).
-    `prompt_cache` keeps the KV state of recent prompts in RAM (`--cache`, about 27 MB each), so
-    an agent whose conversation grew since its last turn only pays for the new tokens even when
-    other agents spoke in between.
+    `prompt_cache` keeps the KV state of recent prompts in RAM (`--cache`), so an agent whose
+    conversation grew since its last turn only pays for the new tokens even when other agents
+    spoke in between. `prompt_cache_bytes` bounds it (least recently used states go first):
+    the default holds five parties' states of about 2,000 tokens each (24 KB a token for
+    SmolLM2-135M). Memory, measured with `bench/bench_memory.py` (issue 15): llama_cpp.server
+    keeps every prompt position's logits by default (`--logits_all`, n_ctx x 49,152 floats,
+    0.8 GB at 4096) and copies them into each cache entry next to its KV state, which the cache
+    size does not count, so a run with a 1 GB cache reached 12 GB. detente never asks for
+    logprobs, so the server runs with `--logits_all false`; each entry then still copies
+    `n_batch` rows of logits (0.2 MB a row), hence `n_batch=128`, which reads prompts as fast
+    as 512 on this model (same CPU time per 1,400-token prompt, within 5%).
     """
 
     def __init__(
@@ -146,10 +187,11 @@ class LocalServer:
         model_path: Path | str,
         *,
         n_ctx: int = 4096,
+        n_batch: int = 128,
         n_threads: int | None = None,
         n_threads_batch: int | None = None,
         prompt_cache: bool = True,
-        prompt_cache_bytes: int = 1 << 30,
+        prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
         model_alias: str = DEFAULT_ALIAS,
         chat_format: str | None = None,
         log_path: Path | str | None = None,
@@ -159,6 +201,7 @@ class LocalServer:
     ) -> None:
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
+        self.n_batch = n_batch
         cores = max(os.cpu_count() or 1, 1)
         self.n_threads = n_threads if n_threads is not None else max(cores // 2, 1)
         self.n_threads_batch = n_threads_batch if n_threads_batch is not None else cores
@@ -213,6 +256,10 @@ class LocalServer:
             str(self.port),
             "--n_ctx",
             str(self.n_ctx),
+            "--n_batch",
+            str(self.n_batch),
+            "--logits_all",
+            "false",  # detente needs no logprobs; true keeps n_ctx x vocabulary floats
             "--n_threads",
             str(self.n_threads),
             "--n_threads_batch",
