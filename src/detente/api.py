@@ -34,12 +34,13 @@ if TYPE_CHECKING:
     from detente.comparison import Comparison, GroupBy
     from detente.config import Layer
     from detente.costs import Budget
+    from detente.designs import Design
     from detente.estimate import SweepEstimate
     from detente.events import AgentSettings
     from detente.loading import ScenarioBundle
     from detente.runner import RunObserver
     from detente.runs import RunFolder
-    from detente.sweeps import Executor, SweepEntry, SweepManifest
+    from detente.sweeps import DesignCell, Executor, SweepEntry, SweepManifest
 
 Agents = str | Sequence[str] | Mapping[str, str] | None
 """Who plays: "all=scripted:boulware", ["us=gpt-4o", "all=scripted:linear"], or a mapping of
@@ -260,16 +261,23 @@ def scenario_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+Levels = str | float | Sequence[str | float] | None
+"""A setting's levels in a sweep: one value, `"0,0.7"` or `[0, 0.7]` (more than one: a
+factor of the sweep's design)."""
+
+
 def sweep(
     scenarios: str | Path | Sequence[str | Path],
-    seeds: int = 3,
+    seeds: int | None = None,
     *,
     agents: Agents = None,
     concurrency: int = 2,
-    rounds: int | None = None,
-    model: str | None = None,
+    rounds: int | Sequence[int] | str | None = None,
+    model: str | Sequence[str] | None = None,
     base_url: str | None = None,
     assist: Assist = None,
+    temperature: Levels = None,
+    protocol: str | Sequence[str] | None = None,
     timeout: float | None = None,
     max_connections: int | None = None,
     config: str | Path | None = None,
@@ -285,8 +293,15 @@ def sweep(
     cache: bool = True,
     prices: str | Path | None = None,
 ) -> Sweep:
-    """Every scenario (file or folder of variants) x seeds 0..seeds-1, into one sweep folder;
-    running the same sweep again skips what is complete and resumes or retries the rest.
+    """Every scenario (file or folder of variants) x seeds 0..seeds-1 (default 3), into one
+    sweep folder; running the same sweep again skips what is complete and resumes or retries
+    the rest.
+
+    A factorial design (`detente.designs`): a design file as the one scenario
+    (`sweep("design.yaml")`), or settings with more than one level: `agents="russia=gpt-4o,
+    scripted:boulware"` (comma-separated levels of one seat), `temperature="0,0.7"`,
+    `assist="none,table"`, `model=[...]`, `protocol=[...]`, `rounds=[4, 8]`. The sweep runs the
+    cross product and records each run's levels in `sweep.json` and its header.
 
     `budget`: a limit in US dollars on what the whole sweep's model calls cost (with the
     `local` executor), shared by its runs; once a call could exceed it every run stops (status
@@ -295,27 +310,25 @@ def sweep(
     answers every request it has seen, so a sweep run again, or in another folder, repeats no
     call already paid for. `prices`: a price file over the shipped table (`detente.costs`)."""
     from detente.config import resolve_agents
-    from detente.costs import prices_from
-    from detente.endpoints import embedded_server, preflight
-    from detente.files import RunLock
     from detente.loading import load_bundle
-    from detente.sweeps import (
-        logged_sweep_spend,
-        plan_sweep,
-        run_sweep,
-        save_manifest,
-        sweep_name,
-    )
+    from detente.sweeps import plan_sweep, sweep_name
 
     given = [scenarios] if isinstance(scenarios, str | Path) else list(scenarios)
+    design = design_of(given, seeds, agents=agents, rounds=rounds, model=model, assist=assist,
+                       temperature=temperature, protocol=protocol)
+    if design is not None:
+        return _design_sweep(
+            design, config=config, base_url=base_url, timeout=timeout,
+            max_connections=max_connections, concurrency=concurrency, out=out, name=name,
+            log_prompts=log_prompts, executor=executor, address=address, on_start=on_start,
+            on_done=on_done, notice=notice, budget=budget, cache=cache, prices=prices)
+    rounds = _one_round_limit(rounds)
+    seeds = 3 if seeds is None else seeds
     bundles = [load_bundle(f) for f in scenario_files(given)]
-    ids = [b.scenario.id for b in bundles]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise InputError("detente sweep", [Problem("SCENARIO", "scenario ids must be unique in a "
-                                                   f"sweep; repeated: {', '.join(dupes)}")])
-    layers = _layers(agents, config, model=model, base_url=base_url, assist=assist,
-                     timeout=timeout, max_connections=max_connections)
+    _unique_ids(bundles)
+    layers = _layers(agents, config, model=_one(model), base_url=base_url, assist=assist,
+                     timeout=timeout, max_connections=max_connections,
+                     temperature=_one_temperature(temperature))
     # No seed here: every run of the sweep sends its own seed to the model.
     teams = {b.scenario.id: resolve_agents(b.scenario, layers) for b in bundles}
     seats = sorted({p for team in teams.values() for p, a in team.items() if a.kind == "human"})
@@ -325,7 +338,29 @@ def sweep(
                                             "detente run")])
     seed_list = list(range(seeds))
     sweep_dir = Path(out) / (name or sweep_name(bundles, seed_list, teams, rounds))
-    every = {f"{sid}/{p}": s for sid, team in teams.items() for p, s in team.items()}
+    return _run_planned(sweep_dir, teams, lambda served: plan_sweep(
+        sweep_dir, bundles, seed_list, served, rounds, log_prompts), config=config,
+        concurrency=concurrency, executor=executor, address=address, on_start=on_start,
+        on_done=on_done, notice=notice, budget=budget, cache=cache, prices=prices)
+
+
+def _run_planned(
+    sweep_dir: Path, teams: dict[str, dict[str, AgentSettings]],
+    plan: Callable[[dict[str, dict[str, AgentSettings]]], SweepManifest], *,
+    config: str | Path | None, concurrency: int, executor: Executor, address: str | None,
+    on_start: Callable[[SweepManifest], None] | None,
+    on_done: Callable[[SweepEntry], None] | None, notice: Callable[[str], None] | None,
+    budget: float | None, cache: bool, prices: str | Path | None,
+) -> Sweep:
+    """Serve the embedded model if some agent needs it, plan the manifest with the agents as
+    served (`plan`), and run the sweep under its budget."""
+    from detente.costs import prices_from
+    from detente.endpoints import embedded_server, preflight
+    from detente.files import RunLock
+    from detente.sweeps import logged_sweep_spend, run_sweep, save_manifest
+
+    # A team key may hold a slash (a design's cell): the party is after the last one.
+    every = {f"{key}/{p}": s for key, team in teams.items() for p, s in team.items()}
     if budget is not None and executor != "local":
         raise InputError("--budget", [Problem("", "a sweep's budget is kept by one process: use "
                                               "it with --executor local")])
@@ -333,9 +368,9 @@ def sweep(
             embedded_server(every, None, notice=notice or _quiet) as served:
         preflight(served)
         for key, settings in served.items():
-            sid, party = key.split("/", 1)
-            teams[sid][party] = settings
-        manifest = plan_sweep(sweep_dir, bundles, seed_list, teams, rounds, log_prompts)
+            team, party = key.rsplit("/", 1)
+            teams[team][party] = settings
+        manifest = plan(teams)
         limit = budget if budget is not None else manifest.budget_usd
         if limit is not None and executor != "local":
             raise InputError("--budget", [Problem("", f"this sweep has a budget "
@@ -353,36 +388,358 @@ def sweep(
     return Sweep(sweep_dir, manifest)
 
 
+def _unique_ids(bundles: Sequence[ScenarioBundle]) -> None:
+    ids = [b.scenario.id for b in bundles]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputError("detente sweep", [Problem("SCENARIO", "scenario ids must be unique in a "
+                                                   f"sweep; repeated: {', '.join(dupes)}")])
+
+
+def _one(value: str | Sequence[str] | None) -> str | None:
+    """A setting given once (a design has taken any with several levels)."""
+    from detente.designs import comma_levels
+
+    levels = comma_levels(value)
+    return levels[0] if levels else None
+
+
+def _one_temperature(value: Levels) -> float | None:
+    text = _one(value)  # type: ignore[arg-type]
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError("--temperature", [Problem(text, "expected a number, e.g. 0.7, or "
+                                                   "comma-separated levels: 0,0.7")]) from None
+
+
+def _one_round_limit(value: int | Sequence[int] | str | None) -> int | None:
+    from detente.designs import comma_levels
+
+    levels = comma_levels(value)
+    return _round_limit(levels[0], "--rounds") if levels else None
+
+
+def _round_limit(text: str, where: str) -> int:
+    try:
+        rounds = int(text)
+    except ValueError:
+        rounds = 0
+    if not 1 <= rounds <= 100:
+        raise InputError(where, [Problem(text, "expected a whole number of rounds from 1 to "
+                                         "100")])
+    return rounds
+
+
+def design_of(
+    given: Sequence[str | Path], seeds: int | None, *, agents: Agents = None,
+    rounds: int | Sequence[int] | str | None = None, model: str | Sequence[str] | None = None,
+    assist: Assist = None, temperature: Levels = None,
+    protocol: str | Sequence[str] | None = None,
+) -> Design | None:
+    """The sweep's design (`detente.designs`), or None for a sweep of scenarios and seeds
+    alone: a design file given as the one scenario, or a setting with several levels (more
+    than one spec for a seat, temperatures, assist modes, models, protocols, round limits).
+    What the command line gives once is a fixed setting; with several levels, a factor that
+    replaces the design file's."""
+    from detente.designs import (
+        Design,
+        comma_levels,
+        is_design_file,
+        load_design,
+        split_levels,
+    )
+
+    files = [Path(g) for g in given]
+    design: Design | None = None
+    if len(files) == 1 and is_design_file(files[0]):
+        design = load_design(files[0])
+    elif any(is_design_file(f) for f in files):
+        raise InputError("detente sweep", [Problem("SCENARIO", "a design file is the sweep's "
+                                                   "only argument: list scenarios in it")])
+    fixed, factors = split_levels(_specs(agents))
+    assist_specs = _specs(assist)
+    whole = [a for a in assist_specs if "=" not in a or a.startswith("all=")]
+    assist_levels = [lv for a in whole for lv in comma_levels(a.removeprefix("all="))]
+    if any("," in a for a in assist_specs if a not in whole):
+        raise InputError("--assist", [Problem("", "levels of one party's assist are not a "
+                                              "factor; give levels for every LLM agent: "
+                                              "--assist none,table")])
+    for name, levels in (("model", comma_levels(model)), ("temperature",
+                         comma_levels(temperature)), ("assist", assist_levels),
+                         ("protocol", comma_levels(protocol)),
+                         ("max_rounds", comma_levels(rounds))):
+        if len(levels) > 1 or (name == "protocol" and levels):
+            factors[name] = levels
+    if design is None and not factors:
+        return None
+    if design is None:
+        design = Design(scenarios=files, seeds=list(range(3 if seeds is None else seeds)))
+    elif seeds is not None:
+        design.seeds = list(range(seeds))
+    design.factors.update(factors)
+    design.agents = [*design.agents, *fixed]
+    if "max_rounds" not in factors and (one := comma_levels(rounds)):
+        design.settings["rounds"] = one[0]
+    if "model" not in factors and (one := comma_levels(model)):
+        design.settings["model"] = one[0]
+    if "temperature" not in factors and (one := comma_levels(temperature)):
+        design.settings["temperature"] = one[0]
+    if "assist" not in factors and assist_levels:
+        design.settings["assist"] = assist_levels[0]
+    design.settings["_assist_parties"] = [a for a in assist_specs if a not in whole]
+    return design
+
+
+@dataclass
+class _DesignPlan:
+    cells: list[DesignCell]
+    teams: dict[str, dict[str, AgentSettings]]
+    factors: dict[str, list[str]]
+    name: str
+
+
+def _plan_design(design: Design, layers: list[Layer], folder: Path | None,
+                 sweep_folder: Callable[[str], Path]) -> _DesignPlan:
+    """Every cell of `design` with who plays it and its round limit; protocol levels become
+    variants of their scenario in `folder / "scenarios"` (the sweep folder, named by
+    `sweep_folder(identity)` once the cells are known, when `folder` is None)."""
+    from detente.config import Layer, resolve_agents
+    from detente.designs import AGENT_PREFIX, LLM_LEVEL, cells, design_identity
+    from detente.errors import did_you_mean
+    from detente.events import ASSIST_MODES
+    from detente.loading import load_bundle
+    from detente.protocols import PROTOCOLS
+    from detente.sweeps import DesignCell
+
+    bundles = {f: load_bundle(f) for f in scenario_files(design.scenarios)}
+    _unique_ids(list(bundles.values()))
+    where = str(design.source or "detente sweep")
+    for name, levels in design.factors.items():
+        for level in levels:
+            problem = None
+            if name == "temperature":
+                try:
+                    float(level)
+                except ValueError:
+                    problem = "expected a number"
+            elif name == "assist" and level not in ASSIST_MODES:
+                problem = f"expected one of: {', '.join(ASSIST_MODES)}"
+            elif name == "protocol" and level not in PROTOCOLS.names():
+                problem = (f"unknown protocol{did_you_mean(level, PROTOCOLS.names())}; "
+                           f"expected one of: {', '.join(PROTOCOLS.names())}")
+            elif name == "max_rounds":
+                _round_limit(level, f"{where}: factors.{name}")
+            if problem:
+                raise InputError(where, [Problem(f"factors.{name}", f"level {level!r}: "
+                                                 f"{problem}")])
+    fixed_rounds = design.settings.get("rounds")
+    if fixed_rounds is not None:
+        fixed_rounds = _round_limit(str(fixed_rounds), f"{where}: settings.rounds")
+
+    def default_model(party: str, cell_model: str | None) -> str | None:
+        if cell_model is not None:
+            return cell_model
+        for layer in layers:
+            found = layer.per_party.get(party, {}).get("model") or layer.defaults.get("model")
+            if found:
+                return str(found)
+        return None
+
+    planned = cells(design, [(b.path, b.scenario.id) for b in bundles.values()])
+    teams: dict[str, dict[str, AgentSettings]] = {}
+    recorded: dict[str, dict[str, str]] = {}
+    rounds: dict[str, int | None] = {}
+    placeholder = "detente-design-llm"
+    for cell in planned:
+        top = Layer("design")
+        llm_seats: list[str] = []
+        for name, level in cell.levels.items():
+            if name.startswith(AGENT_PREFIX):
+                party = name[len(AGENT_PREFIX):]
+                if level == LLM_LEVEL:
+                    found = default_model(party, cell.levels.get("model"))
+                    top.specs[party] = found or placeholder
+                    if found is None:
+                        llm_seats.append(party)
+                else:
+                    top.specs[party] = level
+            elif name == "model":
+                top.defaults["model"] = level
+            elif name == "temperature":
+                top.defaults["temperature"] = float(level)
+            elif name == "assist":
+                top.defaults["assist"] = level
+        bundle = bundles[cell.scenario]
+        team = resolve_agents(bundle.scenario, [top, *layers])
+        for party in llm_seats:
+            team[party] = team[party].model_copy(update={"model": None})
+        teams[cell.key] = team
+        as_played = dict(cell.levels)
+        for name in as_played:
+            if name.startswith(AGENT_PREFIX) and name[len(AGENT_PREFIX):] in team:
+                played = team[name[len(AGENT_PREFIX):]]
+                as_played[name] = "embedded model" if played.kind == "llm" and \
+                    played.model is None else played.label()
+        recorded[cell.key] = as_played
+        rounds[cell.key] = (_round_limit(cell.levels["max_rounds"], "max_rounds")
+                            if "max_rounds" in cell.levels else fixed_rounds)
+    hashes = {b.scenario.id: b.content_hash for b in bundles.values()}
+    identity = design_identity(design, hashes, {
+        k: {p: s.model_dump(exclude={"base_url", "local_model"}) for p, s in t.items()}
+        for k, t in teams.items()})
+    target = folder if folder is not None else sweep_folder(identity)
+    variants: dict[tuple[Path, str], ScenarioBundle] = {}
+    out: list[DesignCell] = []
+    for cell in planned:
+        bundle = bundles[cell.scenario]
+        chosen = cell.levels.get("protocol")
+        if chosen is not None and chosen != bundle.scenario.protocol_spec().name:
+            from detente.designs import protocol_variant
+
+            key = (cell.scenario, chosen)
+            if key not in variants:
+                variants[key] = load_bundle(protocol_variant(
+                    bundle.path, bundle.scenario.id, chosen, target / "scenarios"))
+            bundle = variants[key]
+        out.append(DesignCell(key=cell.key, bundle=bundle, levels=recorded[cell.key],
+                              rounds=rounds[cell.key]))
+    factors = {"scenario": [b.scenario.id for b in bundles.values()], **design.factors}
+    for name in factors:
+        if name.startswith(AGENT_PREFIX):  # the levels as recorded: who played
+            factors[name] = list(dict.fromkeys(c.levels[name] for c in out))
+    return _DesignPlan(cells=out, teams=teams, factors=factors, name=identity)
+
+
+def _design_layers(design: Design, config: str | Path | None, **flags: Any) -> list[Layer]:
+    """The layers under a design's cells: the command line, the design file's fixed agents
+    and settings, the environment, the config file."""
+    from detente.config import Layer, env_layer, file_layer, flag_layer, parse_agent_flags
+
+    settings = {k: v for k, v in design.settings.items() if not k.startswith("_")}
+    per_party_assist = design.settings.get("_assist_parties", [])
+    command = flag_layer(agents=[], assist=per_party_assist, model=None,
+                         **{k: v for k, v in flags.items() if v is not None})
+    from_file = Layer(str(design.source or "design"),
+                      defaults={k: v for k, v in settings.items() if k != "rounds"},
+                      specs=parse_agent_flags(design.agents,
+                                              str(design.source or "--agent")))
+    if "temperature" in from_file.defaults:
+        from_file.defaults["temperature"] = _one_temperature(str(from_file.defaults[
+            "temperature"]))
+    return [command, from_file, env_layer(),
+            file_layer(Path(config) if config is not None else None)]
+
+
+def _design_sweep(
+    design: Design, *, config: str | Path | None, base_url: str | None,
+    timeout: float | None, max_connections: int | None, concurrency: int, out: str | Path,
+    name: str | None, log_prompts: bool, executor: Executor, address: str | None,
+    on_start: Callable[[SweepManifest], None] | None,
+    on_done: Callable[[SweepEntry], None] | None, notice: Callable[[str], None] | None,
+    budget: float | None, cache: bool, prices: str | Path | None,
+) -> Sweep:
+    """A sweep of a design's cells x seeds (see `sweep`)."""
+    import shutil
+
+    from detente.designs import DESIGN_FILE
+    from detente.sweeps import plan_sweep
+
+    layers = _design_layers(design, config, base_url=base_url, timeout=timeout,
+                            max_connections=max_connections)
+    named = name or design.name
+    plan = _plan_design(design, layers, Path(out) / named if named else None,
+                        lambda identity: Path(out) / identity)
+    sweep_dir = Path(out) / (named or plan.name)
+    seats = sorted({p for team in plan.teams.values() for p, a in team.items()
+                    if a.kind == "human"})
+    if seats:
+        raise InputError("agents", [Problem(", ".join(seats), "a person cannot play a seat in a "
+                                            "sweep (its runs go on at once, unattended); use "
+                                            "detente run")])
+    copied: str | None = None
+    if design.source is not None:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        target = sweep_dir / DESIGN_FILE
+        if design.source.resolve() != target.resolve():
+            shutil.copyfile(design.source, target)
+        copied = DESIGN_FILE
+    return _run_planned(sweep_dir, plan.teams, lambda served: plan_sweep(
+        sweep_dir, [], design.seeds, served, None, log_prompts, cells=plan.cells,
+        factors=plan.factors, design_file=copied), config=config, concurrency=concurrency,
+        executor=executor, address=address, on_start=on_start, on_done=on_done, notice=notice,
+        budget=budget, cache=cache, prices=prices)
+
+
 def estimate(
     scenarios: str | Path | Sequence[str | Path],
-    seeds: int = 3,
+    seeds: int | None = None,
     *,
     agents: Agents = None,
-    rounds: int | None = None,
-    model: str | None = None,
+    rounds: int | Sequence[int] | str | None = None,
+    model: str | Sequence[str] | None = None,
     base_url: str | None = None,
     assist: Assist = None,
+    temperature: Levels = None,
+    protocol: str | Sequence[str] | None = None,
     config: str | Path | None = None,
     prices: str | Path | None = None,
 ) -> SweepEstimate:
     """What `sweep` with these arguments would cost, estimated before anything is spent:
-    model calls, prompt and completion tokens and dollars per scenario, and their upper bounds
-    (see `detente.estimate`). Nothing is called, started or written."""
+    model calls, prompt and completion tokens and dollars per scenario (per cell of a design),
+    and their upper bounds (see `detente.estimate`). Nothing is called, started or written."""
     from detente.config import resolve_agents
     from detente.costs import prices_from
     from detente.estimate import estimate_sweep
     from detente.loading import load_bundle
 
     given = [scenarios] if isinstance(scenarios, str | Path) else list(scenarios)
+    design = design_of(given, seeds, agents=agents, rounds=rounds, model=model, assist=assist,
+                       temperature=temperature, protocol=protocol)
+    if design is not None:
+        return _estimate_design(design, config=config, base_url=base_url, prices=prices)
     bundles = [load_bundle(f) for f in scenario_files(given)]
-    layers = _layers(agents, config, model=model, base_url=base_url, assist=assist)
+    layers = _layers(agents, config, model=_one(model), base_url=base_url, assist=assist,
+                     temperature=_one_temperature(temperature))
     teams = {b.scenario.id: resolve_agents(b.scenario, layers) for b in bundles}
+    _no_person(teams)
+    with prices_from(prices, config):
+        return estimate_sweep(bundles, teams, 3 if seeds is None else seeds,
+                              _one_round_limit(rounds))
+
+
+def _no_person(teams: Mapping[str, Mapping[str, AgentSettings]]) -> None:
     seats = sorted({p for team in teams.values() for p, a in team.items() if a.kind == "human"})
     if seats:
         raise InputError("agents", [Problem(", ".join(seats), "a person cannot play a seat in a "
                                             "sweep; use detente run")])
-    with prices_from(prices, config):
-        return estimate_sweep(bundles, teams, seeds, rounds)
+
+
+def _estimate_design(design: Design, *, config: str | Path | None, base_url: str | None,
+                     prices: str | Path | None) -> SweepEstimate:
+    """A design's estimate: one line per cell (its scenario id and levels), nothing kept."""
+    import tempfile
+
+    from detente.costs import active_prices, prices_from
+    from detente.estimate import SweepEstimate, estimate_scenario
+
+    layers = _design_layers(design, config, base_url=base_url)
+    with tempfile.TemporaryDirectory(prefix="detente-design-") as scratch, \
+            prices_from(prices, config):
+        plan = _plan_design(design, layers, Path(scratch), lambda _: Path(scratch))
+        _no_person(plan.teams)
+        table = active_prices()
+        lines = []
+        for cell in plan.cells:
+            line = estimate_scenario(cell.bundle, plan.teams[cell.key], len(design.seeds),
+                                     cell.rounds, table)
+            shown = ", ".join(f"{k}={v}" for k, v in cell.levels.items() if k != "scenario")
+            lines.append(line.model_copy(update={
+                "scenario_id": f"{cell.levels['scenario']} [{shown}]" if shown
+                else cell.levels["scenario"]}))
+        return SweepEstimate(scenarios=lines, price_source=table.source)
 
 
 def analyze(scenario: str | Path, *, frontier: bool = True) -> Analysis:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from detente.errors import InputError, Problem
 from detente.scenario import Package, WalkAwayChange
 
-EVENT_FORMAT_VERSION = 5
+EVENT_FORMAT_VERSION = 6
 """2: per-turn request hashes and settings (`llm`), value estimates, refused proposals, tool
 calls, the assist setting and the quote key. 3: the protocol in the header; proposals,
 responses and tallies may be private to some parties (`visible_to`) and belong to a `phase`;
@@ -28,8 +28,9 @@ their turns are marked `human`). Also in 4: events during the talks (`inject`: n
 incident, a summit, a change of a party's walk-away), logged when their round
 starts. 5: budgets (`budget` in the header and on resume, the
 `budget` status), answers from the response cache (`LLMCall.cached`, `cached_requests`,
-`cached_usage`), and error events carry what a turn cut short had spent (`usage`, `llm`). Logs
-of formats 1 to 4 still read."""
+`cached_usage`), and error events carry what a turn cut short had spent (`usage`, `llm`). 6: the
+header's `factors` (a run of a sweep design: the level of each factor). Logs of formats 1 to 5
+still read."""
 
 Phase = Literal["plenary", "bilateral"]
 
@@ -206,6 +207,10 @@ class RunHeader(_Event):
     budget: BudgetSetting | None = None
     """The spending limit the run started with (None: none); a resume may set another (see
     `Resumed.budget`)."""
+    factors: dict[str, str] = {}
+    """A run of a sweep: the level of each factor of its design (`scenario`, `agent:russia`,
+    `temperature`, ...; see `detente.designs`), as text. Empty in runs made alone and in logs
+    written before format 6."""
 
 
 class LLMCall(BaseModel):

@@ -53,10 +53,11 @@ def run_on_ray(
     while queue or running:
         while queue and len(running) < max(1, concurrency):
             entry = queue.pop(0)
-            agents = manifest.agents[entry.scenario_id]
+            agents = manifest.team(entry)
             ref = task.remote(entry.scenario_path, str((sweep_dir / entry.run_dir).resolve()),
                               {p: s.model_dump() for p, s in agents.items()}, entry.seed,
-                              manifest.rounds, manifest.log_prompts, cache, worker_prices())
+                              manifest.rounds_of(entry), manifest.log_prompts, cache,
+                              worker_prices(), entry.factors)
             running[ref] = (entry, time.perf_counter())
         ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:

@@ -136,6 +136,8 @@ class RunPlan:
     """A spending limit (`detente.costs.Budget`): the run's own, or its sweep's, shared."""
     cache: ResponseCache | None = None
     """Answers requests already answered (`detente.cache`); None: every call is made."""
+    factors: Mapping[str, str] | None = None
+    """A run of a sweep design: its level of each factor, recorded in the header."""
 
 
 def effective_settings(agents: Mapping[str, AgentSettings], seed: int) -> dict[str, AgentSettings]:
@@ -259,6 +261,7 @@ async def astart_run(
         protocol=protocol.name,
         protocol_params=protocol.settings(),
         budget=_budget_setting(plan.budget),
+        factors=dict(plan.factors or {}),
     )
     meter = _meter(settings.values(), plan.budget, plan.cache)
     observer = observer or _Silent()

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -43,6 +44,16 @@ from detente.loading import ScenarioBundle
 
 if TYPE_CHECKING:
     from detente.cache import ResponseCache
+
+
+@dataclass
+class DesignCell:
+    """A design's cell as a sweep runs it: its folder key, scenario, levels and round limit."""
+
+    key: str
+    bundle: ScenarioBundle
+    levels: dict[str, str]
+    rounds: int | None = None
 
 MANIFEST = "sweep.json"
 SWEEP_FORMAT_VERSION = 2
@@ -67,6 +78,12 @@ class SweepEntry(BaseModel):
     seconds: float | None = None
     cost: Cost | None = None
     """Its model calls: requests, tokens and dollars (see `detente.costs`), once it has run."""
+    factors: dict[str, str] = {}
+    """A design's run: the level of each factor (`scenario` first; see `detente.designs`)."""
+    team: str | None = None
+    """The key of who plays in `SweepManifest.agents` (None: the scenario id)."""
+    rounds: int | None = None
+    """A design's run: its round limit (None: the manifest's `rounds`)."""
 
 
 class SweepManifest(BaseModel):
@@ -83,6 +100,18 @@ class SweepManifest(BaseModel):
     log_prompts: bool = True
     budget_usd: float | None = None
     """The sweep's spending limit (the last one given; a rerun keeps it unless given another)."""
+    factors: dict[str, list[str]] = {}
+    """A design's factors and their levels (`scenario` first; empty for a sweep of scenarios
+    and seeds alone)."""
+    design_file: str | None = None
+    """The design file's copy in the sweep folder (see `detente.designs`), if it had one."""
+
+    def team(self, entry: SweepEntry) -> dict[str, AgentSettings]:
+        """Who plays in `entry`'s run."""
+        return self.agents[entry.team or entry.scenario_id]
+
+    def rounds_of(self, entry: SweepEntry) -> int | None:
+        return entry.rounds if entry.rounds is not None else self.rounds
 
     def counts(self) -> dict[str, int]:
         out = {"pending": 0, "complete": 0, "failed": 0, "budget": 0}
@@ -118,15 +147,30 @@ def plan_sweep(
     agents: Mapping[str, Mapping[str, AgentSettings]],
     rounds: int | None,
     log_prompts: bool = True,
+    cells: Sequence[DesignCell] | None = None,
+    factors: Mapping[str, Sequence[str]] | None = None,
+    design_file: str | None = None,
 ) -> SweepManifest:
-    """The manifest for this sweep: the existing one (statuses refreshed) or a new one."""
+    """The manifest for this sweep: the existing one (statuses refreshed) or a new one.
+
+    `cells`: a design's (see `detente.designs`): each run once per seed into
+    `<cell key>/seed-<n>`, played by `agents[cell key]`; `bundles` are then unused."""
     now = _now()
-    entries = [
-        SweepEntry(scenario_id=b.scenario.id, scenario_path=str(b.path), seed=seed,
-                   run_dir=f"{b.scenario.id}/seed-{seed}")
-        for b in bundles
-        for seed in seeds
-    ]
+    if cells is None:
+        entries = [
+            SweepEntry(scenario_id=b.scenario.id, scenario_path=str(b.path), seed=seed,
+                       run_dir=f"{b.scenario.id}/seed-{seed}")
+            for b in bundles
+            for seed in seeds
+        ]
+    else:
+        entries = [
+            SweepEntry(scenario_id=c.bundle.scenario.id, scenario_path=str(c.bundle.path),
+                       seed=seed, run_dir=f"{c.key}/seed-{seed}", team=c.key,
+                       rounds=c.rounds, factors=dict(c.levels))
+            for c in cells
+            for seed in seeds
+        ]
     created = now
     path = sweep_dir / MANIFEST
     old: SweepManifest | None = None
@@ -139,7 +183,9 @@ def plan_sweep(
                              seeds=list(seeds), rounds=rounds,
                              agents={k: dict(v) for k, v in agents.items()}, entries=entries,
                              log_prompts=log_prompts,
-                             budget_usd=old.budget_usd if old is not None else None)
+                             budget_usd=old.budget_usd if old is not None else None,
+                             factors={k: list(v) for k, v in (factors or {}).items()},
+                             design_file=design_file)
     for entry in manifest.entries:
         # The folder, not the manifest, says whether a run finished (the manifest may lag).
         status = finished_status(sweep_dir / entry.run_dir)
@@ -260,11 +306,12 @@ async def _run_local(
                 _record(sweep_dir, manifest, entry, "budget",
                         f"not started: {budget.refused}", 0.0, on_done)
                 return
-            agents = manifest.agents[entry.scenario_id]
+            agents = manifest.team(entry)
             status, detail, seconds = await arun_entry(
                 entry.scenario_path, str(sweep_dir / entry.run_dir),
-                {p: s.model_dump() for p, s in agents.items()}, entry.seed, manifest.rounds,
-                manifest.log_prompts, budget=budget, cache=store)
+                {p: s.model_dump() for p, s in agents.items()}, entry.seed,
+                manifest.rounds_of(entry), manifest.log_prompts, budget=budget, cache=store,
+                factors=entry.factors)
             _record(sweep_dir, manifest, entry, status, detail, seconds, on_done)
 
     await asyncio.gather(*(one(entry) for entry in todo))
@@ -294,11 +341,12 @@ def _run_processes(
         while queue or running:
             while queue and len(running) < workers:
                 entry = queue.pop(0)
-                agents = manifest.agents[entry.scenario_id]
+                agents = manifest.team(entry)
                 future = pool.submit(
                     run_entry, entry.scenario_path, str(sweep_dir / entry.run_dir),
-                    {p: s.model_dump() for p, s in agents.items()}, entry.seed, manifest.rounds,
-                    manifest.log_prompts, cache, worker_prices(),
+                    {p: s.model_dump() for p, s in agents.items()}, entry.seed,
+                    manifest.rounds_of(entry), manifest.log_prompts, cache, worker_prices(),
+                    entry.factors,
                 )
                 running[future] = entry
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -342,9 +390,11 @@ def run_entry(
     scenario_path: str, run_dir: str, agents: dict[str, dict[str, object]], seed: int,
     rounds: int | None, log_prompts: bool = True, cache: bool = False,
     prices: tuple[str | None, str | None] = (None, None),
+    factors: dict[str, str] | None = None,
 ) -> tuple[str, str | None, float]:
     """One run in a worker process: ("complete", outcome) or ("failed", reason), and seconds.
-    `prices`: the price file and config file of the sweep's process."""
+    `prices`: the price file and config file of the sweep's process; `factors`: the run's
+    levels of its design's factors."""
     from detente.cache import ResponseCache
     from detente.costs import prices_from
     from detente.runner import run_async
@@ -353,7 +403,7 @@ def run_entry(
     try:
         with prices_from(*prices):
             return run_async(arun_entry(scenario_path, run_dir, agents, seed, rounds,
-                                        log_prompts, cache=store))
+                                        log_prompts, cache=store, factors=factors))
     finally:
         if store is not None:
             store.close()
@@ -362,7 +412,7 @@ def run_entry(
 async def arun_entry(
     scenario_path: str, run_dir: str, agents: dict[str, dict[str, object]], seed: int,
     rounds: int | None, log_prompts: bool = True, budget: Budget | None = None,
-    cache: ResponseCache | None = None,
+    cache: ResponseCache | None = None, factors: Mapping[str, str] | None = None,
 ) -> tuple[str, str | None, float]:
     """One run on the running event loop: started, or resumed from its folder. ("complete",
     outcome), ("failed", reason) or ("budget", reason: stopped by the budget), and seconds."""
@@ -391,7 +441,8 @@ async def arun_entry(
             bundle = load_bundle(Path(scenario_path))
             plan = RunPlan(bundle=bundle, agents=settings, seed=seed, max_rounds=rounds,
                            log_prompts=log_prompts, budget=budget, cache=cache,
-                           quote_key=cached_quote_key(cache, bundle, settings, seed, rounds))
+                           quote_key=cached_quote_key(cache, bundle, settings, seed, rounds),
+                           factors=factors)
             record = await astart_run(plan, current, run_dir=folder)
     except RunStoppedByBudget as exc:
         return "budget", exc.reason, time.perf_counter() - started

@@ -29,18 +29,36 @@ if TYPE_CHECKING:
 
 @app.command()
 def sweep(
-    scenario_paths: list[Path] = typer.Argument(..., metavar="SCENARIO...",
-                                                help="Scenario or variant files (or folders)."),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds 0..N-1 for every scenario."),
+    scenario_paths: list[Path] = typer.Argument(
+        ..., metavar="SCENARIO...",
+        help="Scenario or variant files (or folders), or one design file (factors and levels; "
+             "see the README)."),
+    seeds: int | None = typer.Option(None, "--seeds", min=1,
+                                     help="Seeds 0..N-1 for every scenario (default 3, or the "
+                                          "design file's)."),
     concurrency: int = typer.Option(2, "--concurrency", min=1, help="Runs at once."),
-    rounds: int | None = typer.Option(None, "--rounds", min=1, max=100),
-    model: str | None = typer.Option(None, "--model", help="Model for every LLM agent."),
-    agent: list[str] = typer.Option([], "--agent", metavar="PARTY=SPEC",
-                                    help=agent_help()),
+    rounds: str | None = typer.Option(
+        None, "--rounds", metavar="N[,N...]",
+        help="Round limit, 1 to 100; several (4,8): a factor of the sweep."),
+    model: str | None = typer.Option(
+        None, "--model", metavar="MODEL[,MODEL...]",
+        help="Model for every LLM agent; several: a factor."),
+    agent: list[str] = typer.Option([], "--agent", metavar="PARTY=SPEC[,SPEC...]",
+                                    help=agent_help() + " Several specs for one seat "
+                                    "(russia=gpt-4o-mini,scripted:boulware): a factor "
+                                    "(agent:russia)."),
     base_url: str | None = typer.Option(None, "--base-url"),
     assist: list[str] = typer.Option(
         [], "--assist", metavar="[PARTY=]MODE",
-        help="none, table or tool, for every LLM party or one (as for detente run)."),
+        help="none, table or tool, for every LLM party or one (as for detente run); several "
+             "for every LLM party (none,table): a factor."),
+    temperature: str | None = typer.Option(
+        None, "--temperature", metavar="T[,T...]",
+        help="Temperature of every LLM agent; several (0,0.7): a factor."),
+    protocol: str | None = typer.Option(
+        None, "--protocol", metavar="NAME[,NAME...]",
+        help="Play every scenario under these protocols (a factor; detente plugins lists "
+             "them)."),
     log_prompts: bool = typer.Option(
         True, "--log-prompts/--no-log-prompts",
         help="Keep every model request and raw response in each run's prompts.jsonl."),
@@ -80,7 +98,10 @@ def sweep(
         help="Estimate the model calls, tokens and cost of the sweep, and stop: no model is "
              "called, nothing is written."),
 ) -> None:
-    """Run every scenario x seed into one sweep folder; rerunning skips what is complete."""
+    """Run every scenario x seed into one sweep folder; rerunning skips what is complete.
+
+    With a design (a design file, or settings with several comma-separated levels) the sweep
+    runs every combination of the levels x seed, and records each run's levels."""
     from detente import api
     from detente.comparison import SCRIPTED_SEEDS_NOTE, all_scripted
 
@@ -91,7 +112,8 @@ def sweep(
         raise InputError("--address", [Problem("", "--address is for --executor ray")])
     if dry_run:
         _estimate(api.estimate(scenario_paths, seeds, agents=agent, rounds=rounds, model=model,
-                               base_url=base_url, assist=assist, config=config, prices=prices))
+                               base_url=base_url, assist=assist, temperature=temperature,
+                               protocol=protocol, config=config, prices=prices))
         return
     progress = Progress(
         TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
@@ -105,10 +127,21 @@ def sweep(
         nonlocal task
         counts = manifest.counts()
         scenarios = len({e.scenario_id for e in manifest.entries})
+        seeds_n = len(manifest.seeds)
+        shape = (f"{len(manifest.agents)} cells of " + " x ".join(
+            f"{len(levels)} {name}" for name, levels in manifest.factors.items())
+            if manifest.factors else f"{scenarios} scenarios")
         console.print(f"Sweep {manifest_dir(manifest)}: {len(manifest.entries)} runs "
-                      f"({scenarios} scenarios x {seeds} seeds); {counts['complete']} "
+                      f"({shape} x {seeds_n} seeds); {counts['complete']} "
                       "already complete", markup=False, highlight=False)
-        if seeds > 1 and all(all_scripted(team.values()) for team in manifest.agents.values()):
+        if manifest.factors:
+            from detente.designs import scripted_note
+
+            note = scripted_note(manifest)
+            if note:
+                console.print(f"note: {note}", style="yellow", markup=False, highlight=False)
+        elif seeds_n > 1 and all(all_scripted(team.values())
+                                 for team in manifest.agents.values()):
             console.print(f"note: every agent is scripted: {SCRIPTED_SEEDS_NOTE}.",
                           style="yellow", markup=False, highlight=False)
         progress.start()
@@ -134,7 +167,8 @@ def sweep(
         try:
             done = api.sweep(
                 scenario_paths, seeds, agents=agent, concurrency=concurrency, rounds=rounds,
-                model=model, base_url=base_url, assist=assist, timeout=timeout,
+                model=model, base_url=base_url, assist=assist, temperature=temperature,
+                protocol=protocol, timeout=timeout,
                 max_connections=max_connections, config=config, out=out, name=name,
                 log_prompts=log_prompts, executor=executor,  # type: ignore[arg-type]
                 address=address, on_start=on_start, on_done=on_done, notice=notice,
@@ -165,18 +199,19 @@ def _summary(manifest: SweepManifest, sweep_dir: Path) -> None:
     table = Table(title=f"Sweep {manifest.name}")
     for col in ("scenario", "runs", "deal", "no deal", "deadlock", "failed", "budget",
                 "requests", "tokens", "cost"):
-        table.add_column(col, justify="left" if col == "scenario" else "right")
+        table.add_column(col, justify="left" if col == "scenario" else "right",
+                         overflow="fold")
     by: dict[str, dict[str, int]] = {}
     costs: dict[str, list[Cost]] = {}
     for e in manifest.entries:
-        row = by.setdefault(e.scenario_id, dict.fromkeys(keys, 0))
+        row = by.setdefault(_row_of(e), dict.fromkeys(keys, 0))
         row["runs"] += 1
         key = e.outcome if e.status == "complete" and e.outcome else (
             e.status if e.status in ("failed", "budget") else None)
         if key:
             row[key] += 1
         if e.cost is not None:
-            costs.setdefault(e.scenario_id, []).append(e.cost)
+            costs.setdefault(_row_of(e), []).append(e.cost)
     for sid, row in by.items():
         spent = total(costs.get(sid, []))
         table.add_row(sid, *(str(row[k]) for k in keys), *_cost_cells(spent))
@@ -194,6 +229,17 @@ def _summary(manifest: SweepManifest, sweep_dir: Path) -> None:
     console.print(line, markup=False, highlight=False)
     console.print(f"Manifest: {sweep_dir / 'sweep.json'}\nCompare: detente compare {sweep_dir}",
                   markup=False, highlight=False)
+    if manifest.factors:
+        varied = [f for f in manifest.factors if f != "scenario"]
+        console.print(f"By factor: detente compare {sweep_dir} --by "
+                      f"{varied[0] if varied else 'scenario'}; seats: detente leaderboard "
+                      f"{sweep_dir}", markup=False, highlight=False)
+
+
+def _row_of(entry: SweepEntry) -> str:
+    """A summary row: the scenario, or a design's cell (the scenario and its levels)."""
+    levels = [f"{k}={v}" for k, v in entry.factors.items() if k != "scenario"]
+    return f"{entry.scenario_id} [{', '.join(levels)}]" if levels else entry.scenario_id
 
 
 def _cost_cells(cost: Cost) -> tuple[str, str, str]:
