@@ -215,7 +215,9 @@ def test_load_runs_finds_every_finished_run_below_a_sweep_folder(sweep: Path) ->
     assert loaded.skipped[0].status == "error"
     run = next(r for r in loaded.runs if r.run_dir.endswith("baseline/seed-1"))
     assert run.fingerprint is not None and len(run.fingerprint) == 64
-    assert run.model_copy(update={"fingerprint": None}) == RunSummary(
+    assert run.factors["scenario"] == "baseline" and run.factors["seed"] == "1"
+    assert run.factors["agent:un_mediator"] == "scripted:nash"
+    assert run.model_copy(update={"fingerprint": None, "factors": {}}) == RunSummary(
         run_dir=str(sweep / "baseline" / "seed-1"), run_id="baseline-1", scenario_id="baseline",
         scenario_hash="h" * 64, seed=1, agents="all=scripted:conceder, un_mediator=scripted:nash",
         status="deal", deal=True,
@@ -569,13 +571,16 @@ def expected_cells(comparison: Comparison) -> list[str]:
         for kind in (g.options, g.terms):
             for counts in kind.values():
                 cells += list(counts) + [f"{n}/{g.deals}" for n in counts.values()]
-    for t in comparison.tests:
+    for t in comparison.tests:  # the p-values shown: Holm-corrected (more than one tested)
         if t.note is None:
-            cells.append(f"{100 * t.deal_rate_diff:+.0f} pts p {fmt_p(t.deal_rate_p).plain}")
+            assert comparison.correction == "holm"
+            cells.append(f"{100 * t.deal_rate_diff:+.0f} pts p "
+                         f"{fmt_p(t.metrics['deal_rate'].p_holm).plain}")
             for pt in t.parties.values():
-                cells.append(f"{pt.utility_diff:+.1f} p {fmt_p(pt.utility_p).plain}")
+                cells.append(f"{pt.utility_diff:+.1f} p "
+                             f"{fmt_p(pt.metrics['utility'].p_holm).plain}")
                 cells.append(f"{100 * pt.violation_diff:+.0f} pts p "
-                             f"{fmt_p(pt.violation_p).plain}")
+                             f"{fmt_p(pt.metrics['violation_rate'].p_holm).plain}")
     return cells
 
 

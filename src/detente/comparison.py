@@ -7,8 +7,17 @@ agreement, distance to the Nash package, each party's utility and red-line viola
 `compare_runs` groups the summaries by scenario id (one group per variant) and pools every metric
 per group, with 95% intervals (Wilson for rates, percentile bootstrap for means), plus the agreed
 options and the red lines broken; then it tests every other group against a reference group on
-the metrics marked `tested` (Fisher's exact test for rates, Mann-Whitney U for means). P-values
-are not corrected for multiple comparisons.
+the metrics marked `tested` (Fisher's exact test for rates, Mann-Whitney U for means). With more
+than one group tested against the reference, each measure's p-values are Holm-corrected over
+those comparisons (`MetricTest.p_holm`; `Comparison.correction`), and what is called
+significant is judged on the corrected ones.
+
+Groups may also be the levels of any factor (`compare_runs(by=["agent:russia"])`): `scenario`,
+`seed`, `agent:PARTY` (who played the seat), `model`, `temperature`, `assist`, `protocol`,
+`max_rounds`; a run of a sweep design records its levels in its header, and any other run's are
+read from its header (`run_factors`). A factor's group pools its runs over the levels of the
+other factors (a main effect); runs are then refused only when runs of one cell (the same level
+of every factor) differ in their inputs.
 
 A group never pools runs made from different inputs: runs whose scenario hash (the scenario and
 every brief) or whose settings (who played each party with which model, temperature, prompt,
@@ -35,7 +44,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer, model_validator
 
@@ -75,7 +84,13 @@ SCRIPTED_SEEDS_NOTE = ("scripted strategies ignore the seed, so each seed repeat
 """What `compare`, the report (and a sweep) say when every agent of a variant is scripted."""
 
 GroupBy = Literal["scenario", "agents", "scenario+agents"]
-"""What makes a group: the scenario id (the default), who played, or both."""
+"""What makes a group: the scenario id (the default), who played, or both (see also factors:
+`compare_runs(by=[...])`)."""
+FACTORS = ("scenario", "seed", "model", "temperature", "assist", "protocol", "max_rounds")
+"""Factors every run has (read from its header when its design did not record them), beside
+`agent:PARTY` for each seat."""
+NO_LLM = "-"
+"""The level of `model`, `temperature` and `assist` in a run without an LLM agent."""
 
 
 # --------------------------------------------------------------------------- one run
@@ -110,6 +125,8 @@ class RunSummary(BaseModel):
     fingerprint: str | None = None
     """`run_fingerprint` of the run: equal fingerprints mean identical runs (None: unknown,
     never equal to another run's)."""
+    factors: dict[str, str] = {}
+    """The run's level of every factor (`run_factors`)."""
 
 
 class SkippedRun(BaseModel):
@@ -158,14 +175,42 @@ def run_fingerprint(summary: RunSummary, header: RunHeader,
                     events: Iterable[Mapping[str, Any]]) -> str:
     """A hash of what makes a run this negotiation: its scenario contents and settings (not its
     seed, run id, quote key or paths), its events (`normalized_events`) and its outcome."""
+    # Not its factors either: a scripted run's seed and temperature levels change nothing.
     outcome = summary.model_dump(mode="json", exclude={"run_dir", "run_id", "seed",
-                                                       "fingerprint"})
+                                                       "fingerprint", "factors"})
     # What a run cost differs between copies (an answer from the cache is free).
     outcome["values"] = {k: v for k, v in outcome["values"].items()
                          if k not in {m.key for m in METRICS if not m.in_fingerprint}}
     document = {"scenario_hash": header.scenario_hash, "settings": run_settings(header),
                 "events": normalized_events(events), "outcome": outcome}
     return hashlib.sha256(_canonical(document).encode("utf-8")).hexdigest()
+
+
+def _number(value: float | None) -> str:
+    return "default" if value is None else f"{value:g}"
+
+
+def run_factors(header: RunHeader) -> dict[str, str]:
+    """The run's level of every factor (see `FACTORS`): those its sweep design recorded
+    (`RunHeader.factors`), the others read from the header. `model`, `temperature` and
+    `assist` are its LLM agents' (joined with `+` when they differ; `-` without any)."""
+    llm = [a for a in header.agents.values() if a.kind == "llm"]
+
+    def joined(values: Iterable[str]) -> str:
+        return "+".join(sorted(set(values))) or NO_LLM
+
+    derived = {
+        "scenario": header.scenario_id,
+        "seed": str(header.seed),
+        "model": joined(a.label() for a in llm),
+        "temperature": joined(_number(a.temperature) for a in llm),
+        "assist": joined(a.effective_assist() for a in llm),
+        "protocol": header.protocol or "default",
+        "max_rounds": str(header.max_rounds),
+    }
+    for party, settings in header.agents.items():
+        derived[f"agent:{party}"] = settings.label()
+    return {**derived, **header.factors}
 
 
 def summarize_run(run: RunFolder, events: Iterable[Mapping[str, Any]] | None = None
@@ -196,6 +241,7 @@ def summarize_run(run: RunFolder, events: Iterable[Mapping[str, Any]] | None = N
         values={m.key: m.read(run) for m in METRICS},
         settings=run_settings(header),
         upper_bound=result.upper_bound,
+        factors=run_factors(header),
     )
     if events is None:
         events = [e.model_dump(mode="json") for e in run.events]
@@ -443,6 +489,14 @@ class MetricTest(BaseModel):
     p: float | None
     """Two-sided p-value: Fisher's exact test for rates, Mann-Whitney U for means (None: not
     tested, see `PairTest.note`, or no variation)."""
+    p_holm: float | None = None
+    """`p` Holm-corrected over the comparison's groups tested against the reference on this
+    measure (None: not corrected: one group tested, or no p-value)."""
+
+    @property
+    def p_judged(self) -> float | None:
+        """The p-value significance is judged on: the corrected one, when there is one."""
+        return self.p_holm if self.p_holm is not None else self.p
 
 
 class _MetricTests(BaseModel):
@@ -462,6 +516,8 @@ class _MetricTests(BaseModel):
             stem = stems.get(key, key)
             data[f"{stem}_diff"] = test["diff"] if isinstance(test, dict) else None
             data[f"{stem}_p"] = test["p"] if isinstance(test, dict) else None
+            if isinstance(test, dict) and test.get("p_holm") is not None:
+                data[f"{stem}_p_holm"] = test["p_holm"]
         return data
 
     @model_validator(mode="before")
@@ -475,7 +531,8 @@ class _MetricTests(BaseModel):
             if m.tested and m.per_party == cls.PER_PARTY and (
                     f"{m.test_stem}_p" in data or f"{m.test_stem}_diff" in data):
                 tests[m.key] = {"diff": data.pop(f"{m.test_stem}_diff", None),
-                                "p": data.pop(f"{m.test_stem}_p", None)}
+                                "p": data.pop(f"{m.test_stem}_p", None),
+                                "p_holm": data.pop(f"{m.test_stem}_p_holm", None)}
         return {**data, "metrics": tests}
 
     def _diff(self, key: str) -> float:
@@ -544,11 +601,21 @@ class PairTest(_MetricTests):
 
 class Comparison(BaseModel):
     reference: str
-    group_by: GroupBy = "scenario"
+    group_by: str = "scenario"
+    """`scenario`, `agents`, `scenario+agents`, or the factors grouped by, joined with ` x `."""
+    factors: list[str] = []
+    """The factors grouped by (empty for `scenario`, `agents` and `scenario+agents`)."""
+    pooled_over: list[str] = []
+    """Factors grouped by: the other factors whose levels vary within groups (pooled)."""
     groups: list[VariantStats]
     """The reference first, then the others in order of their keys."""
     tests: list[PairTest]
     """Each other group against the reference."""
+    correction: Literal["holm"] | None = None
+    """`holm`: more than one group was tested against the reference, and each measure's
+    p-values are Holm-corrected over them (`MetricTest.p_holm`)."""
+    notes: list[str] = []
+    """What the reader must know of the grouping (a factor scripted agents ignore, ...)."""
     skipped: list[SkippedRun] = []
     """Filled by callers that loaded the runs with `load_runs_with_skipped`."""
 
@@ -564,28 +631,101 @@ def group_key(run: RunSummary, by: GroupBy = "scenario") -> str:
     return f"{run.scenario_id} [{run.agents}]"
 
 
+def known_factors(runs: Iterable[RunSummary]) -> list[str]:
+    """Every factor the runs have a level of: `FACTORS`, each seat's `agent:PARTY`, and any
+    other their designs recorded."""
+    found: dict[str, None] = dict.fromkeys(FACTORS)
+    for run in runs:
+        found.update(dict.fromkeys(run.factors))
+    return list(found)
+
+
+def check_factors(by: Sequence[str], runs: Sequence[RunSummary]) -> list[str]:
+    """The factors of `by`, checked against the runs' (InputError naming the known ones)."""
+    from detente.errors import did_you_mean
+
+    known = known_factors(runs)
+    legacy: tuple[str, ...] = get_args(GroupBy)
+    problems = []
+    for name in by:
+        if name in known:
+            continue
+        if name.startswith("agent:"):
+            seats = [k for k in known if k.startswith("agent:")]
+            problems.append(Problem(name, f"no such seat among the runs"
+                                    f"{did_you_mean(name, seats)}; seats: {', '.join(seats)}"))
+        else:
+            problems.append(Problem(name, f"unknown factor{did_you_mean(name, known)}; "
+                                    f"expected one of {', '.join(legacy)}, or a factor: "
+                                    f"{', '.join(known)}"))
+    if problems:
+        raise InputError("--by", problems)
+    if len(set(by)) != len(by):
+        raise InputError("--by", [Problem("", "a factor is given twice")])
+    return list(by)
+
+
+def factor_key(run: RunSummary, factors: Sequence[str]) -> str:
+    """The group of a run by `factors`: its level (one factor), or `f=level, g=level`."""
+    if len(factors) == 1:
+        return run.factors[factors[0]]
+    return ", ".join(f"{f}={run.factors[f]}" for f in factors)
+
+
+def _natural(key: str) -> tuple[Any, ...]:
+    """Order levels as numbers where they are numbers (0.5 before 10)."""
+    import re
+
+    return tuple((0, float(p), "") if re.fullmatch(r"-?\d+(\.\d+)?", p) else (1, 0.0, p)
+                 for p in re.split(r"(-?\d+(?:\.\d+)?)", key) if p)
+
+
 def compare_runs(
-    runs: list[RunSummary], reference: str | None = None, *, by: GroupBy = "scenario"
+    runs: list[RunSummary], reference: str | None = None, *,
+    by: GroupBy | str | Sequence[str] = "scenario",
 ) -> Comparison:
-    """Statistics per group of runs (by scenario id unless `by` says otherwise) and tests of
-    every group against `reference` (default: "baseline" if there is such a group, else the
-    first group). Raises InputError for an unknown reference or no runs."""
+    """Statistics per group of runs (by scenario id unless `by` says otherwise: `agents`,
+    `scenario+agents`, or one or more factors, see `FACTORS`) and tests of every group against
+    `reference` (default: "baseline" if there is such a group, else the first group). Raises
+    InputError for an unknown factor or reference, or no runs."""
     if not runs:
         raise InputError("detente compare", [Problem("", "no runs to compare")])
+    legacy: tuple[str, ...] = get_args(GroupBy)
+    given = [by] if isinstance(by, str) else list(by)
+    factors: list[str] = []
+    if len(given) == 1 and given[0] in legacy:
+        mode = given[0]
+    else:
+        factors = check_factors(given, runs)
+        mode = " x ".join(factors)
     grouped: dict[str, list[RunSummary]] = {}
     for run in runs:
-        grouped.setdefault(group_key(run, by), []).append(run)
-    refused = [p for key, members in grouped.items() for p in pooling_problems(key, members)]
+        key = factor_key(run, factors) if factors else group_key(run, mode)  # type: ignore[arg-type]
+        grouped.setdefault(key, []).append(run)
+    if factors:
+        refused = [p for key, members in grouped.items()
+                   for cell, inside in _cells(members).items()
+                   for p in pooling_problems(f"{key} ({cell})", inside)]
+    else:
+        refused = [p for key, members in grouped.items()
+                   for p in pooling_problems(key, members)]
     if refused:
-        hint = ("group by scenario+agents to separate who played" if by != "scenario+agents"
-                else "compare such runs in separate commands")
+        hint = ("compare such runs in separate commands" if factors or mode == "scenario+agents"
+                else "group by scenario+agents to separate who played")
         raise InputError("detente compare", [*refused, Problem("", f"hint: {hint}")])
     if reference is None:
-        reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in grouped else next(iter(grouped))
+        reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in grouped else min(
+            grouped, key=_natural) if factors else next(iter(grouped))
     elif reference not in grouped:
-        raise InputError("--against", [Problem("", f"no variant '{reference}' among the runs; "
-                                               f"there are: {', '.join(sorted(grouped))}")])
-    order = [reference, *sorted(k for k in grouped if k != reference)]
+        from detente.errors import did_you_mean
+
+        what = f"level of {mode}" if factors else "variant"
+        raise InputError("--against", [Problem("", f"no {what} '{reference}' among the runs"
+                                               f"{did_you_mean(reference, list(grouped))}; "
+                                               f"there are: "
+                                               f"{', '.join(sorted(grouped, key=_natural))}")])
+    order = [reference, *sorted((k for k in grouped if k != reference),
+                                key=_natural if factors else None)]
     red_line_ids: dict[str, list[str]] = {}
     for run in runs:
         for party, ids in run.red_lines_broken.items():
@@ -601,8 +741,68 @@ def compare_runs(
             "seeds": sorted({r.seed for r in grouped[key]})})
     tests = [pair_test(key, reference, distinct[key][0], distinct[reference][0], stats[key],
                        stats[reference]) for key in order[1:]]
-    return Comparison(reference=reference, group_by=by, groups=[stats[k] for k in order],
-                      tests=tests)
+    correction = holm_correct(tests)
+    pooled = [f for f in known_factors(runs) if f not in factors and f != "seed"
+              and len({r.factors.get(f) for r in runs}) > 1] if factors else []
+    return Comparison(reference=reference, group_by=mode, factors=factors, pooled_over=pooled,
+                      groups=[stats[k] for k in order], tests=tests, correction=correction,
+                      notes=_factor_notes(factors, runs))
+
+
+def _cells(runs: Sequence[RunSummary]) -> dict[str, list[RunSummary]]:
+    """Runs by cell: the same level of every factor but the seed."""
+    out: dict[str, list[RunSummary]] = {}
+    for run in runs:
+        key = ", ".join(f"{k}={v}" for k, v in sorted(run.factors.items()) if k != "seed")
+        out.setdefault(key, []).append(run)
+    return out
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of `pvalues` (None: no test, left out of the family): the
+    k-th smallest of m is multiplied by m - k + 1, made non-decreasing, capped at 1."""
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(present)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def holm_correct(tests: Sequence[PairTest]) -> Literal["holm"] | None:
+    """Each measure's p-values Holm-corrected over the groups tested against the reference
+    (per measure, and per party for per-party ones), when more than one group was tested;
+    returns "holm" then, else None."""
+    tested = [t for t in tests if t.note is None]
+    if len(tested) < 2:
+        return None
+    families: dict[tuple[str, str], list[MetricTest]] = {}
+    for t in tested:
+        for key, mt in t.metrics.items():
+            families.setdefault(("", key), []).append(mt)
+        for party, pt in t.parties.items():
+            for key, mt in pt.metrics.items():
+                families.setdefault((party, key), []).append(mt)
+    for family in families.values():
+        for mt, adjusted in zip(family, holm([mt.p for mt in family]), strict=True):
+            mt.p_holm = adjusted
+    return "holm"
+
+
+def _factor_notes(factors: Sequence[str], runs: Sequence[RunSummary]) -> list[str]:
+    """When grouping by an LLM setting, the runs whose every seat is scripted: the setting
+    changes nothing in them."""
+    notes = []
+    settings = [f for f in factors if f in ("temperature", "assist", "model")]
+    scripted = [r for r in runs if _scripted(r)]
+    if settings and scripted:
+        notes.append(f"{', '.join(settings).capitalize()} changes nothing for scripted agents: "
+                     f"{len(scripted)} of {len(runs)} runs had no LLM agent, so across the "
+                     f"levels they are the same negotiations (copies); they add the same to "
+                     "every level and cannot make one differ.")
+    return notes
 
 
 def distinct_runs(runs: Sequence[RunSummary]) -> tuple[list[RunSummary], list[list[str]]]:
@@ -820,6 +1020,7 @@ def findings(comparison: Comparison) -> list[str]:
                  else _listing(scripted) if len(scripted) <= LISTED
                  else _count(len(scripted), "variant"))
         out.append(f"Every agent is scripted in {where}: {SCRIPTED_SEEDS_NOTE}.")
+    out.extend(comparison.notes)
     out.append(_deal_finding(groups))
     out.append(_red_line_finding(groups))
     if comparison.tests:
@@ -891,16 +1092,21 @@ def _test_finding(comparison: Comparison) -> str:
     hits = {t.a: _significant(t) for t in tested}
     hits = {a: h for a, h in hits.items() if h}
     performed = sum(_tests_performed(t) for t in tested)
+    holm = comparison.correction == "holm"
+    how = (f"Holm-corrected over the {len(tested)} groups tested against {ref}, per measure"
+           if holm else "uncorrected")
     if not hits:
-        return f"No difference from {ref} reaches p < {SIGNIFICANT} ({performed} tests){tail}."
+        return (f"No difference from {ref} reaches p < {SIGNIFICANT} ({performed} tests"
+                + (f"; {how}" if holm else "") + f"){tail}.")
     found = sum(len(h) for h in hits.values())
     chance = (f"{found} of {performed} tests below it, about {SIGNIFICANT * performed:.1f} "
-              "expected by chance alone")
+              "expected by chance alone" if not holm else
+              f"{found} of {performed} tests below it")
     if len(hits) <= LISTED:
         listed = "; ".join(f"{a}: {', '.join(h)}" for a, h in hits.items())
-        return (f"Against {ref}, p < {SIGNIFICANT} (uncorrected; {chance}): {listed}{tail}.")
+        return (f"Against {ref}, p < {SIGNIFICANT} ({how}; {chance}): {listed}{tail}.")
     return (f"Against {ref}, {len(hits)} of {len(tested)} variants differ at p < {SIGNIFICANT} on "
-            f"some measure (uncorrected; {chance}); see the tests table{tail}.")
+            f"some measure ({how}; {chance}); see the tests table{tail}.")
 
 
 def _tests_performed(test: PairTest) -> int:
@@ -912,14 +1118,19 @@ def _tests_performed(test: PairTest) -> int:
 
 def _significant(test: PairTest) -> list[str]:
     out: list[str] = []
+    def said(t: MetricTest) -> str:
+        if t.p_holm is not None:
+            return f"(p {t.p_holm:.3g} corrected, {t.p:.3g} uncorrected)" if t.p is not None \
+                else f"(p {t.p_holm:.3g})"
+        return f"(p {t.p:.3g})"
+
     for m in tested_metrics(per_party=False):
         t = test.metrics.get(m.key)
-        if t is not None and t.p is not None and t.p < SIGNIFICANT:
-            out.append(f"{m.named_in_tests} {format_diff(m, t.diff)} (p {t.p:.3g})")
+        if t is not None and (p := t.p_judged) is not None and p < SIGNIFICANT:
+            out.append(f"{m.named_in_tests} {format_diff(m, t.diff)} {said(t)}")
     for party, pt in test.parties.items():
         for m in tested_metrics(per_party=True):
             t = pt.metrics.get(m.key)
-            if t is not None and t.p is not None and t.p < SIGNIFICANT:
-                out.append(f"{party} {m.named_in_tests} {format_diff(m, t.diff)} "
-                           f"(p {t.p:.3g})")
+            if t is not None and (p := t.p_judged) is not None and p < SIGNIFICANT:
+                out.append(f"{party} {m.named_in_tests} {format_diff(m, t.diff)} {said(t)}")
     return out

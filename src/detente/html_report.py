@@ -461,12 +461,14 @@ def _comparison(comparison: Comparison) -> str:
                     f'{e(t.b)}</th><td colspan="{len(tested) + 1}">{e(t.note)}</td></tr>')
                 continue
             cells = "".join(
-                f'<td data-metric="{e(m.key)}">{e(format_diff(m, mt.diff))} (p={_p(mt.p)})</td>'
+                f'<td data-metric="{e(m.key)}">{e(format_diff(m, mt.diff))} '
+                f'(p={_p(mt.p_judged)})</td>'
                 if (mt := t.metrics.get(m.key)) is not None else '<td class="na">n/a</td>'
                 for m in tested)
             parties = "; ".join(
                 f"{e(party)}: " + ", ".join(
-                    f"{e(m.named_in_tests)} {e(format_diff(m, mt.diff))} (p={_p(mt.p)})"
+                    f"{e(m.named_in_tests)} {e(format_diff(m, mt.diff))} "
+                    f"(p={_p(mt.p_judged)})"
                     for m in tested_parties if (mt := pt.metrics.get(m.key)) is not None)
                 for party, pt in t.parties.items()
             )
@@ -478,9 +480,12 @@ def _comparison(comparison: Comparison) -> str:
             '<h3 id="comparison-tests-title">Tests against the reference</h3>'
             '<p class="note">Difference from the reference and p-value: Fisher\'s exact test '
             "for rates (differences in percentage points), Mann-Whitney U for means, over "
-            "distinct runs; two-sided, not corrected for multiple comparisons; in red: p &lt; "
-            f"{SIGNIFICANT}. A group needs {MIN_TEST_RUNS} distinct runs to be tested: "
-            "identical runs are one sample.</p>"
+            "distinct runs; two-sided, "
+            + ("Holm-corrected for the groups tested against the reference (each measure a "
+               "family)" if comparison.correction == "holm" else
+               "not corrected for multiple comparisons (one group tested)")
+            + f"; in red: p &lt; {SIGNIFICANT}. A group needs {MIN_TEST_RUNS} distinct runs to "
+            "be tested: identical runs are one sample.</p>"
             f'<table id="comparison-tests"><thead><tr><th>variant</th>{headers}'
             "<th>per party</th></tr></thead>"
             f"<tbody>{''.join(test_rows)}</tbody></table>")

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "and the outcomes."),
     "judge": ("detente.cli.judge", "Judge every party's words against a rubric, and find "
               "private numbers said in public."),
+    "leaderboard": ("detente.cli.leaderboard", "Rank the models and strategies that played "
+                    "each seat: advantage, deals, red lines, cost."),
     "plot": ("detente.cli.plot", "Chart runs: one run's utilities by round; for several, agreed "
              "options and rates."),
     "plugins": ("detente.cli.plugins", "List the scripted strategies, mediators, protocols and "

@@ -14,7 +14,7 @@ import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import typer
 from rich.cells import cell_len
@@ -28,7 +28,6 @@ from detente.comparison import (
     MIN_TEST_RUNS,
     SIGNIFICANT,
     Comparison,
-    GroupBy,
     VariantStats,
     compare_runs,
     findings,
@@ -59,22 +58,22 @@ def compare(
                                       help="Run folders, sweep folders (every run below) or "
                                            "glob patterns."),
     against: str | None = typer.Option(None, "--against", metavar="VARIANT",
-                                       help="The reference variant (default: baseline, if "
-                                            "present, else the first)."),
-    by: str = typer.Option("scenario", "--by",
-                           help="Group runs by scenario, agents or scenario+agents."),
+                                       help="The reference variant, or level of the factor "
+                                            "grouped by (default: baseline, if present, else "
+                                            "the first)."),
+    by: list[str] = typer.Option(
+        [], "--by", metavar="FACTOR",
+        help="Group runs by scenario (the default), agents or scenario+agents; or by factors "
+             "(repeat for several): scenario, agent:PARTY (who played the seat), model, "
+             "temperature, assist, protocol, max_rounds, seed."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
     csv_path: Path | None = typer.Option(None, "--csv", metavar="FILE",
                                          help="Also write one row per variant, metric and "
                                               "party (value, lo, hi)."),
 ) -> None:
     """Compare finished runs per variant: deal rates, utilities, red lines, agreed options."""
-    choices: tuple[str, ...] = get_args(GroupBy)
-    if by not in choices:
-        raise InputError("--by", [Problem("", f"expected one of {', '.join(choices)}; "
-                                          f"got '{by}'")])
     loaded = load_runs_with_skipped(paths)
-    comparison = compare_runs(loaded.runs, against, by=by)  # type: ignore[arg-type]
+    comparison = compare_runs(loaded.runs, against, by=by or "scenario")
     comparison.skipped = loaded.skipped
     if csv_path is not None:
         write_csv(comparison, csv_path)
@@ -214,9 +213,15 @@ def _variant_labels(comparison: Comparison, groups: Sequence[VariantStats]) -> l
 
 def _print_variant_tables(out: Console, comparison: Comparison, title: str,
                           columns: Sequence[Column]) -> None:
-    for table in packed_tables(title, "variant", _variant_labels(comparison, comparison.groups),
-                               columns, out.width):
+    for table in packed_tables(title, _first(comparison),
+                               _variant_labels(comparison, comparison.groups), columns,
+                               out.width):
         out.print(table)
+
+
+def _first(comparison: Comparison) -> str:
+    """The label column's header: `variant`, or the factors grouped by."""
+    return comparison.group_by if comparison.factors else "variant"
 
 
 def _parties(groups: Sequence[VariantStats]) -> list[str]:
@@ -236,8 +241,14 @@ def render(comparison: Comparison, out: Console | None = None) -> None:
     runs = sum(g.runs or g.n for g in groups)
     distinct = sum(g.n for g in groups)
     what = f"{runs} finished runs" + (f" ({distinct} distinct)" if distinct < runs else "")
-    out.print(f"{what} in {len(groups)} variants (grouped by {comparison.group_by}); "
-              f"reference: {comparison.reference}", markup=False, highlight=False)
+    if comparison.factors:
+        pooled = (f"; pooled over {', '.join(comparison.pooled_over)}"
+                  if comparison.pooled_over else "")
+        out.print(f"{what} in {len(groups)} levels of {comparison.group_by}{pooled}; "
+                  f"reference: {comparison.reference}", markup=False, highlight=False)
+    else:
+        out.print(f"{what} in {len(groups)} variants (grouped by {comparison.group_by}); "
+                  f"reference: {comparison.reference}", markup=False, highlight=False)
     if comparison.skipped:
         out.print(Text(f"skipped {len(comparison.skipped)} unfinished or unreadable runs:",
                        style="yellow"))
@@ -378,26 +389,33 @@ def _render_tests(out: Console, comparison: Comparison) -> None:
     def cell(metric: Metric, diff: float | None, p: float | None) -> Text:
         return Text.assemble(f"{format_diff(metric, diff)} p ", fmt_p(p))
 
-    columns = [Column(m.label, [cell(m, t.metrics[m.key].diff, t.metrics[m.key].p)
+    columns = [Column(m.label, [cell(m, t.metrics[m.key].diff, t.metrics[m.key].p_judged)
                                 if m.key in t.metrics else Text("-") for t in tested])
                for m in tested_metrics(per_party=False)]
     parties = _parties([stats[t.a] for t in tested])
     for m in tested_metrics(per_party=True):
         columns += [Column(f"{party} {m.named_in_tests}", [
-            cell(m, pt.metrics[m.key].diff, pt.metrics[m.key].p)
+            cell(m, pt.metrics[m.key].diff, pt.metrics[m.key].p_judged)
             if (pt := t.parties.get(party)) is not None and m.key in pt.metrics else Text("-")
             for t in tested]) for party in parties]
+    holm = comparison.correction == "holm"
     if tested:
-        for table in packed_tables(f"Tests against {ref}: difference, p-value", "variant",
-                                   [t.a for t in tested], columns, out.width):
+        what = "Holm-corrected p-value" if holm else "p-value"
+        for table in packed_tables(f"Tests against {ref}: difference, {what}",
+                                   _first(comparison), [t.a for t in tested], columns,
+                                   out.width):
             out.print(table)
     if untested:
         out.print(f"Not tested ({needs}): " + "; ".join(
             f"{t.a} ({_runs_phrase(stats[t.a])})" for t in untested) + ".",
             markup=False, highlight=False)
+    correction = (f"p-values Holm-corrected for the {len(tested)} groups tested against {ref} "
+                  "(each measure, and each party's, a family of its own); the uncorrected ones "
+                  "are in --json and --csv." if holm else
+                  "Not corrected for multiple comparisons (one group tested).")
     _note(out, "Two-sided: Fisher's exact test for rates, Mann-Whitney U for means (utilities, "
-          f"distances), over distinct runs; bold: p < {SIGNIFICANT}; n/a: no variation. Not "
-          "corrected for multiple comparisons.")
+          f"distances), over distinct runs; bold: p < {SIGNIFICANT}; n/a: no variation. "
+          + correction)
 
 
 def _runs_phrase(g: VariantStats) -> str:
@@ -490,11 +508,17 @@ def csv_rows(comparison: Comparison) -> list[dict[str, str | float | int | None]
         for metric in tested_metrics(per_party=False):
             if metric.key in t.metrics:
                 add(t.a, f"p_{metric.csv_name}", t.metrics[metric.key].p, detail=against)
+                if comparison.correction:
+                    add(t.a, f"p_holm_{metric.csv_name}", t.metrics[metric.key].p_holm,
+                        detail=against)
         for party, pt in t.parties.items():
             for metric in tested_metrics(per_party=True):
                 if metric.key in pt.metrics:
                     add(t.a, f"p_{metric.csv_name}", pt.metrics[metric.key].p, party=party,
                         detail=against)
+                    if comparison.correction:
+                        add(t.a, f"p_holm_{metric.csv_name}", pt.metrics[metric.key].p_holm,
+                            party=party, detail=against)
         if t.note is not None:
             add(t.a, "not_tested", None, detail=t.note)
     return rows
