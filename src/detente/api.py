@@ -751,9 +751,13 @@ def analyze(scenario: str | Path, *, frontier: bool = True) -> Analysis:
 
 
 def compare(
-    *paths: str | Path, by: GroupBy = "scenario", against: str | None = None
+    *paths: str | Path, by: GroupBy | str | Sequence[str] = "scenario",
+    against: str | None = None,
 ) -> Comparison:
-    """Finished runs under `paths`, compared per group (see `detente compare`)."""
+    """Finished runs under `paths`, compared per group (see `detente compare`): by scenario,
+    `agents`, `scenario+agents`, or any factor (`by="agent:russia"`, `by=["temperature",
+    "scenario"]`); with more than one group tested against the reference (`against`), each
+    measure's p-values are Holm-corrected."""
     from detente.comparison import compare_runs, load_runs_with_skipped
 
     loaded = load_runs_with_skipped(list(paths))
