@@ -111,13 +111,14 @@ def run(
     """
     from detente.agents import make_agent
     from detente.config import resolve_agents
-    from detente.costs import prices_from
+    from detente.costs import check_amount, prices_from
     from detente.endpoints import embedded_server, preflight
     from detente.loading import load_bundle
     from detente.runner import RunPlan, start_run
     from detente.runs import RunFolder
     from detente.sweeps import cached_quote_key
 
+    check_amount(budget)
     gguf = Path(model_path) if model_path is not None else None
     if gguf is not None and not gguf.is_file():
         raise InputError(gguf, [Problem("--model-path", "no such GGUF file")])
@@ -184,11 +185,12 @@ def resume(
     own, if it had one); a run stopped at its budget goes on with a larger one. `cache`,
     `prices`: as for `run`."""
     from detente.agents import make_agent
-    from detente.costs import active_prices, logged_spend, prices_from
+    from detente.costs import active_prices, check_amount, logged_spend, prices_from
     from detente.endpoints import embedded_server, preflight
     from detente.runner import resume_run
     from detente.runs import RunFolder
 
+    check_amount(budget)
     folder = RunFolder(run_dir, scenario)
     header = folder.header
     local = {s.local_model for s in header.agents.values() if s.local_model}
@@ -354,11 +356,12 @@ def _run_planned(
 ) -> Sweep:
     """Serve the embedded model if some agent needs it, plan the manifest with the agents as
     served (`plan`), and run the sweep under its budget."""
-    from detente.costs import prices_from
+    from detente.costs import check_amount, prices_from
     from detente.endpoints import embedded_server, preflight
     from detente.files import RunLock
     from detente.sweeps import logged_sweep_spend, run_sweep, save_manifest
 
+    check_amount(budget)
     # A team key may hold a slash (a design's cell): the party is after the last one.
     every = {f"{key}/{p}": s for key, team in teams.items() for p, s in team.items()}
     if budget is not None and executor != "local":

@@ -521,14 +521,20 @@ def unpriced_models(agents: Iterable[AgentSettings], prices: PriceTable) -> list
                    and prices.for_agent(a) is None})
 
 
+def check_amount(budget: float | None, source: str = "--budget") -> None:
+    """A budget must be a positive, finite amount: InputError otherwise (checked before
+    anything is started or written)."""
+    if budget is not None and not 0 < budget < math.inf:
+        raise InputError(source, [Problem("", f"expected a positive amount of US dollars, got "
+                                          f"{budget!r}")])
+
+
 def check_budget(budget: float | None, agents: Iterable[AgentSettings], prices: PriceTable,
                  source: str = "--budget") -> None:
     """A budget must be positive and every LLM agent's model priced: InputError otherwise."""
     if budget is None:
         return
-    if not 0 < budget < math.inf:
-        raise InputError(source, [Problem("", f"expected a positive amount of US dollars, got "
-                                          f"{budget!r}")])
+    check_amount(budget, source)
     missing = unpriced_models(agents, prices)
     if missing:
         raise InputError(source, [Problem("", f"no price for {', '.join(missing)}, so a budget "

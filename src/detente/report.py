@@ -667,6 +667,12 @@ def cost_section(cost: RunCost | None) -> list[str]:
         name = "**all**" if party == "all" else party
         out.append(f"| {name} | {line.requests} | {line.cached_requests} | "
                    f"{line.prompt_tokens:,} | {line.completion_tokens:,} | {format_usd(line)} |")
+    out += ["", "| round | requests | from the cache | prompt tokens | completion tokens | "
+            "cost |", "|---|---|---|---|---|---|"]
+    for r in cost.rounds:
+        name = "0 (openings)" if r.round == 0 else str(r.round)
+        out.append(f"| {name} | {r.requests} | {r.cached_requests} | {r.prompt_tokens:,} | "
+                   f"{r.completion_tokens:,} | {format_usd(r)} |")
     prices = "; ".join(
         f"{model}: free (the embedded model)" if p.embedded else
         f"{model}: ${p.input:g} / ${p.output:g} per million prompt / completion tokens"

@@ -15,15 +15,20 @@ def replay(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR"),
     scenario: Path | None = typer.Option(None, "--scenario",
                                          help="The run's scenario, if it has moved."),
+    prices: Path | None = typer.Option(
+        None, "--prices", metavar="FILE",
+        help="A price file over the shipped table: the run's cost is priced again with it."),
 ) -> None:
     """Rebuild transcript.md and re-score result.json from events.jsonl (no model calls)."""
+    from detente.costs import prices_from
     from detente.files import RunLock
     from detente.runner import finish
     from detente.runs import RunFolder
 
     folder = RunFolder(run_dir, scenario)
     bundle = folder.bundle
-    with RunLock(run_dir):  # never rewrite a run another process is writing
+    # never rewrite a run another process is writing
+    with prices_from(prices), RunLock(run_dir):
         result = finish(run_dir, bundle)
     summarize(bundle.scenario, result, run_dir)
 
