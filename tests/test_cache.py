@@ -245,9 +245,14 @@ def test_an_unusable_cache_folder_is_a_clear_error(tmp_path: Path,
     blocker.write_text("not a folder", encoding="utf-8")
     monkeypatch.setenv("DETENTE_CACHE_DIR", str(blocker / "cache"))
     with serve(Rejecting(load(TINY))) as fake:
-        done = invoke("run", TINY, "--cache", "--agent", f"all={MODEL}", "--base-url",
-                      fake.base_url, "--rounds", "1", "--out", tmp_path / "runs", cwd=ROOT)
+        for command in ("run", "sweep"):
+            done = invoke(command, TINY, "--cache", "--agent", f"all={MODEL}", "--base-url",
+                          fake.base_url, "--rounds", "1", "--out", tmp_path / command,
+                          cwd=ROOT)
+            assert done.returncode != 0
+            assert "Traceback" not in done.stdout + done.stderr
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and "--no-cache" in lines[0], done.stderr
+            assert str(blocker) in lines[0]
+            assert not (tmp_path / command).exists()
         assert not fake.requests
-    assert done.returncode != 0
-    assert "Traceback" not in done.stdout + done.stderr
-    assert "--no-cache" in done.stderr

@@ -160,9 +160,14 @@ def _run_budget(budget: float | None, agents: Iterable[AgentSettings], spent: fl
 
 
 def _cache(on: bool) -> ResponseCache | None:
+    """The response cache, checked usable (a CacheError otherwise), if it is `on`."""
     from detente.cache import ResponseCache
 
-    return ResponseCache() if on else None
+    if not on:
+        return None
+    store = ResponseCache()
+    store.check()
+    return store
 
 
 def resume(
@@ -362,6 +367,10 @@ def _run_planned(
     from detente.sweeps import logged_sweep_spend, run_sweep, save_manifest
 
     check_amount(budget)
+    if cache and any(s.kind == "llm" for team in teams.values() for s in team.values()):
+        checked = _cache(True)  # one message now, rather than every run failing on it
+        assert checked is not None
+        checked.close()
     # A team key may hold a slash (a design's cell): the party is after the last one.
     every = {f"{key}/{p}": s for key, team in teams.items() for p, s in team.items()}
     if budget is not None and executor != "local":

@@ -233,6 +233,12 @@ class ResponseCache:
             raise self._fail(exc) from None
         return int(removed)
 
+    def check(self) -> None:
+        """Open the cache file and its secret now: a CacheError says what is wrong before
+        anything runs, rather than at each run's first request."""
+        self._connect()
+        self._secret()
+
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
