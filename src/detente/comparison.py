@@ -606,7 +606,7 @@ class Comparison(BaseModel):
     factors: list[str] = []
     """The factors grouped by (empty for `scenario`, `agents` and `scenario+agents`)."""
     pooled_over: list[str] = []
-    """Factors grouped by: the other factors whose levels vary within groups (pooled)."""
+    """Factors grouped by: the other factors whose levels vary within some group (pooled)."""
     groups: list[VariantStats]
     """The reference first, then the others in order of their keys."""
     tests: list[PairTest]
@@ -743,7 +743,8 @@ def compare_runs(
                        stats[reference]) for key in order[1:]]
     correction = holm_correct(tests)
     pooled = [f for f in known_factors(runs) if f not in factors and f != "seed"
-              and len({r.factors.get(f) for r in runs}) > 1] if factors else []
+              and any(len({r.factors.get(f) for r in members}) > 1
+                      for members in grouped.values())] if factors else []
     return Comparison(reference=reference, group_by=mode, factors=factors, pooled_over=pooled,
                       groups=[stats[k] for k in order], tests=tests, correction=correction,
                       notes=_factor_notes(factors, runs))

@@ -17,5 +17,6 @@ def main() -> None:
     try:
         app()
     except DetenteError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"error: {exc}", markup=False, highlight=False, emoji=False,
+                          soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -39,9 +39,15 @@ def leaderboard(
                                               "(value, lo, hi, n)."),
     html_path: Path | None = typer.Option(None, "--html", metavar="FILE",
                                           help="Also write the tables as one HTML page."),
+    prices: Path | None = typer.Option(
+        None, "--prices", metavar="FILE",
+        help="A price file over the shipped table, for the cost per run (see the README)."),
 ) -> None:
     """Rank the models and strategies that played each seat: advantage, deals, red lines, cost."""
-    board = load_leaderboard(paths, seat)
+    from detente.costs import prices_from
+
+    with prices_from(prices):
+        board = load_leaderboard(paths, seat)
     if csv_path is not None:
         write_csv(board, csv_path)
     if html_path is not None:
@@ -82,8 +88,9 @@ def render(board: Leaderboard, out: Console | None = None) -> None:
     from detente.cli.compare import Column, packed_tables
 
     out = out if out is not None else console
-    out.print(f"{board.runs} finished runs; {len(board.seats)} seats", markup=False,
-              highlight=False)
+    seats = len(board.seats)
+    out.print(f"{board.runs} finished runs; {seats} seat{'s' if seats != 1 else ''}",
+              markup=False, highlight=False)
     if board.skipped:
         out.print(Text(f"skipped {len(board.skipped)} unfinished or unreadable runs",
                        style="yellow"))

@@ -199,8 +199,11 @@ def _summary(manifest: SweepManifest, sweep_dir: Path) -> None:
     table = Table(title=f"Sweep {manifest.name}")
     for col in ("scenario", "runs", "deal", "no deal", "deadlock", "failed", "budget",
                 "requests", "tokens", "cost"):
-        table.add_column(col, justify="left" if col == "scenario" else "right",
-                         overflow="fold")
+        if col == "scenario":
+            table.add_column(col, overflow="fold", min_width=min(
+                40, max((len(_row_of(e)) for e in manifest.entries), default=8)))
+        else:
+            table.add_column(col, justify="right")
     by: dict[str, dict[str, int]] = {}
     costs: dict[str, list[Cost]] = {}
     for e in manifest.entries:
