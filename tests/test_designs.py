@@ -315,3 +315,20 @@ def test_a_bad_design_file_is_one_clear_error(tmp_path: Path, data: dict[str, An
     assert result.returncode == 2, result.stdout
     assert says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_python_api_takes_levels_and_compares_by_a_factor(tmp_path: Path) -> None:
+    import detente
+
+    done = detente.sweep(TINY, seeds=1, agents={"all": "scripted:linear",
+                                                "a": ["scripted:boulware", "scripted:linear"]},
+                         temperature=[0, 0.5], out=tmp_path, name="api")
+    assert done.manifest.factors == {"scenario": ["tiny"], "agent:a": ["scripted:boulware",
+                                     "scripted:linear"], "temperature": ["0", "0.5"]}
+    assert len(done.runs()) == 4 and all(r.header.factors for r in done.runs())
+    same = detente.sweep(TINY, seeds=1, agents="all=scripted:linear,a=scripted:boulware,"
+                         "scripted:linear", temperature="0,0.5", out=tmp_path, name="api")
+    assert [e.status for e in same.manifest.entries] == ["complete"] * 4
+    comparison = detente.compare(done.path, by="agent:a", against="scripted:linear")
+    assert [g.variant for g in comparison.groups] == ["scripted:linear", "scripted:boulware"]
+    assert comparison.correction is None and comparison.factors == ["agent:a"]

@@ -471,7 +471,7 @@ def design_of(
     elif any(is_design_file(f) for f in files):
         raise InputError("detente sweep", [Problem("SCENARIO", "a design file is the sweep's "
                                                    "only argument: list scenarios in it")])
-    fixed, factors = split_levels(_specs(agents))
+    fixed, factors = split_levels(_level_specs(agents))
     assist_specs = _specs(assist)
     whole = [a for a in assist_specs if "=" not in a or a.startswith("all=")]
     assist_levels = [lv for a in whole for lv in comma_levels(a.removeprefix("all="))]
@@ -503,6 +503,17 @@ def design_of(
         design.settings["assist"] = assist_levels[0]
     design.settings["_assist_parties"] = [a for a in assist_specs if a not in whole]
     return design
+
+
+def _level_specs(agents: Agents | Mapping[str, str | Sequence[str]]) -> list[str]:
+    """`PARTY=SPEC[,SPEC...]` values, commas kept (they separate a seat's levels)."""
+    if agents is None:
+        return []
+    if isinstance(agents, str):
+        return [agents]
+    if isinstance(agents, Mapping):
+        return [f"{p}={v if isinstance(v, str) else ','.join(v)}" for p, v in agents.items()]
+    return list(agents)
 
 
 @dataclass
