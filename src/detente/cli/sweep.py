@@ -16,6 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from detente.cli._app import agent_help, app, console
 from detente.cli._endpoints import terminate_as_interrupt
@@ -217,7 +218,7 @@ def _summary(manifest: SweepManifest, sweep_dir: Path) -> None:
             costs.setdefault(_row_of(e), []).append(e.cost)
     for sid, row in by.items():
         spent = total(costs.get(sid, []))
-        table.add_row(sid, *(str(row[k]) for k in keys), *_cost_cells(spent))
+        table.add_row(Text(sid), *(str(row[k]) for k in keys), *_cost_cells(spent))
     everything = manifest.cost()
     if len(by) > 1:
         table.add_row("all", *(str(sum(r[k] for r in by.values())) for k in keys),
