@@ -226,6 +226,7 @@ def test_load_runs_finds_every_finished_run_below_a_sweep_folder(sweep: Path) ->
         values={"deal_rate": True, "rounds_to_agreement": 5.0, "distance_to_nash": 8.0,
                 "deal_any_round": None, "deal_final_round": None, "red_line_proposals": None,
                 "saboteur_succeeded": None,
+                "saboteur_noticed": None,
                 "utility": util(30.0), "violation_rate": dict.fromkeys(PARTIES, False),
                 "invalid_rate": {}, "estimation_error": {},
                 # Not judged (no judgements.jsonl) and no price known for scripted agents.

@@ -593,7 +593,11 @@ def _run_article(run: RunFolder, messages: Sequence[Message], chart: Figure | No
                  is_open: bool, copies: Sequence[RunFolder]) -> str:
     names = _Names(run)
     h = run.header
-    agents = "".join(f"<li>{e(names.party(p))}: {e(a.label())}</li>" for p, a in h.agents.items())
+    incentives = run.result.incentives
+    agents = "".join(
+        f"<li>{e(names.party(p))}: {e(a.label())}"
+        + (f" <em>(private incentive: {e(incentives[p].describe())}, told to it alone)</em>"
+           if p in incentives else "") + "</li>" for p, a in h.agents.items())
     chart_html = _chart(f"utilities-{h.run_id}", chart, RUN_CHART_CAPTION) \
         if chart is not None else ""
     same = ""

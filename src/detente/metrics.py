@@ -336,14 +336,31 @@ def _measures(run: RunFolder) -> RunMetrics | None:
     return run.result.metrics  # None: a result from before these measures
 
 
-def saboteurs(result: RunResult) -> list[str]:
-    """The parties the scenario gave the `saboteur` incentive."""
-    return [p for p, incentive in result.incentives.items() if incentive.kind == "saboteur"]
+def saboteurs(run: RunFolder) -> list[str]:
+    """The parties that played a saboteur in the run: the scenario gave them the `saboteur`
+    incentive, or `scripted:saboteur` played them (see `detente.sabotage`)."""
+    from detente.sabotage import saboteurs as find
+
+    return find(run.result.incentives, run.header.agents)
 
 
 def _saboteur_succeeded(run: RunFolder) -> bool | None:
-    result = run.result
-    return not has_deal(result) if saboteurs(result) else None
+    return not has_deal(run.result) if saboteurs(run) else None
+
+
+def _saboteur_noticed(run: RunFolder) -> bool | None:
+    from detente.errors import DetenteError
+    from detente.sabotage import suspicions
+
+    parties = saboteurs(run)
+    if not parties:
+        return None
+    try:
+        briefs = run.bundle.briefs
+    except DetenteError:  # the scenario has moved: the party ids still name the parties
+        briefs = {}
+    names = {p: [briefs[p].display_name] if p in briefs else [] for p in parties}
+    return bool(suspicions(run.events, parties, names))
 
 
 def _violations(run: RunFolder) -> dict[str, bool]:
@@ -381,8 +398,16 @@ METRICS: list[Metric] = [
                 "the rule needs, over all proposals."),
     Metric("saboteur_succeeded", "saboteur succeeded", "rate", _saboteur_succeeded,
            optional=True,
-           note="Saboteur succeeded: of the runs in which a party had the `saboteur` incentive "
-                "(its prompt's, or a scripted seat's), those that ended without a deal."),
+           note="Saboteur succeeded: of the runs in which a party played a saboteur (the "
+                "`saboteur` incentive in its prompt or on its scripted seat, or "
+                "scripted:saboteur), those that ended without a deal."),
+    Metric("saboteur_noticed", "saboteur noticed", "rate", _saboteur_noticed, optional=True,
+           note="Saboteur noticed: of the same runs, those in which another party's words "
+                "(statements, caucus messages, rationales, private ones too) hold a sentence "
+                "naming the saboteur and accusing it of working against the talks (sabotage, "
+                "stalling, bad faith, playing for time, not wanting a deal...): a word check "
+                "(detente.sabotage), not a judgement, that misses suspicion worded otherwise; "
+                "scripted parties never accuse."),
     Metric("utility", "mean utility", "mean",
            lambda run: {p: s.utility for p, s in run.result.scores.parties.items()},
            per_party=True, tested=True, test_label="utility",

@@ -29,13 +29,18 @@ def analyze_command(
         False, "--sensitivity",
         help="Also show how the ZOPA moves with each party's walk-away utility and weights.",
     ),
+    at_round: int = typer.Option(
+        1, "--round", min=1, metavar="N",
+        help="Analyze with the walk-away utilities in force in round N (the scenario's "
+             "walk_away events change them during the talks).",
+    ),
 ) -> None:
     """Enumerate every package: ZOPA, Pareto frontier, Nash and Kalai-Smorodinsky packages."""
     from detente.analysis import analyze
     from detente.loading import load_scenario
     from detente.sensitivity import sensitivity
 
-    scenario = load_scenario(scenario_path)
+    scenario = load_scenario(scenario_path).at_round(at_round)
     report = analyze(scenario, frontier=frontier)
     moves = sensitivity(scenario) if with_sensitivity else None
     if as_json:
@@ -46,6 +51,7 @@ def analyze_command(
             console.print_json(json.dumps(data))
         return
     render(scenario, report)
+    render_talks(scenario, at_round)
     if moves is not None:
         render_sensitivity(moves)
 
@@ -94,6 +100,29 @@ def _package_table(scenario: Scenario, title: str, pkg: PackageReport, report: A
         parties.add_row(party + marker, f"{utility:.1f}", f"{reservation:.1f}",
                         f"{utility - reservation:+.1f}", f"{report.best_for.get(party, 0):.1f}")
     console.print(parties)
+
+
+def render_talks(scenario: Scenario, at_round: int) -> None:
+    """What the analysis leaves out: the private incentives (the scorer ignores them) and the
+    events during the talks, with the walk-away changes and the round they count from."""
+    from detente.scenario import INCENTIVES
+
+    for party, incentive in scenario.incentives.items():
+        console.print(f"[dim]Incentive: {party} is privately told to "
+                      f"{INCENTIVES[incentive.kind]}"
+                      + (f" ({incentive.target})" if incentive.target else "")
+                      + "; the analysis and the scorer ignore it.[/]")
+    changes = [e for e in scenario.events if e.change is not None]
+    for event in scenario.events:
+        audience = "every party" if event.visible_to == "all" else " and ".join(event.visible_to)
+        line = f"Event in round {event.round} ({event.kind}, seen by {audience}): {event.id}"
+        if event.change is not None:
+            line += (f"; {event.change.party}'s walk-away becomes "
+                     f"{event.change.reservation_utility:g}")
+        console.print(Text(line, style="dim"))
+    if changes:
+        console.print(Text(f"This analysis uses the walk-aways in force in round {at_round}; "
+                           "--round N shows another round's.", style="dim"))
 
 
 # --------------------------------------------------------------------------- sensitivity

@@ -339,11 +339,11 @@ class Turns:
     @staticmethod
     async def injects(run: RunContext, round_: int) -> None:
         """Log the scenario's events due by round `round_` (scheduled at it, or at a round the
-        protocol skipped) as `inject` events of this round; events already logged are kept as
-        they were."""
+        protocol skipped) as `inject` events of this round, by round and then in the order the
+        scenario lists them; events already logged are kept as they were."""
         due = [Inject(id=f"inject/{e.id}", round=round_, kind=e.kind, text=e.text,
                       visible_to=e.visible_to, change=e.change)
-               for e in sorted(run.scenario.events, key=lambda e: (e.round, e.id))
+               for e in sorted(run.scenario.events, key=lambda e: e.round)
                if e.round <= round_ and f"inject/{e.id}" not in run.log]
         if due:
             await Turns.write(run, *due)
