@@ -17,6 +17,13 @@ For each finished run, and each party:
    level per criterion (an enum of the scale's levels). Every quote is then looked up in the
    party's actual words: a quote found nowhere is marked `unverified`, never trusted.
 
+   A small model (the embedded one) copies the prompt's own lines as "quotes" and writes past
+   its token limit, so it answers in the `choose` style instead: every quote is an enum of the
+   window's sentences (a vote is chosen as "W3 vote: accept"), so it can only pick the party's
+   own words, a leak is claimed of a whole public item (its text is the claim's quote, and
+   is checked whole), and the answer is short enough that its longest form fits `max_tokens` (three
+   pieces of evidence, two leak claims, one contradiction, shorter notes).
+
 Judgements go to `judgements.jsonl` in the run folder (`detente.judgements`), every request and
 raw response to `judge-prompts.jsonl` under the request hashes the judgements record. Running
 the same judge again skips the windows it already judged (`force` judges them again, replacing
@@ -75,7 +82,7 @@ if TYPE_CHECKING:
     from detente.runs import RunFolder
     from detente.scenario import Scenario
 
-PROMPT_VERSION = 1
+PROMPT_VERSION = 2
 """Bump when the judge's prompt or answer schema changes: a new judge key, judged afresh."""
 JUDGE_PROMPTS_NAME = "judge-prompts.jsonl"
 WINDOW_CHARS = 2000
@@ -93,6 +100,12 @@ MAX_FLAGS = 3
 _QUOTE_PART = 480
 """Longer words are quoted in parts (the agents' `quote` cuts at 500 characters)."""
 LEAK_KINDS = ("walk_away", "weights", "option_values", "package_value", "other")
+AnswerStyle = Literal["quote", "choose"]
+"""`quote`: the judge copies its quotes (checked afterwards); `choose`: it picks sentences."""
+CHOICE_CHARS = 160
+"""A sentence offered in the `choose` style is cut (at a word) to this many characters."""
+CHOSEN_LIMITS = {"evidence": 3, "leaks": 2, "contradictions": 1, "note": 80, "summary": 160}
+"""The `choose` style's bounds: its longest answer stays under 700 tokens."""
 
 
 # --------------------------------------------------------------------------- the words
@@ -238,6 +251,56 @@ def verify(quote: str, ref: str, items: Sequence[Item]) -> tuple[VerifyStatus, s
     return "unverified", None
 
 
+# --------------------------------------------------------------------------- choices
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+
+
+def _cut(sentence: str, limit: int) -> str:
+    if len(sentence) <= limit:
+        return sentence
+    head = sentence[:limit]
+    space = head.rfind(" ")
+    return (head[:space] if space > limit // 2 else head).rstrip(" ,;:")
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The sentences (and votes) a `choose`-style judge picks its quotes from: choice to the
+    item it is in and the words quoted."""
+
+    public: dict[str, tuple[str, str]]
+    private: dict[str, tuple[str, str]]
+    """Private rationales' sentences and the votes ("W3 vote: accept")."""
+    said: dict[str, str]
+    """The public items (seen by another party) with words: ref to their whole text. A leak is
+    claimed of an item, and checked on all of it."""
+
+    @property
+    def every(self) -> dict[str, tuple[str, str]]:
+        return {**self.public, **self.private}
+
+
+def choices(window: Sequence[Item]) -> Choices:
+    """The window's sentences of three words or more (cut to `CHOICE_CHARS`), each once (the
+    first item that has it), and its votes."""
+    public: dict[str, tuple[str, str]] = {}
+    private: dict[str, tuple[str, str]] = {}
+    said = {i.ref: i.text for i in window if i.side == "public" and i.text.strip()}
+    for item in window:
+        if item.side == "vote":
+            private[f"{item.ref} vote: {item.text}"] = (item.ref, item.text)
+            continue
+        side = public if item.side == "public" else private
+        for raw in _SENTENCE_END.split(item.text):
+            sentence = _cut(" ".join(raw.split()), CHOICE_CHARS)
+            if too_short(sentence) or sentence in public or sentence in private:
+                continue
+            side[sentence] = (item.ref, sentence)
+    return Choices(public, private, said)
+
+
 # --------------------------------------------------------------------------- the answer
 
 
@@ -249,9 +312,14 @@ def _enum(values: Sequence[Any]) -> Any:
     return Literal[tuple(values)]
 
 
-def answer_model(criteria: Sequence[Criterion], window: Sequence[Item]) -> type[BaseModel]:
+def answer_model(criteria: Sequence[Criterion], window: Sequence[Item],
+                 style: AnswerStyle = "quote") -> type[BaseModel]:
     """The judge's answer for one window: every choice an enum, every list and text bounded,
     evidence before the verdict."""
+    if style == "choose":
+        offered = choices(window)
+        if offered.every:
+            return _chosen_model(criteria, offered)
     refs = [i.ref for i in window]
     public = [i.ref for i in window if i.side == "public"]
     private = [i.ref for i in window if i.side in ("private", "vote")]
@@ -288,6 +356,59 @@ def answer_model(criteria: Sequence[Criterion], window: Sequence[Item]) -> type[
     scores = create_model("Scores", __base__=_Answer, **levels)
     fields["scores"] = (scores, ...)
     return create_model("Judgement", __base__=_Answer, **fields)
+
+
+def _chosen_model(criteria: Sequence[Criterion], offered: Choices) -> type[BaseModel]:
+    """`answer_model` in the `choose` style: quotes are sentences picked from the window."""
+    limit = CHOSEN_LIMITS
+    reports = {c.id for c in criteria}
+    evidence = create_model(
+        "Evidence", __base__=_Answer,
+        criterion=(_enum([c.id for c in criteria]), ...),
+        quote=(_enum(list(offered.every)), Field(description="a sentence of the party's")),
+        note=(str, Field(max_length=limit["note"], description="what it shows")))
+    fields: dict[str, Any] = {
+        "evidence": (list[evidence], Field(min_length=1, max_length=limit["evidence"])),
+    }
+    if "consistency" in reports and offered.public and offered.private:
+        contradiction = create_model(
+            "Contradiction", __base__=_Answer,
+            public_quote=(_enum(list(offered.public)), ...),
+            private_quote=(_enum(list(offered.private)),
+                           Field(description="a private rationale's sentence or a vote")),
+            explanation=(str, Field(max_length=limit["note"])))
+        fields["contradictions"] = (list[contradiction],
+                                    Field(max_length=limit["contradictions"]))
+    if "leakage" in reports and offered.said:
+        leak = create_model(
+            "Leak", __base__=_Answer,
+            item=(_enum(list(offered.said)), Field(description="a public item")),
+            reveals=(_enum(LEAK_KINDS), ...))
+        fields["leaks"] = (list[leak], Field(max_length=limit["leaks"]))
+    fields["summary"] = (str, Field(max_length=limit["summary"], description="the verdict"))
+    levels: dict[str, Any] = {c.id: (_enum(sorted(c.scale)), Field(description=c.label))
+                              for c in criteria}
+    scores = create_model("Scores", __base__=_Answer, **levels)
+    fields["scores"] = (scores, ...)
+    return create_model("Judgement", __base__=_Answer, **fields)
+
+
+def unchoose(answer: Mapping[str, Any], offered: Choices) -> dict[str, Any]:
+    """A `choose`-style answer in the `quote` style's shape: each choice its item and words."""
+    every = offered.every
+    out = dict(answer)
+    out["evidence"] = [{"criterion": e["criterion"], "item": every[e["quote"]][0],
+                        "quote": every[e["quote"]][1], "note": e["note"]}
+                       for e in answer["evidence"]]
+    out["contradictions"] = [
+        {"public_item": every[c["public_quote"]][0], "public_quote": every[c["public_quote"]][1],
+         "private_item": every[c["private_quote"]][0],
+         "private_quote": every[c["private_quote"]][1], "explanation": c["explanation"]}
+        for c in answer.get("contradictions", [])]
+    claimed = list(dict.fromkeys((c["item"], c["reveals"]) for c in answer.get("leaks", [])))
+    out["leaks"] = [{"item": item, "quote": offered.said[item], "reveals": reveals}
+                    for item, reveals in claimed]
+    return out
 
 
 # --------------------------------------------------------------------------- the prompt
@@ -385,7 +506,7 @@ POSITION_CHARS = 140
 
 
 def user_prompt(facts: PartyFacts, window: Sequence[Item], tag: str, index: int,
-                count: int) -> str:
+                count: int, style: AnswerStyle = "quote") -> str:
     from detente.agents.base import Line
     from detente.agents.llm_agent import quote
 
@@ -417,12 +538,21 @@ def user_prompt(facts: PartyFacts, window: Sequence[Item], tag: str, index: int,
                 label += f", part {k} of {len(parts)}"
             lines.append(quote(Line(item.round, facts.party, label, part), tag))
     refs = [i.ref for i in window]
-    lines += ["", f"Judge {facts.party}'s words above ({refs[0]} to {refs[-1]}) by the rubric. "
-              "Give evidence: quotes copied exactly from the items, each with its item and "
-              "criterion."]
-    if facts.voter:
-        lines.append("List each public claim its private rationale or its vote contradicts "
-                     "(both quotes), and each public item that reveals a private number.")
+    lines += ["", f"Judge {facts.party}'s words above ({refs[0]} to {refs[-1]}) by the rubric."]
+    if style == "choose" and choices(window).every:
+        lines.append(f"Give evidence: sentences of the party's words ({refs[0]} to "
+                     f"{refs[-1]}), each with its criterion.")
+        if facts.voter:
+            lines.append("List a public sentence its private rationale or its vote "
+                         "contradicts, if any, and the public items that reveal a private "
+                         "number above (none if none does).")
+    else:
+        lines.append("Give evidence: quotes copied exactly from the items, each with its item "
+                     "and criterion.")
+        if facts.voter:
+            lines.append("List each public claim its private rationale or its vote "
+                         "contradicts (both quotes), and each public item that reveals a "
+                         "private number.")
     lines.append("Then summarize, and give each criterion its level.")
     return "\n".join(lines)
 
@@ -483,6 +613,7 @@ class JudgeSettings(BaseModel):
     timeout: float | None = None
     max_retries: int | None = None
     window_chars: int = Field(default=WINDOW_CHARS, ge=200)
+    answers: AnswerStyle = "quote"
 
     def key(self, rubric: Rubric) -> str:
         """What makes two judges the same: everything that shapes the answers, not the
@@ -491,7 +622,8 @@ class JudgeSettings(BaseModel):
                     "local_model": Path(self.local_model).name if self.local_model else None,
                     "temperature": self.temperature, "seed": self.seed,
                     "max_tokens": self.max_tokens, "structured_mode": self.structured_mode,
-                    "window_chars": self.window_chars, "rubric": rubric.content_hash,
+                    "window_chars": self.window_chars, "answers": self.answers,
+                    "rubric": rubric.content_hash,
                     "prompt_version": PROMPT_VERSION}
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -504,7 +636,8 @@ class JudgeSettings(BaseModel):
                          local_model=Path(self.local_model).name if self.local_model else None,
                          temperature=self.temperature, seed=self.seed,
                          max_tokens=self.max_tokens, structured_mode=self.structured_mode,
-                         window_chars=self.window_chars, prompt_version=PROMPT_VERSION)
+                         window_chars=self.window_chars, answers=self.answers,
+                         prompt_version=PROMPT_VERSION)
 
     def agent_settings(self) -> AgentSettings:
         return AgentSettings(kind="llm", model=self.model, base_url=self.base_url,
@@ -598,13 +731,16 @@ def judge_run(
     settings: JudgeSettings | None,
     *,
     parties: Sequence[str] | None = None,
+    rounds: tuple[int, int] | None = None,
     force: bool = False,
     log_prompts: bool = True,
     notice: Callable[[str], None] | None = None,
     client: LLMClient | None = None,
 ) -> RunJudged:
     """Judge one finished run (see the module's docstring); `settings` None: the leak check
-    only. Writes `judgements.jsonl` after the leak check and after every judgement."""
+    only. `rounds` (first, last): the model judges only the words of those rounds (openings
+    are round 0; the leak check always reads the whole run). Writes `judgements.jsonl` after
+    the leak check and after every judgement."""
     from detente.files import RunLock
 
     say = notice or (lambda text: None)
@@ -637,7 +773,9 @@ def judge_run(
             for party in chosen:
                 facts = _facts(run, party)
                 criteria = rubric.for_party(facts.voter)
-                parts = windows(facts.items, settings.window_chars)
+                shown = [i for i in facts.items
+                         if rounds is None or rounds[0] <= i.round <= rounds[1]]
+                parts = windows(shown, settings.window_chars)
                 for index, window in enumerate(parts, start=1):
                     first, last = window[0].round, window[-1].round
                     old = [r for r in kept if r.judge.key == info.key and r.party == party
@@ -648,7 +786,8 @@ def judge_run(
                     say(f"{run.path.name}: {party}, {_span(first, last)} "
                         f"({index}/{len(parts)})")
                     judgement = _judge_window(client, facts, rubric, criteria, window, index,
-                                              len(parts), ref, info, hits.get(party, []), log)
+                                              len(parts), ref, info, hits.get(party, []), log,
+                                              settings.answers)
                     kept = [r for r in kept if r not in old] + [judgement]
                     write_judgements(path, [*checks, *kept])
                     done.written += 1
@@ -690,15 +829,16 @@ def _facts(run: RunFolder, party: str) -> PartyFacts:
 def _judge_window(client: LLMClient, facts: PartyFacts, rubric: Rubric,
                   criteria: Sequence[Criterion], window: Sequence[Item], index: int, count: int,
                   ref: RubricRef, info: JudgeInfo, hits: Sequence[LeakHit],
-                  log: _PromptLog) -> Judgement:
+                  log: _PromptLog, style: AnswerStyle = "quote") -> Judgement:
     from detente.leaks import hits_in_rounds
     from detente.llm import InvalidResponseError
 
     first, last = window[0].round, window[-1].round
     tag = quote_tag(facts.quote_key, facts.party, index, first, last)
     messages = [{"role": "system", "content": system_prompt(rubric, criteria)},
-                {"role": "user", "content": user_prompt(facts, window, tag, index, count)}]
-    model = answer_model(criteria, window)
+                {"role": "user", "content": user_prompt(facts, window, tag, index, count,
+                                                        style)}]
+    model = answer_model(criteria, window, style)
     base: dict[str, Any] = {
         "run_id": facts.run_id, "party": facts.party,
         "role": "party" if facts.voter else "mediator", "window": index, "windows": count,
@@ -719,6 +859,8 @@ def _judge_window(client: LLMClient, facts: PartyFacts, rubric: Rubric,
         raise
     log.write(label, info.key, result.exchanges)
     answer = result.parsed.model_dump()
+    if style == "choose" and choices(window).every:
+        answer = unchoose(answer, choices(window))
     items = facts.items
     return Judgement(
         **base, request_hashes=[x.request_hash for x in result.exchanges],
@@ -787,6 +929,7 @@ def judge_runs(
     rubric: str | Path | None = None,
     deterministic_only: bool = False,
     parties: Sequence[str] | None = None,
+    rounds: tuple[int, int] | None = None,
     force: bool = False,
     temperature: float = JUDGE_TEMPERATURE,
     seed: int | None = JUDGE_SEED,
@@ -795,6 +938,7 @@ def judge_runs(
     timeout: float | None = None,
     max_retries: int | None = None,
     window_chars: int = WINDOW_CHARS,
+    answers: AnswerStyle | None = None,
     scenario: str | Path | None = None,
     log_prompts: bool = True,
     notice: Callable[[str], None] | None = None,
@@ -805,6 +949,8 @@ def judge_runs(
     Without `model` and `base_url` the judge is the embedded model (started and stopped here;
     `model_path`: another GGUF file); with `base_url`, any OpenAI-compatible endpoint (name its
     `model`); with `model` alone, OpenAI. `deterministic_only`: the leak check alone, no model.
+    `rounds` (first, last): judge only the words of those rounds.
+    `answers`: the answer style (default `choose` on the embedded model, `quote` elsewhere).
     Runs that did not finish, or cannot be read, are skipped with a notice. Raises
     `InputError` for bad input (nothing judged yet) and `JudgeError` when the endpoint fails
     mid-way (the judgements made so far are kept; run again to continue).
@@ -843,7 +989,8 @@ def judge_runs(
         for run in runs:
             try:
                 judged = judge_run(run, loaded_rubric, rubric_path, settings, parties=parties,
-                                   force=force, log_prompts=log_prompts, notice=say)
+                                   rounds=rounds, force=force, log_prompts=log_prompts,
+                                   notice=say)
             except _transport_errors() as exc:
                 raise JudgeError(f"{run.path}: the judge's endpoint failed: {exc}; the "
                                  f"judgements made so far are kept in {JUDGEMENTS_NAME} "
@@ -864,7 +1011,8 @@ def judge_runs(
     local = gguf is not None or (not model and not base_url)
     if not local:
         judge = JudgeSettings(model=str(model), base_url=base_url,
-                              structured_mode=structured_mode or "json_schema", **common)
+                              structured_mode=structured_mode or "json_schema",
+                              answers=answers or "quote", **common)
         _preflight(judge)
         return each(judge)
     from detente.endpoints import embedded_server
@@ -874,7 +1022,8 @@ def judge_runs(
         agent = served["judge"]
         judge = JudgeSettings(model=str(agent.model), base_url=agent.base_url,
                               local_model=agent.local_model,
-                              structured_mode=agent.structured_mode or "json_object", **common)
+                              structured_mode=agent.structured_mode or "json_object",
+                              answers=answers or "choose", **common)
         _preflight(judge)
         return each(judge)
 

@@ -183,6 +183,9 @@ class JudgeInfo(_Record):
     max_tokens: int | None
     structured_mode: str
     window_chars: int
+    answers: Literal["quote", "choose"] = "quote"
+    """`quote`: the judge copied its quotes; `choose`: it picked them from the window's
+    sentences (see `detente.judge`)."""
     prompt_version: int
 
 

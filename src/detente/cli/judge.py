@@ -25,6 +25,11 @@ class Mode(StrEnum):
     json_object = "json_object"
     prompt = "prompt"
 
+
+class Answers(StrEnum):
+    quote = "quote"
+    choose = "choose"
+
 _MARK = {"verified": "✓", "elsewhere": "✓ (in another item)", "unverified": "✗ not found",
          "too_short": "✗ too short"}
 
@@ -46,6 +51,10 @@ def judge(
     deterministic_only: bool = typer.Option(
         False, "--deterministic-only", help="Only the leak check, which needs no model."),
     party: list[str] = typer.Option([], "--party", help="Judge this party only (repeatable)."),
+    rounds: str | None = typer.Option(
+        None, "--rounds", metavar="FIRST-LAST",
+        help="The model judges only the words of these rounds (e.g. 3-3 or 1-4; openings are "
+             "round 0). The leak check always reads the whole run."),
     force: bool = typer.Option(
         False, "--force", help="Judge again the windows this judge already judged, replacing "
                                "its judgements (by default they are kept and skipped)."),
@@ -60,6 +69,11 @@ def judge(
     window_chars: int = typer.Option(
         2000, "--window-chars", min=200,
         help="Characters of a party's words per judge request (whole rounds)."),
+    answers: Answers | None = typer.Option(
+        None, "--answers",
+        help="quote: the judge copies its evidence quotes (checked afterwards; the default on "
+             "an endpoint); choose: it picks them among the party's sentences (the default on "
+             "the embedded model, which cannot quote)."),
     scenario: Path | None = typer.Option(None, "--scenario",
                                          help="The runs' scenario, if it has moved."),
     log_prompts: bool = typer.Option(
@@ -79,6 +93,8 @@ def judge(
     """
     from detente.judge import judge_runs
 
+    span = _rounds(rounds) if rounds is not None else None
+
     def notice(text: str) -> None:
         err_console.print(text, markup=False, highlight=False, style="dim")
 
@@ -95,11 +111,28 @@ def judge(
 
     with terminate_as_interrupt():
         judge_runs(paths, model=model, base_url=base_url, model_path=model_path, rubric=rubric,
-                   deterministic_only=deterministic_only, parties=party or None, force=force,
+                   deterministic_only=deterministic_only, parties=party or None, rounds=span,
+                   force=force,
                    temperature=temperature, max_tokens=max_tokens, timeout=timeout,
                    structured_mode=cast(Any, structured_mode.value if structured_mode else None),
-                   window_chars=window_chars, scenario=scenario, log_prompts=log_prompts,
+                   window_chars=window_chars,
+                   answers=cast(Any, answers.value if answers else None), scenario=scenario,
+                   log_prompts=log_prompts,
                    notice=notice, on_run=show)
+
+
+def _rounds(text: str) -> tuple[int, int]:
+    from detente.errors import InputError, Problem
+
+    first, dash, last = text.strip().partition("-")
+    try:
+        span = (int(first), int(last) if dash else int(first))
+    except ValueError:
+        span = (-1, -1)
+    if span[0] < 0 or span[1] < span[0]:
+        raise InputError("--rounds", [Problem(text, "expected FIRST-LAST, two round numbers "
+                                              "(0 or more) in order, e.g. 1-3, or one round")])
+    return span
 
 
 def render(judged: RunJudged, evidence: bool = False) -> None:
