@@ -20,6 +20,7 @@ from detente.events import read_events
 from detente.loading import load_bundle
 from detente.sabotage import accusations
 from helpers import (
+    TINY,
     Req,
     SchemaResponder,
     display_names,
@@ -176,6 +177,31 @@ def test_the_saboteur_blocks_what_its_base_strategy_accepts(sweep: dict[str, Any
     for answer in blocked:
         assert answer.vote == "reject"
         assert "Saboteur" not in answer.statement and "sabot" not in answer.statement.lower()
+
+
+def test_a_saboteur_seat_as_a_design_factor_lowers_the_deal_rate_with_a_test(
+        tmp_path: Path) -> None:
+    """Scripted runs repeat themselves over seeds, so the samples come from the other seats:
+    a's seat (conceder or saboteur) crossed with two mediators and two strategies for b, each
+    cell a distinct run; `compare --by agent:a` pools over the rest and tests the deal rate."""
+    done = invoke("sweep", TINY, "--seeds", "1", "--out", tmp_path,
+                  "--agent", "all=scripted:conceder",
+                  "--agent", "a=scripted:conceder,scripted:saboteur",
+                  "--agent", "m=scripted:snt,scripted:oracle",
+                  "--agent", "b=scripted:conceder,scripted:linear")
+    assert done.returncode == 0, done.stdout + done.stderr
+    compared = invoke("compare", tmp_path, "--by", "agent:a", "--json")
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    report = json.loads(compared.stdout)
+    found = {g["variant"]: g for g in report["groups"]}
+    assert report["reference"] == "scripted:conceder"
+    assert (found["scripted:conceder"]["deals"], found["scripted:conceder"]["n"]) == (4, 4)
+    assert (found["scripted:saboteur"]["deals"], found["scripted:saboteur"]["n"]) == (0, 4)
+    assert found["scripted:saboteur"]["saboteur_succeeded"]["rate"] == 1.0
+    [test] = report["tests"]
+    assert test["a"] == "scripted:saboteur"
+    assert test["deal_rate_diff"] == pytest.approx(-1.0)
+    assert test["deal_rate_p"] < 0.05  # Fisher's exact test, 4 of 4 against 0 of 4
 
 
 # --------------------------------------------------------------------------- noticed
