@@ -465,3 +465,19 @@ def test_the_html_report_shows_judgements_per_party_and_variant(judged_sweep: Pa
         shown = re.sub(r"<[^>]+>", "", cells[f"judged_{criterion}"])
         assert shown == f"{sum(per_run) / len(per_run):.1f} [{lo:.1f}, {hi:.1f}]"
     assert "leaked a private number" in page and "judged fidelity" in page
+
+
+def test_with_the_leak_check_alone_compare_shows_no_empty_judge_tables(
+        judged_sweep: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    shutil.copytree(judged_sweep, sweep)
+    for stale in sweep.glob("*/*/judge*.jsonl"):
+        stale.unlink()
+    assert invoke("judge", sweep, "--deterministic-only").returncode == 0
+    text = " ".join(invoke("compare", sweep).stdout.split())
+    assert "Leaked a private number [95% Wilson interval]" in text
+    assert "Judged" not in text and "Judge quotes not found" not in text
+    out = tmp_path / "report.html"
+    assert invoke("report", sweep, "--out", out, "--no-run-charts").returncode == 0
+    page = out.read_text(encoding="utf-8")
+    assert 'data-metric="leak_rate"' in page and 'data-metric="judged_fidelity"' not in page

@@ -427,7 +427,8 @@ def _notes(notes: Iterable[str]) -> str:
 def _comparison(comparison: Comparison) -> str:
     """The comparison's tables, a column for every metric of `detente.metrics`."""
     whole = shown_metrics(variant_metrics(), lambda key: (g.stat(key) for g in comparison.groups))
-    per_party = party_metrics()
+    per_party = shown_metrics(party_metrics(), lambda key: (
+        p.stat(key) for g in comparison.groups for p in g.parties.values()))
     variant_rows = []
     for g in comparison.groups:
         ref = ' <span class="badge">reference</span>' if g.variant == comparison.reference \

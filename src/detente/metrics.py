@@ -205,8 +205,9 @@ class Metric:
     """Part of what makes two runs identical (`detente.comparison.run_fingerprint`); False
     for what a run cost, which differs between copies (an answer from the cache is free)."""
     optional: bool = False
-    """Measured only in some runs (a saboteur's): its column and note are shown only where
-    some group has a value (`--json` and `--csv` always hold it)."""
+    """Measured only in some runs (a saboteur's; a model judge's): its column (or, per party,
+    its table) and note are shown only where some group has a value (`--json` and `--csv`
+    always hold it)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -436,7 +437,7 @@ METRICS: list[Metric] = [
                 "deterministic check of `detente judge` (no model)."),
     *(Metric(f"judged_{criterion}", f"judged {criterion}", "mean",
              _level(criterion), per_party=True,
-             section="judged",
+             section="judged", optional=True,
              note=f"Judged {criterion}: the judge model's mean level on the rubric's scale "
                   "(the shipped rubric: 1 worst to 5 best), per run over the party's windows "
                   "of rounds, then over runs. Read with the judge's quality in mind: the "
@@ -444,11 +445,13 @@ METRICS: list[Metric] = [
       for criterion in ("fidelity", "leakage", "consistency", "tone")),
     Metric("contradiction_rate", "contradiction flagged", "rate",
            lambda run: _judged("contradicted", run), per_party=True, section="judged",
+           optional=True,
            note="Contradiction: share of runs in which the judge flagged a public claim that "
                 "the party's private rationale or vote contradicts, both quotes found in its "
                 "words."),
     Metric("unverified_quotes", "judge quotes not found", "pooled_rate",
            lambda run: _judged("unverified_quotes", run), per_party=True, section="judged",
+           optional=True,
            note="Not found: the judge's evidence quotes that occur nowhere in the party's "
                 "words (they count for nothing), over all its quotes."),
 ]
@@ -506,11 +509,14 @@ def _dollars(usd: float) -> str:
 
 
 def _run_usd(run: RunFolder) -> float | None:
-    """What the run's model calls cost, priced now (`detente.costs.run_cost`); None: it made
+    """What the run's model calls cost, as its result says (priced when it was written, with
+    the prices the run was given: `--prices`, or `detente replay --prices` later); a result
+    without a cost (before format 3) is priced now (`detente.costs.run_cost`). None: it made
     none (scripted), or a model has no price (unknown)."""
     from detente.costs import run_cost
 
-    cost = run_cost(run.header, run.events).total
+    recorded = run.result.cost
+    cost = recorded.total if recorded is not None else run_cost(run.header, run.events).total
     if not cost.requests:
         return None
     return cost.usd
@@ -524,9 +530,10 @@ def _cost_and_deal(run: RunFolder) -> tuple[float, float] | None:
 register(Metric(
     "cost_per_run", "cost per run", "mean", _run_usd, fmt=_dollars, empty="- (no price or no "
     "model calls)", in_fingerprint=False, optional=True,
-    note="Cost per run: what a run's model calls cost in US dollars, priced with the current "
-         "price table (detente.costs; answers from the response cache are free), with a 95% "
-         "bootstrap interval; shown where runs made model calls to priced models."))
+    note="Cost per run: what a run's model calls cost in US dollars, as its result.json says "
+         "(priced with the table it was run or replayed with; answers from the response cache "
+         "are free), with a 95% bootstrap interval; shown where runs made model calls to "
+         "priced models."))
 register(Metric(
     "cost_per_deal", "cost per deal", "ratio", _cost_and_deal, fmt=_dollars,
     empty="- (no price or no model calls)", in_fingerprint=False, optional=True,

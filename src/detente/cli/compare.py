@@ -321,7 +321,8 @@ def _render_outcomes(out: Console, comparison: Comparison) -> None:
 def _render_party_section(out: Console, comparison: Comparison, section: str) -> None:
     """Each per-party metric of `section` as a table of its own (a column per party), with
     its note; a quiet section with nothing in it is one line."""
-    metrics = party_metrics(section)
+    metrics = shown_metrics(party_metrics(section), lambda key: (
+        p.stat(key) for g in comparison.groups for p in g.parties.values()))
     if not metrics:
         return
     if section in QUIET_SECTIONS and not section_shown(comparison, section):
