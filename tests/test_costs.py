@@ -483,3 +483,21 @@ def test_compare_shows_cost_per_run_and_per_deal(tmp_path: Path) -> None:
     flat = " ".join(table.stdout.split())
     assert "cost per run" in flat and "cost per deal" in flat
     assert f"${sum(costs):,.4f}" in flat  # the cost per deal
+
+
+def test_compare_prices_runs_as_they_were_priced(tmp_path: Path) -> None:
+    """A sweep priced with --prices is compared at those prices, not as unknown."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models]\n"my-model" = { input = 1.0, output = 2.0 }\n',
+                      encoding="utf-8")
+    with serve(Ledger(load(TINY), vote="accept")) as fake:
+        done = invoke("sweep", TINY, "--seeds", "1", "--agent", "all=my-model", "--base-url",
+                      fake.base_url, "--rounds", "1", "--out", tmp_path, "--name", "s",
+                      "--prices", prices, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    usd = result_of(tmp_path / "s" / "tiny" / "seed-0")["cost"]["total"]["usd"]
+    assert usd > 0
+    shown = invoke("compare", "--json", tmp_path / "s", cwd=ROOT)
+    group = json.loads(shown.stdout)["groups"][0]
+    assert group["cost_per_run"]["mean"] == pytest.approx(usd)
+    assert group["cost_per_deal"]["value"] == pytest.approx(usd)
