@@ -236,6 +236,8 @@ def test_judge_on_the_curated_example_writes_verified_quotes_and_request_hashes(
         # The request hash names the request as sent, kept in judge-prompts.jsonl.
         assert len(j.request_hashes) == 1 and j.request_hashes[0] in by_hash
         assert by_hash[j.request_hashes[0]]["request"]["model"] == "judge-x"
+        # Room for the longest answer the quote style allows.
+        assert by_hash[j.request_hashes[0]]["request"]["max_tokens"] == 1600
     # ... and is the SHA-256 of the body the endpoint received.
     assert {j.request_hashes[0] for j in judgements} == sent_hashes
     us = next(j for j in judgements if j.party == "us")

@@ -90,6 +90,10 @@ WINDOW_CHARS = 2000
 the brief and the numbers, a baseline prompt stays under about 2,500 tokens, within the
 embedded model's 4,096 with room for the answer."""
 JUDGE_MAX_TOKENS = 700
+"""The answer's token limit in the `choose` style (its longest answer fits)."""
+QUOTE_MAX_TOKENS = 1600
+"""... and in the `quote` style: six quotes with notes, three contradictions (two quotes each)
+and three leak claims at their longest come to about 1,400 tokens."""
 JUDGE_TEMPERATURE = 0.0
 JUDGE_SEED = 0
 QUOTE_MAX = 200
@@ -933,7 +937,7 @@ def judge_runs(
     force: bool = False,
     temperature: float = JUDGE_TEMPERATURE,
     seed: int | None = JUDGE_SEED,
-    max_tokens: int | None = JUDGE_MAX_TOKENS,
+    max_tokens: int | None = None,
     structured_mode: StructuredMode | None = None,
     timeout: float | None = None,
     max_retries: int | None = None,
@@ -949,7 +953,8 @@ def judge_runs(
     Without `model` and `base_url` the judge is the embedded model (started and stopped here;
     `model_path`: another GGUF file); with `base_url`, any OpenAI-compatible endpoint (name its
     `model`); with `model` alone, OpenAI. `deterministic_only`: the leak check alone, no model.
-    `rounds` (first, last): judge only the words of those rounds.
+    `rounds` (first, last): judge only the words of those rounds. `max_tokens`: the answer's
+    limit (default: `JUDGE_MAX_TOKENS` in the `choose` style, `QUOTE_MAX_TOKENS` in `quote`).
     `answers`: the answer style (default `choose` on the embedded model, `quote` elsewhere).
     Runs that did not finish, or cannot be read, are skipped with a notice. Raises
     `InputError` for bad input (nothing judged yet) and `JudgeError` when the endpoint fails
@@ -1005,14 +1010,20 @@ def judge_runs(
     if base_url is not None and not model:
         raise InputError("--model", [Problem("", "name the judge's model with --model (the "
                                              "model id the endpoint at --base-url serves)")])
-    common: dict[str, Any] = {"temperature": temperature, "seed": seed,
-                              "max_tokens": max_tokens, "timeout": timeout,
+    common: dict[str, Any] = {"temperature": temperature, "seed": seed, "timeout": timeout,
                               "max_retries": max_retries, "window_chars": window_chars}
+
+    def limit(style: AnswerStyle) -> int:
+        if max_tokens is not None:
+            return max_tokens
+        return JUDGE_MAX_TOKENS if style == "choose" else QUOTE_MAX_TOKENS
+
     local = gguf is not None or (not model and not base_url)
     if not local:
+        style: AnswerStyle = answers or "quote"
         judge = JudgeSettings(model=str(model), base_url=base_url,
-                              structured_mode=structured_mode or "json_schema",
-                              answers=answers or "quote", **common)
+                              structured_mode=structured_mode or "json_schema", answers=style,
+                              max_tokens=limit(style), **common)
         _preflight(judge)
         return each(judge)
     from detente.endpoints import embedded_server
@@ -1020,10 +1031,11 @@ def judge_runs(
     wanted = {"judge": AgentSettings(kind="llm", structured_mode=structured_mode)}
     with embedded_server(wanted, gguf, notice=say) as served:
         agent = served["judge"]
+        style = answers or "choose"
         judge = JudgeSettings(model=str(agent.model), base_url=agent.base_url,
                               local_model=agent.local_model,
                               structured_mode=agent.structured_mode or "json_object",
-                              answers=answers or "choose", **common)
+                              answers=style, max_tokens=limit(style), **common)
         _preflight(judge)
         return each(judge)
 

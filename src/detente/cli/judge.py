@@ -62,7 +62,9 @@ def judge(
         None, "--structured-mode",
         help="json_schema (default), json_object (the embedded model's default), prompt."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0),
-    max_tokens: int = typer.Option(700, "--max-tokens", min=1),
+    max_tokens: int | None = typer.Option(
+        None, "--max-tokens", min=1,
+        help="The judge's answer limit (default 700 with --answers choose, 1600 with quote)."),
     timeout: float | None = typer.Option(
         None, "--timeout", min=0.001, metavar="SECONDS",
         help="Seconds a judge request may take (default 60; 600 on the embedded model)."),
