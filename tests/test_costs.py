@@ -197,6 +197,9 @@ def test_a_sweeps_cost_is_the_sum_of_its_runs(tmp_path: Path) -> None:
     line = " ".join(done.stdout.split())  # the console may wrap it
     assert (f"Cost: ${usd:,.4f} over {sent} model requests, {prompt + completion:,} tokens"
             in line)
+    # The table's row has the figures uncut, even 80 columns wide.
+    row = next(r for r in done.stdout.splitlines() if r.startswith("│ tiny"))
+    assert f"${usd:,.4f}" in row and f"{prompt + completion:,}" in row, row
 
 
 def test_a_price_file_overrides_the_shipped_table_and_extends_it(tmp_path: Path) -> None:

@@ -198,13 +198,6 @@ def _summary(manifest: SweepManifest, sweep_dir: Path) -> None:
 
     keys = ("runs", "deal", "no_deal", "deadlock", "failed", "budget")
     table = Table(title=f"Sweep {manifest.name}")
-    for col in ("scenario", "runs", "deal", "no deal", "deadlock", "failed", "budget",
-                "requests", "tokens", "cost"):
-        if col == "scenario":
-            table.add_column(col, overflow="fold", min_width=min(
-                40, max((len(_row_of(e)) for e in manifest.entries), default=8)))
-        else:
-            table.add_column(col, justify="right")
     by: dict[str, dict[str, int]] = {}
     costs: dict[str, list[Cost]] = {}
     for e in manifest.entries:
@@ -216,13 +209,32 @@ def _summary(manifest: SweepManifest, sweep_dir: Path) -> None:
             row[key] += 1
         if e.cost is not None:
             costs.setdefault(_row_of(e), []).append(e.cost)
-    for sid, row in by.items():
-        spent = total(costs.get(sid, []))
-        table.add_row(Text(sid), *(str(row[k]) for k in keys), *_cost_cells(spent))
+    rows = [[sid, *(str(row[k]) for k in keys), *_cost_cells(total(costs.get(sid, [])))]
+            for sid, row in by.items()]
     everything = manifest.cost()
     if len(by) > 1:
-        table.add_row("all", *(str(sum(r[k] for r in by.values())) for k in keys),
-                      *_cost_cells(everything), style="bold")
+        rows.append(["all", *(str(sum(r[k] for r in by.values())) for k in keys),
+                     *_cost_cells(everything)])
+    headers = ("scenario", "runs", "deal", "no deal", "deadlock", "failed", "budget",
+               "requests", "tokens", "cost")
+    # No failure, no budget: those columns go, so the figures fit 80 columns uncut.
+    hidden = {5} if all(r[5] == "0" for r in rows) else set()
+    if manifest.budget_usd is None and all(r[6] == "0" for r in rows):
+        hidden.add(6)
+    shown = [k for k in range(len(headers)) if k not in hidden]
+    for k in shown:
+        col = headers[k]
+        if col == "scenario":
+            table.add_column(col, overflow="fold", min_width=min(
+                40, max((len(_row_of(e)) for e in manifest.entries), default=8)))
+        elif col == "cost":  # never cut to "$0.0…": other headers give way first
+            table.add_column(col, justify="right", no_wrap=True,
+                             min_width=max(len(r[k]) for r in rows))
+        else:
+            table.add_column(col, justify="right")
+    for n, r in enumerate(rows):
+        table.add_row(Text(r[0]), *(r[k] for k in shown[1:]),
+                      style="bold" if len(by) > 1 and n == len(rows) - 1 else None)
     console.print(table)
     cached = everything.cached_requests
     line = (f"Cost: {format_usd(everything)} over {everything.requests:,} model requests"
