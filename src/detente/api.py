@@ -253,13 +253,17 @@ class Sweep:
 
 
 def scenario_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Scenario files named directly or found in folders (recursively, sorted)."""
+    """Scenario files named directly or found in folders (recursively, sorted; a folder's
+    sweep designs are left out)."""
+    from detente.designs import is_design_file
+
     files: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*.yaml")
-                           if not any(part.startswith(".") for part in p.parts))
+                           if not any(part.startswith(".") for part in p.parts)
+                           and not is_design_file(p))
             if not found:
                 raise InputError(path, [Problem("", "no .yaml scenario files in this folder")])
             files += found

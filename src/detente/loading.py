@@ -361,7 +361,10 @@ def _load_party_briefs(path: Path, scenario: Scenario) -> dict[str, Brief]:
 
 
 def classify(data: dict[str, Any]) -> str:
-    """`scenario` or `brief`, from a file's top-level keys."""
+    """`scenario`, `design` (a sweep design, `detente.designs`) or `brief`, from a file's
+    top-level keys."""
+    if "factors" in data or "scenarios" in data:
+        return "design"
     if "issues" in data or "preferences" in data or "decision" in data or "extends" in data:
         return "scenario"
     return "brief"

@@ -61,7 +61,7 @@ def leaderboard(
     render(board)
     for what, path in (("CSV", csv_path), ("HTML", html_path)):
         if path is not None:
-            console.print(f"{what}: {path}", markup=False, highlight=False)
+            console.print(f"{what}: {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def cell(player: PlayerStats, key: str) -> str:

@@ -39,7 +39,10 @@ def collect(paths: list[Path]) -> SourceCounts:
         if path.is_dir() and not any(f.is_relative_to(path) for f in files):
             raise InputError(path, [Problem("", "no .yaml files in this folder")])
     for file in files:
-        if classify(load_yaml(file)) == "scenario":
+        kind = classify(load_yaml(file))
+        if kind == "design":  # a sweep design makes no claim
+            continue
+        if kind == "scenario":
             bundle = load_bundle(file)
             agents_dir = (file.parent / bundle.scenario.agents_dir).resolve()
             party_briefs = {party: (_shown(agents_dir / f"{party}.yaml"), brief)

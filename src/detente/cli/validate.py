@@ -47,7 +47,18 @@ def validate(
     for file in files:
         try:
             data = load_yaml(file)
-            if classify(data) == "scenario":
+            kind = classify(data)
+            if kind == "design":
+                from detente.designs import load_design
+
+                design = load_design(file)
+                cells = 1
+                for levels in design.factors.values():
+                    cells *= len(levels)
+                summary = (f"design: {len(design.scenarios)} scenario paths x {cells} "
+                           f"combinations of {', '.join(design.factors) or 'no factor'} x "
+                           f"{len(design.seeds)} seeds")
+            elif kind == "scenario":
                 bundle = load_bundle(file)
                 raise_located(contradictions(bundle))
                 s = bundle.scenario
