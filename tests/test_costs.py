@@ -504,3 +504,17 @@ def test_compare_prices_runs_as_they_were_priced(tmp_path: Path) -> None:
     group = json.loads(shown.stdout)["groups"][0]
     assert group["cost_per_run"]["mean"] == pytest.approx(usd)
     assert group["cost_per_deal"]["value"] == pytest.approx(usd)
+
+
+@pytest.mark.parametrize("budget, says", [
+    ("0.0001", "$0.0001: below the estimate: the sweep would likely stop part-way"),
+    ("1000", "$1,000.00: above even the estimate's upper bound"),
+])
+def test_the_dry_run_weighs_a_budget_against_the_estimate(budget: str, says: str,
+                                                           tmp_path: Path) -> None:
+    done = invoke("sweep", TINY, "--seeds", "2", "--agent", f"all={MODEL}", "--base-url",
+                  "http://127.0.0.1:9/v1", "--dry-run", "--budget", budget, "--out",
+                  tmp_path / "out", cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert f"Budget {says}" in " ".join(done.stdout.split())
+    assert not (tmp_path / "out").exists()

@@ -114,7 +114,7 @@ def sweep(
     if dry_run:
         _estimate(api.estimate(scenario_paths, seeds, agents=agent, rounds=rounds, model=model,
                                base_url=base_url, assist=assist, temperature=temperature,
-                               protocol=protocol, config=config, prices=prices))
+                               protocol=protocol, config=config, prices=prices), budget)
         return
     progress = Progress(
         TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
@@ -266,7 +266,7 @@ def _cost_cells(cost: Cost) -> tuple[str, str, str]:
     return f"{cost.requests:,}", f"{cost.total_tokens:,}", format_usd(cost)
 
 
-def _estimate(estimate: SweepEstimate) -> None:
+def _estimate(estimate: SweepEstimate, budget: float | None = None) -> None:
     """The dry run: per scenario and in all, the estimate and its bounds, a few lines each."""
     from detente.costs import money
 
@@ -298,3 +298,11 @@ def _estimate(estimate: SweepEstimate) -> None:
     if estimate.unpriced:
         say(f"No price for {', '.join(estimate.unpriced)}: its cost is unknown (add it with "
             "--prices FILE or [prices] in detente.toml).")
+    expected, most = estimate.usd(), estimate.usd("usd_max")
+    if budget is not None and expected is not None and most is not None:
+        verdict = ("above even the estimate's upper bound" if most <= budget else
+                   "above the estimate, below its upper bound" if expected <= budget
+                   else "below the estimate: the sweep would likely stop part-way (status "
+                   "budget)")
+        say(f"Budget {money(budget, 2)}: {verdict}. Runs already in the sweep folder are not "
+            "counted.")
