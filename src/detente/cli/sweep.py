@@ -278,7 +278,8 @@ def _estimate(estimate: SweepEstimate, budget: float | None = None) -> None:
 
     say("Estimate of the sweep (no model called, nothing written):")
     for s in estimate.scenarios:
-        say(f"{s.scenario_id} ({s.protocol}, {s.rounds} rounds): {s.runs} runs, "
+        runs = "1 run" if s.runs == 1 else f"{s.runs} runs"
+        say(f"{s.scenario_id} ({s.protocol}, {s.rounds} rounds): {runs}, "
             f"{s.calls:,} model calls ({s.calls_min:,} if every run ends in round 1, at most "
             f"{s.calls_max:,})")
         say(f"  tokens {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; cost "
