@@ -332,3 +332,12 @@ def test_the_python_api_takes_levels_and_compares_by_a_factor(tmp_path: Path) ->
     comparison = detente.compare(done.path, by="agent:a", against="scripted:linear")
     assert [g.variant for g in comparison.groups] == ["scripted:linear", "scripted:boulware"]
     assert comparison.correction is None and comparison.factors == ["agent:a"]
+
+
+def test_compare_without_by_on_a_design_names_the_factors_to_group_by(swept: Swept) -> None:
+    # Grouped by scenario (the default), each group mixes who played Russia: refused, as ever,
+    # with the design's factors as the way out.
+    result = invoke("compare", swept.path, cwd=ROOT)
+    assert result.returncode == 2 and "cannot be pooled" in result.stderr
+    assert "hint: group by a factor that varies among these runs (--by agent:russia" in \
+        " ".join(result.stderr.split())

@@ -712,6 +712,13 @@ def compare_runs(
     if refused:
         hint = ("compare such runs in separate commands" if factors or mode == "scenario+agents"
                 else "group by scenario+agents to separate who played")
+        varying = sorted((f for f in known_factors(runs) if f not in ("seed", "scenario")
+                          and len({r.factors.get(f) for r in runs}) > 1),
+                         key=lambda f: not f.startswith("agent:"))
+        if varying and not factors:
+            hint = ("group by a factor that varies among these runs ("
+                    + ", ".join(f"--by {f}" for f in varying[:4])
+                    + "), pooled over the others, or " + hint.removeprefix("group "))
         raise InputError("detente compare", [*refused, Problem("", f"hint: {hint}")])
     if reference is None:
         reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in grouped else min(
