@@ -341,3 +341,16 @@ def test_compare_without_by_on_a_design_names_the_factors_to_group_by(swept: Swe
     assert result.returncode == 2 and "cannot be pooled" in result.stderr
     assert "hint: group by a factor that varies among these runs (--by agent:russia" in \
         " ".join(result.stderr.split())
+
+
+def test_the_report_and_the_charts_group_by_a_factor(swept: Swept, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    done = invoke("report", swept.path, "--by", "agent:russia", "--out", page,
+                  "--no-run-charts", cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text(encoding="utf-8")
+    for player in PLAYERS:
+        assert f'<tr data-variant="{player}"' in text
+    assert "Holm-corrected for the groups tested against the reference" in text
+    bad = invoke("plot", swept.path, "--by", "temprature", "--out", tmp_path / "plots", cwd=ROOT)
+    assert bad.returncode == 2 and "a factor: scenario, seed, model, temperature" in bad.stderr

@@ -241,11 +241,12 @@ def run_utility_figure(run: RunFolder) -> Figure:
 
 
 def comparison_of(
-    runs: Sequence[RunFolder], reference: str | None = None, by: GroupBy = "scenario"
+    runs: Sequence[RunFolder], reference: str | None = None,
+    by: GroupBy | str | Sequence[str] = "scenario",
 ) -> Comparison | None:
     """`detente.comparison` statistics of the finished runs among `runs`, grouped `by` scenario
-    (or agents), tested against `reference`; the others are listed as skipped. None when no
-    run has finished."""
+    (or agents, or factors), tested against `reference`; the others are listed as skipped.
+    None when no run has finished."""
     loaded = summarize_runs(runs)
     if not loaded.runs:
         return None

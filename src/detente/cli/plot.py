@@ -25,7 +25,9 @@ Against = Annotated[str | None, typer.Option(
     "--against", metavar="VARIANT",
     help="The reference variant (default: baseline, if present, else the first).")]
 By = Annotated[str, typer.Option(
-    "--by", help="Group runs by scenario, agents or scenario+agents.")]
+    "--by", help="Group runs by scenario, agents or scenario+agents, or by a factor of a "
+                 "sweep design (agent:PARTY, model, temperature, assist, protocol, max_rounds, "
+                 "seed).")]
 MovedScenario = Annotated[Path | None, typer.Option(
     "--scenario", help="The runs' scenario, if it has moved.")]
 
@@ -55,12 +57,17 @@ def read_all(runs: Sequence[RunFolder]) -> None:
         run.read()
 
 
-def check_group_by(by: str) -> GroupBy:
+def check_group_by(by: str) -> str:
+    """`scenario`, `agents`, `scenario+agents`, or a factor (checked against the runs by
+    `detente.comparison.compare_runs`)."""
+    from detente.comparison import FACTORS
+
     choices: tuple[str, ...] = get_args(GroupBy)
-    if by not in choices:
-        raise InputError("--by", [Problem("", f"expected one of {', '.join(choices)}; "
-                                          f"got '{by}'")])
-    return by  # type: ignore[return-value]
+    if by not in choices and by not in FACTORS and not by.startswith("agent:"):
+        raise InputError("--by", [Problem("", f"expected one of {', '.join(choices)}, or a "
+                                          f"factor: {', '.join(FACTORS)}, agent:PARTY; got "
+                                          f"'{by}'")])
+    return by
 
 
 @app.command()
