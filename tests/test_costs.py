@@ -385,6 +385,36 @@ def test_a_run_stops_at_its_budget_with_status_3_and_resumes_with_a_larger_one(
     assert events == events_of(run_dir)[: len(events)]
 
 
+def test_a_budget_stop_keeps_the_answers_of_turns_taken_at_the_same_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The openings are taken at once; when the budget refuses one, the others' answers, paid
+    for, are logged before the stop, however long their writing takes (a loaded machine)."""
+    import time
+
+    from detente.events import EventLog
+
+    write = EventLog.write
+
+    def slow(self: EventLog, *events: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread() and any(
+                getattr(e, "type", "") == "statement" for e in events):
+            time.sleep(0.3)
+        return write(self, *events)
+
+    monkeypatch.setattr(EventLog, "write", slow)
+    with serve(Ledger(load(TINY))) as fake:
+        stopped = invoke("run", TINY, "--agent", f"all={MODEL}", "--base-url", fake.base_url,
+                         "--rounds", "1", "--out", tmp_path, "--budget", "0.0015", cwd=ROOT)
+        paid = len(fake.requests)
+        time.sleep(0.5)  # a write that came too late would land now
+    assert stopped.returncode == 3
+    events = events_of(only_run(tmp_path))
+    assert [e["type"] for e in events[-2:]] == ["error", "outcome"]
+    openings = [e for e in events if e["type"] == "statement"]
+    assert paid > 0 and len(openings) == paid  # every answer paid for is in the log
+
+
 @pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf"])
 def test_a_budget_must_be_a_positive_amount(budget: str, tmp_path: Path) -> None:
     with serve(SchemaResponder(load(TINY))) as fake:

@@ -34,6 +34,7 @@ import math
 import os
 import threading
 import tomllib
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,10 @@ MESSAGE_OVERHEAD_CHARS = 16
 """Per message: its role and the separators around it."""
 UNBOUNDED_COMPLETION = 16_384
 """The completion a budget assumes for a call without `max_tokens`."""
+DRAIN_GRACE = 10.0
+"""Seconds a refused call waits, once the calls in flight are back, for the turns that made them
+to log their answers (they take milliseconds; the bound only guards against a task that is not
+a turn)."""
 
 
 # --------------------------------------------------------------------------- prices
@@ -578,10 +583,22 @@ def metered(meter: CallMeter | None) -> Iterator[None]:
     """Every model call made in this block (and the tasks and threads it starts) goes through
     `meter`."""
     token = METER.set(meter)
+    if isinstance(meter, RunMeter):
+        meter.owner = _current_task()
     try:
         yield
     finally:
         METER.reset(token)
+
+
+def _current_task() -> Any:
+    """The asyncio task running here, or None (a worker thread, no event loop)."""
+    import asyncio
+
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 class RunMeter:
@@ -597,6 +614,11 @@ class RunMeter:
         """A `detente.cache.ResponseCache`, or None."""
         self._inflight = 0
         self._lock = threading.Lock()
+        self.owner: Any = None
+        """The task driving the run (`metered`): never waited for by `drain`."""
+        self._paying: weakref.WeakSet[Any] = weakref.WeakSet()
+        """The tasks (turns) that made a call: `drain` waits until they have finished."""
+        self._draining: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @classmethod
     def for_agents(cls, agents: Iterable[AgentSettings], table: PriceTable,
@@ -624,8 +646,11 @@ class RunMeter:
             raise BudgetExceeded(f"a call to {model}, which has no price, so the budget cannot "
                                  "be kept")
         hold = self.budget.reserve(worst_case(body, price, max_tokens), model)
+        task = _current_task()
         with self._lock:
             self._inflight += 1
+            if task is not None:
+                self._paying.add(task)
         return hold
 
     def settle(self, hold: Hold | None, model: str, prompt_tokens: int | None,
@@ -648,10 +673,25 @@ class RunMeter:
             self.budget.release(hold)
 
     async def drain(self) -> None:
+        """Wait until the run's calls in flight have come back, then (for at most
+        `DRAIN_GRACE` seconds) until the other turns that made calls have finished, so that
+        their events, with the answers paid for, are logged before the run stops."""
         import asyncio
+        import time
 
+        me = _current_task()
+        if me is not None:
+            self._draining.add(me)
         while True:
             with self._lock:
                 if self._inflight <= 0:
                     break
+            await asyncio.sleep(0.02)
+        deadline = time.monotonic() + DRAIN_GRACE
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = [t for t in list(self._paying) if t is not me and t is not self.owner
+                        and not t.done() and t not in self._draining]
+            if not busy:
+                break
             await asyncio.sleep(0.02)
