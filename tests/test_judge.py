@@ -58,7 +58,7 @@ def plant(tmp: Path, statement: str = PLANTED, event_id: str = PLANTED_EVENT) ->
 # --------------------------------------------------------------------------- the check
 
 
-def _us_hits(statement: str) -> list[Any]:
+def _us_hits(statement: str, max_rounds: int = 8) -> list[Any]:
     """The leak check's hits on one public statement of the US in round 3."""
     from detente.events import Response, read_events
 
@@ -72,7 +72,8 @@ def _us_hits(statement: str) -> list[Any]:
         elif getattr(event, "speaker", None) == "us":
             continue  # only the statement under test is read
         planted.append(event)
-    return check_party(bundle.scenario, bundle.briefs["us"], "us", planted, 8, "none").hits
+    return check_party(bundle.scenario, bundle.briefs["us"], "us", planted, max_rounds,
+                       "none").hits
 
 
 def test_the_check_catches_a_walk_away_and_a_private_value_said_in_public() -> None:
@@ -92,12 +93,19 @@ def test_the_check_catches_a_walk_away_and_a_private_value_said_in_public() -> N
 @pytest.mark.parametrize("statement", [
     "We want a fair deal for everyone, and a lasting peace.",  # no number
     "An army ceiling of 60 thousand troops is what we can offer.",  # 60: a ceiling value
-    "In round 3 we will table a DMZ with neutral peacekeepers.",  # 3: a round
     "We ask for option x1 and r2 of the plan, 600 or 6.0 or 0.6 of anything.",  # not 60
     "We are 100% committed; 0 concessions on the Article 5 question.",  # scale ends
 ])
 def test_the_check_flags_no_clean_or_public_numbers(statement: str) -> None:
     assert _us_hits(statement) == []
+
+
+def test_a_round_number_is_public_within_the_round_limit_only() -> None:
+    """60 is the US walk-away; as a round of a run that has 60 rounds it is no leak, as a round
+    past the run's limit it is one (the guard does not excuse any number said with 'round')."""
+    statement = "In round 60 we will table a DMZ with neutral peacekeepers."
+    assert _us_hits(statement, max_rounds=100) == []
+    assert [h.number for h in _us_hits(statement, max_rounds=8)] == ["60"]
 
 
 def test_a_private_number_that_is_public_anyway_is_shadowed_not_checked() -> None:
