@@ -8,7 +8,8 @@ logs the authors published of the base game played by one model in every seat, e
 cooperative (logs/*.zip and logs/all_coop_temp1_base_gpt4/; the older zips hold `answers*.json`
 files in the format of the repository's old_code branch, the newer folder `history*.json`
 files). The other arguments are detente run folders, or folders holding runs, of
-`scenarios/benchmarks/llm_deliberation_base*.yaml`.
+`scenarios/benchmarks/llm_deliberation_base*.yaml`; a run given fewer rounds than the game's 25
+(`--rounds`) is labelled with its limit, as it is not a full session.
 
 Each session, published or detente's, is reduced to the packages tabled in turn and measured
 two ways:
@@ -252,6 +253,9 @@ def detente_runs(paths: Iterable[Path]) -> Iterator[tuple[str, Game, Session, bo
         label = f"{scenario.id}: {', '.join(who)}"
         if mediator is not None:
             label += f", {header['agents'][mediator].get('strategy', 'LLM')} in the chair"
+        limit = header.get("max_rounds")
+        if limit is not None and limit != scenario.decision.max_rounds:
+            label += f" ({limit} rounds, not the game's {scenario.decision.max_rounds})"
         order = [o.option_ids() for o in scenario.issues]
         proposals = []
         for line in run.path.joinpath("events.jsonl").open(encoding="utf-8"):

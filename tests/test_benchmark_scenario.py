@@ -272,6 +272,19 @@ def test_the_comparison_measures_detentes_runs(tmp_path: Path,
                     "| 100% (1/1) |"]
 
 
+def test_the_comparison_labels_a_run_cut_short(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A run given fewer rounds than the game's 25 is no full session: its row says so. (The
+    Mayor's package of round 4 passes: see test_a_short_scripted_run_completes.)"""
+    bench = bench_module()
+    detente.run(BENCH, agents="all=scripted:conceder", rounds=4, out=tmp_path)
+    bench.main([str(tmp_path)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if "detente |" in line]
+    assert len(rows) == 1
+    assert rows[0].startswith("| llm_deliberation_base: conceder (4 rounds, not the game's 25) "
+                              "| detente | 1 | 100% (1/1) |")
+
+
 def test_the_comparison_refuses_a_folder_that_is_no_clone(tmp_path: Path) -> None:
     bench = bench_module()
     with pytest.raises(SystemExit, match="expected 5 lines of points"):
