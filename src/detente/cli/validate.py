@@ -62,8 +62,9 @@ def validate(
                 bundle = load_bundle(file)
                 raise_located(contradictions(bundle))
                 s = bundle.scenario
+                terms = len(s.terms)
                 summary = (f"scenario '{s.id}': {len(s.parties)} parties, {len(s.issues)} "
-                           f"issues, {len(s.terms)} numeric terms")
+                           f"issues, {terms} numeric term{'' if terms == 1 else 's'}")
             else:
                 brief = load_brief(file)
                 summary = f"brief '{brief.id}' ({brief.role})"
