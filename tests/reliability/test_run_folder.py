@@ -143,7 +143,8 @@ def test_a_run_killed_before_its_first_checkpoint_resumes(tmp_path: Path, cli: C
 
 
 def test_a_second_writer_of_a_run_folder_is_refused(tmp_path: Path) -> None:
-    with serve(Slow(1.0)) as fake:
+    slow = Slow(1.0)
+    with serve(slow) as fake:
         first = detente("run", TINY, "--model", "fake-model", "--base-url", fake.base_url,
                         "--rounds", "3", "--out", tmp_path)
         wait_for(lambda: bool(list(tmp_path.glob("tiny/*/events.jsonl"))))
@@ -156,6 +157,9 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path: Path) -> None:
         first.send_signal(signal.SIGKILL)
         first.wait()
         # Killed, the first writer holds nothing: two resumes race, one wins, one is refused.
+        # Slower calls keep the winner's run longer than the gap between the two start-ups,
+        # however loaded the machine (at 1 s a call the winner could finish first).
+        slow.pause = 3.0
         racing = [detente("run", "--resume", run_dir, "--base-url", fake.base_url)
                   for _ in range(2)]
         results = [finish(p) for p in racing]
