@@ -88,5 +88,8 @@ def test_a_person_plays_ukraine_on_the_embedded_model_quits_and_resumes(tmp_path
     assert all(e["human"] for e in mine)
     llm = [e for e in events if e.get("speaker") in ("us", "russia", "eu", "un_mediator")
            and e["type"] in ("statement", "proposal", "response")]
-    assert llm and all(e["llm"] is not None and not e["human"] for e in llm)
+    assert llm and not any(e["human"] for e in llm)
+    # Every agent turn records its model call; a mediator's caucus message is part of its
+    # proposal's answer, whose event holds the call.
+    assert all(e["llm"] is not None for e in llm if e.get("kind") != "caucus")
     assert any(e["type"] == "resumed" for e in events)
