@@ -73,8 +73,9 @@ def test_the_same_sweep_again_makes_no_model_call_and_costs_nothing(tmp_path: Pa
         log_before = len(fake.log)
         again = sweep(fake, tmp_path, "second")
         assert chat_calls(fake) == paid  # zero model calls the second time
-        # The only request is the endpoint check before round one (free, no model call).
-        assert [(r.method, r.path) for r in fake.log[log_before:]] == [("GET", "/v1/models")]
+        # Zero requests of any kind: the endpoint answered the check before round one minutes
+        # ago, so the repeat does not ask it again.
+        assert fake.log[log_before:] == []
 
     assert paid > 0
     for seed in (0, 1):
@@ -256,3 +257,45 @@ def test_an_unusable_cache_folder_is_a_clear_error(tmp_path: Path,
             assert str(blocker) in lines[0]
             assert not (tmp_path / command).exists()
         assert not fake.requests
+
+
+def test_the_endpoint_check_is_remembered_only_with_the_cache_and_for_an_hour(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run with the cache skips the check before round one for an endpoint that passed it
+    within the hour; without the cache, or an hour later, or with another key, it asks again;
+    and a dead endpoint is still one clear error once the cache cannot answer."""
+    from detente import cache as cache_module
+
+    def checks(fake: FakeOpenAI, start: int) -> int:
+        return sum(r.path == "/v1/models" for r in fake.log[start:])
+
+    def run(fake: FakeOpenAI, *extra: str) -> CliResult:
+        return invoke("run", TINY, "--agent", f"all={MODEL}", "--base-url", fake.base_url,
+                      "--rounds", "1", "--out", tmp_path, *extra, cwd=ROOT)
+
+    with serve(Rejecting(load(TINY))) as fake:
+        assert run(fake, "--cache").returncode == 0
+        assert checks(fake, 0) == 1
+        start = len(fake.log)
+        assert run(fake, "--cache").returncode == 0
+        assert checks(fake, start) == 0 and fake.log[start:] == []  # all from the cache
+        start = len(fake.log)
+        assert run(fake, "--no-cache").returncode == 0
+        assert checks(fake, start) == 1
+        start = len(fake.log)
+        monkeypatch.setenv("OPENAI_API_KEY", "another-key")
+        assert run(fake, "--cache").returncode == 0
+        assert checks(fake, start) == 1  # a new key is checked again
+        start = len(fake.log)
+        monkeypatch.setattr(cache_module, "ENDPOINT_CHECK_SECONDS", 0.0)
+        assert run(fake, "--cache").returncode == 0
+        assert checks(fake, start) == 1  # the hour is over
+        dead = fake.base_url
+    # The server is gone; the check is remembered, but a request the cache cannot answer (a
+    # seed it never saw) fails with one message and no traceback.
+    monkeypatch.setattr(cache_module, "ENDPOINT_CHECK_SECONDS", 3600.0)
+    failed = invoke("run", TINY, "--agent", f"all={MODEL}", "--base-url", dead, "--rounds",
+                    "1", "--seed", "7", "--out", tmp_path, "--cache", "--max-retries", "0",
+                    cwd=ROOT)
+    assert failed.returncode != 0
+    assert "Traceback" not in failed.stderr and failed.stderr.strip()

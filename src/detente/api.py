@@ -133,9 +133,9 @@ def run(
                     if s.kind == "llm" else s for p, s in settings.items()}
     with prices_from(prices, config), \
             embedded_server(settings, gguf, notice=notice or _quiet) as served:
-        preflight(served)
-        limit = _run_budget(budget, served.values())
         store = _cache(cache)
+        preflight(served, store)
+        limit = _run_budget(budget, served.values())
         plan = RunPlan(bundle=bundle, agents=served, seed=seed, max_rounds=rounds,
                        out_root=Path(out), log_prompts=log_prompts, human=human,
                        budget=limit, cache=store,
@@ -206,7 +206,8 @@ def resume(
                     if s.kind == "llm" and not s.local_model else s for p, s in settings.items()}
     with prices_from(prices), \
             embedded_server(settings, gguf, resuming=True, notice=notice or _quiet) as served:
-        preflight(served)
+        store = _cache(cache)
+        preflight(served, store)
         limit = _run_budget(_resumed_budget(folder, budget), served.values(),
                             logged_spend(header, folder.events, active_prices()))
 
@@ -216,7 +217,7 @@ def resume(
 
         record = resume_run(folder.path, factory, observer,
                             Path(scenario) if scenario is not None else None, human,
-                            budget=limit, cache=_cache(cache))
+                            budget=limit, cache=store)
     return RunFolder(record.run_dir)
 
 
@@ -371,10 +372,10 @@ def _run_planned(
     from detente.sweeps import logged_sweep_spend, run_sweep, save_manifest
 
     check_amount(budget)
+    checked = None
     if cache and any(s.kind == "llm" for team in teams.values() for s in team.values()):
         checked = _cache(True)  # one message now, rather than every run failing on it
         assert checked is not None
-        checked.close()
     # A team key may hold a slash (a design's cell): the party is after the last one.
     every = {f"{key}/{p}": s for key, team in teams.items() for p, s in team.items()}
     if budget is not None and executor != "local":
@@ -382,7 +383,9 @@ def _run_planned(
                                               "it with --executor local")])
     with prices_from(prices, config), RunLock(sweep_dir, "sweep"), \
             embedded_server(every, None, notice=notice or _quiet) as served:
-        preflight(served)
+        preflight(served, checked)
+        if checked is not None:
+            checked.close()
         for key, settings in served.items():
             team, party = key.rsplit("/", 1)
             teams[team][party] = settings

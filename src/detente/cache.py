@@ -59,7 +59,17 @@ CREATE TABLE IF NOT EXISTS responses (
     last_hit REAL
 );
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
+CREATE TABLE IF NOT EXISTS endpoints (
+    key TEXT PRIMARY KEY,
+    checked REAL NOT NULL
+);
 """
+
+ENDPOINT_CHECK_SECONDS = 3600.0
+"""How long an endpoint that answered the check before round one (`GET /models`, see
+`detente.endpoints.preflight`) is taken to be up: a run or sweep with the cache skips the check
+within this time, so a repeat answered wholly from the cache makes no request at all (a call
+the cache cannot answer still fails with the endpoint's own error)."""
 
 
 class CacheError(DetenteError):
@@ -196,6 +206,31 @@ class ResponseCache:
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
 
+    @staticmethod
+    def _endpoint_key(base_url: str, model: str, credential: str) -> str:
+        # The credential is hashed with the rest: a new API key is checked again.
+        return hashlib.sha256(f"{base_url}\n{model}\n{credential}".encode()).hexdigest()
+
+    def endpoint_checked(self, base_url: str, model: str, credential: str) -> bool:
+        """Whether this endpoint, model and key passed the check within
+        `ENDPOINT_CHECK_SECONDS`."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT checked FROM endpoints WHERE key = ?",
+                               (self._endpoint_key(base_url, model, credential),)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        return row is not None and row[0] >= time.time() - ENDPOINT_CHECK_SECONDS
+
+    def mark_endpoint(self, base_url: str, model: str, credential: str) -> None:
+        """Record that this endpoint, model and key passed the check now."""
+        conn = self._connect()
+        try:
+            conn.execute("INSERT OR REPLACE INTO endpoints (key, checked) VALUES (?, ?)",
+                         (self._endpoint_key(base_url, model, credential), time.time()))
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+
     def stats(self) -> CacheStats:
         if not self.path.exists():
             return CacheStats(self.path, 0, 0, 0, 0, 0, None, None, self.days)
@@ -224,6 +259,7 @@ class ResponseCache:
         try:
             if days is None:
                 removed = conn.execute("DELETE FROM responses").rowcount
+                conn.execute("DELETE FROM endpoints")
             else:
                 removed = conn.execute("DELETE FROM responses WHERE created < ?",
                                        (time.time() - days * _DAY,)).rowcount

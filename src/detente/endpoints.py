@@ -10,10 +10,14 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from detente.agents import endpoint_config
 from detente.errors import InputError, Problem
 from detente.events import AgentSettings
+
+if TYPE_CHECKING:
+    from detente.cache import ResponseCache
 
 Notice = Callable[[str], None]
 
@@ -77,8 +81,12 @@ def on_embedded(current: AgentSettings, gguf: Path, base_url: str | None,
     })
 
 
-def preflight(agents: Mapping[str, AgentSettings]) -> None:
-    """Fail before round one on a missing key or an endpoint that does not answer."""
+def preflight(agents: Mapping[str, AgentSettings], cache: ResponseCache | None = None) -> None:
+    """Fail before round one on a missing key or an endpoint that does not answer. With the
+    response `cache`, an endpoint (and model and key) that answered within the last hour is not
+    asked again (see `detente.cache.ENDPOINT_CHECK_SECONDS`)."""
+    import hashlib
+
     from detente.llm import LLMClient, is_local_url
 
     checked: set[tuple[str | None, str | None]] = set()
@@ -98,8 +106,14 @@ def preflight(agents: Mapping[str, AgentSettings]) -> None:
             raise InputError("environment", [Problem("OPENAI_API_KEY", f"not set, and {party} "
                              f"uses {base or 'the OpenAI API'}; export OPENAI_API_KEY or point "
                              "--base-url at a local server")])
+        credential = hashlib.sha256(os.environ.get("OPENAI_API_KEY", "").encode()).hexdigest()
+        where = (base or "https://api.openai.com/v1", settings.model, credential)
+        if cache is not None and cache.endpoint_checked(*where):
+            continue
         with LLMClient(endpoint_config(settings)) as client:
             client.preflight()
+        if cache is not None:
+            cache.mark_endpoint(*where)
 
 
 ON_INTERRUPT: list[Callable[[], None]] = []
