@@ -528,6 +528,11 @@ class TimeDependentNegotiator:
         aspiration = self.aspiration(ctx.round, ctx.max_rounds)
         if self.utility(ctx.table) >= aspiration - _TOL and not self.broken_red_lines(ctx.table):
             return "We hear you. As it stands, we can accept the package on the table."
+        return self._objection_text(point, aspiration)
+
+    def _objection_text(self, point: np.ndarray, aspiration: float) -> str:
+        """A caucus reply objecting to the tabled `point` on the weightiest issue the nearest
+        package worth `aspiration` changes."""
         counter = self._point_at(self._counter_flat(point, aspiration))
         changed = [k for k in range(len(point)) if not abs(counter[k] - point[k]) <= _TOL]
         if not changed:
@@ -620,16 +625,7 @@ class SaboteurNegotiator(TimeDependentNegotiator):
         if pretended is None:
             return super()._caucus_text(ctx)
         assert ctx.table is not None
-        point = self._grid.point(ctx.table)
-        counter = self._point_at(self._counter_flat(point, pretended))
-        changed = [k for k in range(len(point)) if not abs(counter[k] - point[k]) <= _TOL]
-        if not changed:
-            return "We hear you, but no package on offer serves us better than no deal."
-        weights = self.preferences.weights
-        main = min(changed, key=lambda k: (-weights.get(self._grid.dimension_ids[k], 0.0), k))
-        return (f"We hear you. Our main objection remains {self._grid.dimension_label(main)}: we "
-                f"cannot accept {self._grid.value_label(main, float(point[main]))}; we need "
-                f"{self._grid.value_label(main, float(counter[main]))}.")
+        return self._objection_text(self._grid.point(ctx.table), pretended)
 
 
 def apply_incentive(agent: Agent, party: str, scenario: Scenario) -> Agent:
