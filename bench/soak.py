@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -38,7 +39,9 @@ from fake_openai import HTTPError  # noqa: E402
 from faults import Faulty  # noqa: E402
 from helpers import TINY, Req, SchemaResponder, load, serve  # noqa: E402
 
-SENTINEL = "sk-SOAK-SENTINEL-93b7c2"
+# A key-shaped secret made fresh for each soak (no key-like literal is kept in the repository):
+# it must never appear in any output or file the soak produces.
+SENTINEL = f"sk-soak-{secrets.token_hex(10)}"
 
 
 class Deterministic(SchemaResponder):
