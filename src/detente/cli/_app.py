@@ -117,6 +117,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def warn_skipped(skipped: Any) -> None:
+    """On stderr, one line per run folder a command found but skipped (with --json, whose
+    stdout holds the document alone)."""
+    for s in skipped:
+        err_console.print(f"skipped {s.run_dir}: {s.status or 'unreadable'}: {s.reason}",
+                          markup=False, highlight=False)
+
+
 def agent_help() -> str:
     """The --agent help, from the registry: built-ins and installed plug-ins alike."""
     import detente.builtins  # noqa: F401  (registers the built-ins, lazily)

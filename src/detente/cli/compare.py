@@ -23,7 +23,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from detente.cli._app import app, console, err_console
+from detente.cli._app import app, console, warn_skipped
 from detente.comparison import (
     MIN_TEST_RUNS,
     SIGNIFICANT,
@@ -79,9 +79,7 @@ def compare(
         write_csv(comparison, csv_path)
     if as_json:
         typer.echo(comparison.model_dump_json(indent=2))
-        for s in comparison.skipped:
-            err_console.print(f"skipped {s.run_dir}: {s.status or 'unreadable'}: {s.reason}",
-                              markup=False, highlight=False)
+        warn_skipped(comparison.skipped)
         return
     render(comparison)
     if csv_path is not None:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from detente.cli._app import app, console, err_console
+from detente.cli._app import app, console, warn_skipped
 from detente.errors import InputError, Problem
 from detente.leaderboard import (
     COLUMNS,
@@ -54,9 +54,7 @@ def leaderboard(
         write_html(board, html_path)
     if as_json:
         typer.echo(board.model_dump_json(indent=2))
-        for s in board.skipped:
-            err_console.print(f"skipped {s.run_dir}: {s.status or 'unreadable'}: {s.reason}",
-                              markup=False, highlight=False)
+        warn_skipped(board.skipped)
         return
     render(board)
     for what, path in (("CSV", csv_path), ("HTML", html_path)):
