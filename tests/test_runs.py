@@ -188,3 +188,18 @@ def test_load_runs_finds_runs_and_shares_their_scenarios(runs: Path, tmp_path: P
     with pytest.raises(InputError) as exc:
         load_runs(tmp_path / "nowhere")
     assert "no such file or folder" in _message(exc)
+
+
+def test_logs_and_judgements_name_a_line_that_is_not_an_object(tmp_path: Path) -> None:
+    """One reader of JSON-lines files: a list where an object belongs is one message naming
+    its line, in an event log as in judgements.jsonl (it was an AttributeError in the first)."""
+    from detente.events import read_events
+    from detente.judgements import read_judgements
+
+    for name, read, what in ((LOG_NAME, read_events, "an event"),
+                             ("judgements.jsonl", read_judgements, "a judgement record")):
+        path = tmp_path / name
+        path.write_text("[1, 2]\n", encoding="utf-8")
+        with pytest.raises(InputError) as exc:
+            read(path)
+        assert f"line 1: a line is not {what}" in _message(exc)

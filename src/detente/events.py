@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -539,24 +539,45 @@ def read_events(path: Path) -> list[Event]:
             lines.pop()
     except FileNotFoundError:
         raise InputError(path, [Problem("", "no such file: is this a run folder?")]) from None
-    events: list[Event] = []
+    return validate_lines(path, lines, EVENT_ADAPTER, _event_format, torn_tail=True)
+
+
+def _event_format(raw: Mapping[str, Any]) -> int | None:
+    """The format a log's header line declares (other events declare none)."""
+    return raw.get("format_version", 0) if raw.get("type") == "header" else None
+
+
+def validate_lines(path: Path, lines: Sequence[str], adapter: TypeAdapter[Any],
+                   declared_format: Callable[[Mapping[str, Any]], int | None],
+                   newest: int | None = None, torn_tail: bool = False,
+                   what: str = "an event") -> list[Any]:
+    """Each non-blank JSON line of a JSON-lines file, validated by `adapter`; one InputError
+    naming the line for a line that is not JSON, not an object, not valid, or written in a format
+    (`declared_format`) newer than `newest` (default: the event format). `torn_tail`: an
+    unparseable last line (a crash mid-write) is dropped instead."""
+    newest = EVENT_FORMAT_VERSION if newest is None else newest
+    out: list[Any] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             raw = json.loads(line)
         except json.JSONDecodeError:
-            if number == len(lines):
+            if torn_tail and number == len(lines):
                 break
             raise InputError(path, [Problem(f"line {number}", "not valid JSON")]) from None
-        if raw.get("type") == "header" and raw.get("format_version", 0) > EVENT_FORMAT_VERSION:
+        if not isinstance(raw, dict):
+            raise InputError(path, [Problem(f"line {number}",
+                                            f"a line is not {what} (a JSON object)")])
+        version = declared_format(raw)
+        if isinstance(version, int) and version > newest:
             raise InputError(path, [Problem(f"line {number}", "written by a newer detente "
-                                            f"(format {raw['format_version']}); upgrade")])
+                                            f"(format {version}); upgrade")])
         try:
-            events.append(EVENT_ADAPTER.validate_python(raw))
+            out.append(adapter.validate_python(raw))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise InputError(path, [Problem(f"line {number}", f"{where}: {first['msg']}")]) \
                 from None
-    return events
+    return out

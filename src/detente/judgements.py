@@ -19,12 +19,11 @@ through `RunFolder.judgements` without loading any model code.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from detente.errors import InputError, Problem
 
@@ -247,25 +246,11 @@ def read_judgements(path: Path) -> list[LeakCheck | Judgement]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise InputError(path, [Problem("", f"cannot read: {reason}")]) from None
-    records: list[LeakCheck | Judgement] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            raise InputError(path, [Problem(f"line {number}", "not valid JSON")]) from None
-        if isinstance(raw, dict) and isinstance(raw.get("format"), int) \
-                and raw["format"] > RECORD_FORMAT:
-            raise InputError(path, [Problem(f"line {number}", "written by a newer detente "
-                                            f"(format {raw['format']}); upgrade")])
-        try:
-            records.append(RECORD_ADAPTER.validate_python(raw))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InputError(path, [Problem(f"line {number}", f"{where}: {first['msg']}")]) \
-                from None
+    from detente.events import validate_lines
+
+    records: list[LeakCheck | Judgement] = validate_lines(
+        path, text.split("\n"), RECORD_ADAPTER, lambda raw: raw.get("format"),
+        newest=RECORD_FORMAT, what="a judgement record")
     return records
 
 

@@ -69,9 +69,6 @@ class RunFolder:
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise InputError(log, [Problem("", f"cannot read: {reason}")]) from None
-        except (AttributeError, TypeError):  # a line of JSON that is not an object
-            raise InputError(log, [Problem("", "a line is not an event (a JSON object)")]) \
-                from None
 
     @cached_property
     def header(self) -> RunHeader:
