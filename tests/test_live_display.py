@@ -72,7 +72,7 @@ def test_every_vote_shows_its_objections_and_a_caucus_is_one_exchange(tmp_path: 
                            statement="s", private_rationale="p",
                            llm=LLMCall(request_hashes=["h"], settings={})))
     text = out.getvalue()
-    assert "round 1  a rejects; objects to x=x2" in text
+    assert "round 1  a rejects; objects to x (wants x2)" in text
     assert text.count("private caucus") == 1 and "private caucus: m and a" in text
     assert "votes this round: a:reject" in _status(display)
 

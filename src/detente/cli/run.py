@@ -237,7 +237,7 @@ class LiveDisplay:
             self._line(f"round {event.round}  private caucus: {other} and {event.speaker}")
         elif isinstance(event, Response):
             self.votes[event.speaker] = "invalid" if event.invalid else event.vote
-            wants = [f"{k}={s.wants}" if s.wants is not None else k
+            wants = [f"{k} (wants {s.wants})" if s.wants is not None else k
                      for k, s in event.stances.items() if s.stance == "object"]
             extra = f"; objects to {', '.join(wants)}" if wants else "; objects to nothing"
             label = "gives an invalid response" if event.invalid else f"{event.vote}s"
