@@ -77,6 +77,18 @@ def test_every_vote_shows_its_objections_and_a_caucus_is_one_exchange(tmp_path: 
     assert "votes this round: a:reject" in _status(display)
 
 
+def test_a_rejected_package_that_stands_after_its_refusals_is_said_to(tmp_path: Path) -> None:
+    display, out = _display(tmp_path)
+    package = Package(options={"x": "x1", "y": "y1"}, terms={"t": 5})
+    display.event(Proposal(id="r2/proposal", round=2, speaker="m", package=package,
+                           rationale="r", repeats_rejected=True))
+    display.event(Proposal(id="r3/proposal", round=3, speaker="m", package=package,
+                           rationale="r"))
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("round 2  m tables (a rejected package again") for line in lines)
+    assert any(line.startswith("round 3  m tables: ") for line in lines)
+
+
 def test_a_resumed_run_shows_what_is_already_logged(tmp_path: Path, cli: Cli) -> None:
     result = cli("run", TINY, "--agent", "all=scripted:linear", "--out", tmp_path)
     assert result.returncode == 0

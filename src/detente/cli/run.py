@@ -229,7 +229,10 @@ class LiveDisplay:
             self._line(f"round {event.round}  {event.speaker} calls {event.name} (private)")
         elif isinstance(event, Proposal):
             self.round, self.votes = event.round, {}
-            self._line(f"round {event.round}  {event.speaker} tables: {event.package.describe()}")
+            again = " (a rejected package again: it stands after every refusal)" \
+                if event.repeats_rejected else ""
+            self._line(f"round {event.round}  {event.speaker} tables{again}: "
+                       f"{event.package.describe()}")
         elif isinstance(event, Statement) and event.kind == "caucus":
             self.caucus[event.round] = event.speaker
         elif isinstance(event, Statement):
