@@ -10,27 +10,30 @@ run's events: per-call latency (median, p90, max, by turn type), tokens, and wal
 Latencies are per answer as the agent waited for it: the server answers one request at a time,
 so parties answering at once queue behind each other.
 
-`--replay RUN_DIR` measures the server settings on identical work (issue 12, part 4): it sends a
-recorded run's requests (its prompts.jsonl; default the curated embedded example), one at a
-time in their recorded order, to a fresh server for each of three settings, in one run of this
-script on one machine:
+`--replay RUN_DIR` measures issue 12's part 4 in one run of this script on one machine: it
+replays recorded requests (each setup's in their recorded order, as its server answered them)
+against three setups side by side:
 
-- `reread`: no prompt cache: every call reads its whole prompt, as a server without a cache (or
-  one whose cache never hits) does;
-- `before`: the settings this project shipped before issue 12 (1 GB prompt cache, llama-cpp's
-  default `--logits_all true`, `n_batch 512`);
-- `now`: `detente.local_server.LocalServer`'s defaults.
+- `today`: the requests of the curated embedded run recorded before issue 12 (default
+  `bench/data/embedded-before-issue12.prompts.jsonl`, or `--before`) on the server settings of
+  then (1 GB prompt cache with plain LRU, `--logits_all true`, `n_batch 512`, one generation
+  thread on two cores);
+- `settings`: the same requests on `detente.local_server.LocalServer`'s defaults as on an idle
+  machine (generation on every core);
+- `now`: RUN_DIR's requests (a run of today's code: its prompts and answer schemas) on those
+  defaults.
 
-The three servers run side by side and each request goes to all three in turn, so a change in
-the machine's load falls on every setting alike. It prints the median and p90 seconds per call
-of each and the ratios of their medians; the
-replayed requests carry their recorded seed, temperature and max_tokens, so each setting
-generates under the same constraints.
+Request k of every setup is sent in turn (the order rotating from one k to the next), so a
+change in the machine's load falls on every setup alike. It prints the median and p90 seconds
+per call, the prompt tokens each server had to read (after its cache's prefix) and the tokens
+generated, and the ratios of the medians. Replayed requests carry their recorded seed,
+temperature and max_tokens.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -51,9 +54,12 @@ def main() -> None:
                         help="compare server settings on a recorded run's requests")
     parser.add_argument("--limit", type=int, default=None,
                         help="with --replay: only the first N requests")
+    parser.add_argument("--before", type=Path, default=BEFORE_PROMPTS,
+                        help="with --replay: the requests of 'today' (a run folder or a "
+                             "prompts.jsonl; default: recorded before issue 12)")
     args = parser.parse_args()
     if args.replay is not None:
-        compare_settings(args.replay, args.limit)
+        compare_settings(args.replay, args.limit, args.before)
         return
     if args.from_run is not None:
         events = read_events(args.from_run / EVENTS)
@@ -103,64 +109,104 @@ def report(events: list[Event], wall: float, source: str) -> None:
         print(f"{'all':<14}{len(every):>6}{statistics.median(every):>10.1f}")
 
 
-SETTINGS: dict[str, dict[str, object]] = {
-    "reread": {"prompt_cache": False},
-    "before": {"prompt_cache_bytes": 1 << 30, "n_batch": 512,
-               "extra_args": ["--logits_all", "true"]},
-    "now": {},
-}
+BEFORE_SETTINGS: dict[str, object] = {"prompt_cache_bytes": 1 << 30, "n_batch": 512,
+                                      "n_threads": max((os.cpu_count() or 1) // 2, 1),
+                                      "extra_args": ["--logits_all", "true"]}
+"""The server settings this project shipped before issue 12."""
+BEFORE_PROMPTS = Path(__file__).parent / "data" / "embedded-before-issue12.prompts.jsonl"
+"""The requests of the curated embedded run as recorded before issue 12 (the baseline scenario,
+default settings): the prompts and answer schemas of 'today' when the issue was filed."""
 
 
-def compare_settings(run: Path, limit: int | None) -> None:
-    """Replay `run`'s requests against each of `SETTINGS`; print seconds per call and ratios.
-
-    The three servers run side by side and each request goes to all three in turn (the order
-    rotating from one request to the next), so a change in the machine's load during the
-    measurement falls on every setting alike."""
-    import contextlib
-    import json
-    import os
-    import urllib.request
-
-    from detente.local_server import LocalServer, default_model_path
-
+def load_requests(source: Path) -> list[dict[str, object]]:
+    """A run folder's recorded requests, or a prompts.jsonl file's, in the order the server
+    answered them."""
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_memory import recorded_requests
 
-    requests = recorded_requests(run)[:limit]
-    print(f"{run}: {len(requests)} recorded requests, each sent to every setting in turn; "
-          f"{os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-          flush=True)
-    names = list(SETTINGS)
+    if source.is_file():
+        with TemporaryDirectory() as folder:
+            (Path(folder) / "prompts.jsonl").write_bytes(source.read_bytes())
+            return recorded_requests(Path(folder))
+    return recorded_requests(source)
+
+
+def compare_settings(run: Path, limit: int | None, before: Path = BEFORE_PROMPTS) -> None:
+    """Replay recorded requests against three setups in one run; print seconds per call.
+
+    - `today`: the requests recorded before issue 12 (`before`) on the server settings of then
+      (`BEFORE_SETTINGS`): what a call cost when the issue was filed;
+    - `settings`: the same requests on `LocalServer`'s defaults: what the server settings alone
+      change;
+    - `now`: `run`'s requests (today's prompts and answer schemas) on `LocalServer`'s defaults.
+
+    Each setup has its own server; the three run side by side and request k of every setup is
+    sent in turn (the order rotating from one k to the next), so a change in the machine's load
+    falls on every setup alike. Each setup replays its requests in their recorded order, so its
+    server's prompt cache sees what it saw in the run. From each server's log it also counts the
+    prompt tokens the model had to read (those after the prefix its cache held)."""
+    import contextlib
+    import json
+    import re
+    import urllib.request
+
+    from detente.local_server import LocalServer, default_model_path, generation_threads
+
+    # LocalServer's defaults as on an idle machine (the issue's target): its generation threads
+    # follow the load average at start, which this script's own servers raise.
+    idle: dict[str, object] = {"n_threads": generation_threads(os.cpu_count() or 1, load=0.0)}
+    streams = {"today": (BEFORE_SETTINGS, load_requests(before)),
+               "settings": (idle, load_requests(before)),
+               "now": (idle, load_requests(run))}
+    count = min(len(requests) for _, requests in streams.values())
+    if limit is not None:
+        count = min(count, limit)
+    print(f"today/settings: {len(streams['today'][1])} requests of {before}\n"
+          f"now: {len(streams['now'][1])} requests of {run}\n"
+          f"replaying the first {count} of each; {os.cpu_count()} cores, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    names = list(streams)
     latencies: dict[str, list[float]] = {name: [] for name in names}
+    generated: dict[str, list[int]] = {name: [] for name in names}
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(
-            LocalServer(default_model_path(), **settings))  # type: ignore[arg-type]
-            for name, settings in SETTINGS.items()}
-        for number, request in enumerate(requests):
+        folder = Path(stack.enter_context(TemporaryDirectory()))
+        servers = {name: stack.enter_context(LocalServer(
+            default_model_path(), log_path=folder / f"{name}.log",
+            **settings))
+            for name, (settings, _) in streams.items()}
+        print("generation threads: " + ", ".join(
+            f"{name} {server.n_threads}" for name, server in servers.items()), flush=True)
+        for number in range(count):
             order = names[number % len(names):] + names[:number % len(names)]
             for name in order:
                 server = servers[name]
-                body = dict(request, model=server.model_alias)
+                body = dict(streams[name][1][number], model=server.model_alias)
                 sent = urllib.request.Request(
                     f"{server.base_url}/chat/completions", data=json.dumps(body).encode(),
                     headers={"Content-Type": "application/json"})
                 began = time.perf_counter()
                 with urllib.request.urlopen(sent, timeout=900) as response:
-                    json.load(response)
+                    answer = json.load(response)
                 latencies[name].append(time.perf_counter() - began)
-            print(f"  request {number + 1}/{len(requests)}: " + ", ".join(
+                generated[name].append(int(answer["usage"]["completion_tokens"]))
+            print(f"  request {number + 1}/{count}: " + ", ".join(
                 f"{name} {latencies[name][-1]:.1f} s" for name in names), flush=True)
+        read = {name: [int(n) for n in re.findall(
+            r"remaining (\d+) prompt tokens to eval", (folder / f"{name}.log").read_text())]
+            for name in names}
     medians: dict[str, float] = {}
     for name in names:
         xs = sorted(latencies[name])
         medians[name] = statistics.median(xs)
         p90 = xs[min(len(xs) - 1, int(0.9 * len(xs)))]
-        print(f"  {name:<8} median {medians[name]:6.2f} s/call   p90 {p90:6.2f}   "
-              f"total {sum(xs):7.1f} s")
-    for base in ("reread", "before"):
-        print(f"now / {base}: {medians['now'] / medians[base]:.2f} of the median time per call "
-              f"(target: at most 0.5 of today's)")
+        tokens_read = statistics.median(read[name]) if read[name] else float("nan")
+        print(f"  {name:<9} median {medians[name]:6.2f} s/call   p90 {p90:6.2f}   "
+              f"total {sum(xs):7.1f} s   median prompt tokens read {tokens_read:6.0f}   "
+              f"generated {statistics.median(generated[name]):5.0f}")
+    print(f"settings / today: {medians['settings'] / medians['today']:.2f} of the median time "
+          "per call (server settings alone)")
+    print(f"now / today: {medians['now'] / medians['today']:.2f} of the median time per call "
+          "(target: at most 0.5)")
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

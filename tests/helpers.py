@@ -35,7 +35,7 @@ BASELINE = ROOT / "scenarios" / "baseline.yaml"
 SCHEMA_MARK = "It must conform to this JSON schema:\n"
 CORRECTION_MARK = "Your previous answer was not valid"
 _ROUND = re.compile(r"^Round (\d+) of at most (\d+)\.", re.MULTILINE)
-_WHO = re.compile(r"^You are (.+?) in a simulated negotiation")
+_WHO = re.compile(r"^You are (.+?) in a (?:simulated )?negotiation")
 
 
 # --------------------------------------------------------------------------- scenarios

@@ -41,10 +41,11 @@ def test_default_command_bounds_the_servers_memory(tmp_path: Path) -> None:
     assert int(_option(cmd, "--n_batch")) <= 256
     assert _option(cmd, "--cache") == "true"
     cache = int(_option(cmd, "--cache_size"))
-    # room for five parties' prompts of about 2,000 tokens (24 KB a token for this model)...
-    assert cache >= 5 * 2000 * 24_000
+    # room for five parties' states of about 3,000 tokens (23 KB a token for this model): the
+    # cache keeps one state per party (issue 12)...
+    assert cache >= 5 * 3000 * 23_000
     # ...and far from the 1 GB that let the server reach 8 GB
-    assert cache <= 300 * MB
+    assert cache <= 450 * MB
 
 
 def test_the_cache_can_be_turned_off_or_resized(tmp_path: Path) -> None:
@@ -59,15 +60,28 @@ class _FakeRAMCache:
     def __init__(self, capacity_bytes: int) -> None:
         self.capacity_bytes = capacity_bytes
         self.stored: dict[tuple[int, ...], SimpleNamespace] = {}
+        self.cache_state = self.stored
 
     def __setitem__(self, key: list[int], value: SimpleNamespace) -> None:
         self.stored[tuple(key)] = value
+
+
+class _FakeLlama:
+    @staticmethod
+    def longest_token_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+        shared = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            shared += 1
+        return shared
 
 
 def _launch_lean_cache(monkeypatch: pytest.MonkeyPatch, flags: list[str]) -> type:
     """Run the launcher's cache snippet against a stand-in llama_cpp; the cache class it leaves."""
     fake = ModuleType("llama_cpp")
     fake.LlamaRAMCache = _FakeRAMCache  # type: ignore[attr-defined]
+    fake.Llama = _FakeLlama  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "llama_cpp", fake)
     monkeypatch.setattr(sys, "argv", ["launcher", "--model", "m.gguf", *flags])
     exec(_LEAN_CACHE, {"sys": sys})

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from detente.agents.schemas import ACCEPT
 from detente.costs import (
     PriceTable,
     active_prices,
@@ -273,6 +274,10 @@ class _Paper:
                 return "object" if dims.index(path[1]) % 2 == 0 else "accept"
             if len(path) == 3 and path[0] == "issues" and path[2] == "wants":
                 return values[(round_ + 1) % len(values)]
+            if len(path) == 2 and path[0] == "issues":  # a compact stance
+                wanted = [v for v in values if v != ACCEPT]
+                return (wanted[(round_ + 1) % len(wanted)] if dims.index(path[1]) % 2 == 0
+                        else ACCEPT)
             if len(path) == 2 and path[0] == "package":
                 return values[(round_ + dims.index(path[1])) % len(values)]
             return values[0]

@@ -59,8 +59,13 @@ threading.Thread(target=watch, name="orphan-watchdog", daemon=True).start()
 # per prompt token with --logits_all), and its size counts only the KV state. Without
 # --logits_all those rows are never read (sampling reads llama.cpp's own logits, and a restored
 # state is evaluated again before sampling): keep one row, which `load_state` broadcasts back.
-# The server's cache then holds what its size says. Left as is with --logits_all true.
+# The server's cache then holds what its size says. And a new state replaces the states that
+# share its first _SAME_CONVERSATION tokens (the same system prompt: the same party, or the same
+# judge), which its own prefix now serves: with plain LRU, a round's proposal, caucus and four
+# answers pushed the states of the parties that spoke earliest out of the cache, and they read
+# their whole prompt again (issue 12). Left as is with --logits_all true.
 _LEAN_CACHE = """\
+_SAME_CONVERSATION = 64
 _flags = sys.argv[1:]
 _logits_all = [_flags[i + 1] for i in range(len(_flags) - 1) if _flags[i] == "--logits_all"]
 if _logits_all and _logits_all[-1].strip().lower() in ("false", "0", "no", "off", "f", "n"):
@@ -72,6 +77,11 @@ if _logits_all and _logits_all[-1].strip().lower() in ("false", "0", "no", "off"
                 scores = getattr(value, "scores", None)
                 if getattr(scores, "ndim", 0) == 2 and len(scores) > 1:
                     value.scores = scores[-1:].copy()
+                key = tuple(key)
+                shared = llama_cpp.Llama.longest_token_prefix
+                for older in [k for k in self.cache_state
+                              if k != key and shared(k, key) >= _SAME_CONVERSATION]:
+                    del self.cache_state[older]
                 super().__setitem__(key, value)
 
         llama_cpp.LlamaRAMCache = LeanRAMCache
@@ -89,9 +99,9 @@ _LAUNCHER = _WATCHDOG + _LEAN_CACHE + _RUN_SERVER
 _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
 _LOG_TAIL_LINES = 25
 _PORT_ATTEMPTS = 3
-# The prompt cache's bound: five parties' KV states of about 2,000 tokens of SmolLM2-135M
-# (24 KB a token), with room to spare (see LocalServer).
-PROMPT_CACHE_BYTES = 256 * 1024 * 1024
+# The prompt cache's bound: one KV state per party (a new state replaces its party's older
+# ones), five parties of up to 3,000 tokens of SmolLM2-135M (23 KB a token) and a judge's.
+PROMPT_CACHE_BYTES = 384 * 1024 * 1024
 
 
 class LocalModelError(DetenteError):
@@ -138,6 +148,17 @@ def check_server_installed() -> None:
         )
 
 
+def generation_threads(cores: int, load: float | None = None) -> int:
+    """Threads for token generation: every core when the machine is idle at start (1-minute
+    load average below half the cores), half of them otherwise (see `LocalServer`)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # no load average on this platform: assume a busy machine
+            load = float(cores)
+    return cores if load < cores / 2 else max(cores // 2, 1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on `host` that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -164,11 +185,12 @@ class LocalServer:
 
     `log_path` receives the server's stdout and stderr (appended); without it they go to a
     temporary file that is deleted on stop and only used to explain a failed start.
-    `n_threads` (token generation) defaults to half the cores and `n_threads_batch` (prompt
-    processing) to all of them, as llama_cpp.server does. llama.cpp's threads spin while they
-    wait for each other, so when other processes compete for the cores, fewer threads are
-    steadier: on a busy 2-core machine 1/1 took 11-17 s per 1000-token call where 2/2 had
-    outliers of 70 s (idle machine: 1/1 13 s, 1/2 8.5 s, 2/2 8 s).
+    `n_threads_batch` (prompt processing) defaults to all the cores, and `n_threads` (token
+    generation) to all of them on an idle machine and half on a busy one (`generation_threads`).
+    llama.cpp's threads spin while they wait for each other, so when other processes compete
+    for the cores, fewer threads are steadier: on a busy 2-core machine 1/1 took 11-17 s per
+    1000-token call where 2/2 had outliers of 70 s; on the idle machine two threads generate
+    1.55x as fast as one (13.3 against 20.7 ms a token).
     `prompt_cache` keeps the KV state of recent prompts in RAM (`--cache`), so an agent whose
     conversation grew since its last turn only pays for the new tokens even when other agents
     spoke in between. `prompt_cache_bytes` bounds it (least recently used states go first):
@@ -203,7 +225,7 @@ class LocalServer:
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         cores = max(os.cpu_count() or 1, 1)
-        self.n_threads = n_threads if n_threads is not None else max(cores // 2, 1)
+        self.n_threads = n_threads if n_threads is not None else generation_threads(cores)
         self.n_threads_batch = n_threads_batch if n_threads_batch is not None else cores
         self.prompt_cache = prompt_cache
         self.prompt_cache_bytes = prompt_cache_bytes
