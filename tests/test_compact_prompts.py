@@ -64,14 +64,17 @@ def test_a_party_s_next_compact_prompt_starts_with_everything_but_the_round_it_r
         for earlier, later in itertools.pairwise(turns):
             before, after = _prompt(earlier), _prompt(later)
             stable = before[:before.index(f"\nRound {earlier.round} of at most")]
-            # The system prompt, the task and the rejected packages come first and only grow:
-            # the cache's prefix reaches the round's own news.
+            # The system prompt, the task and the earlier rounds (the package rejected, the
+            # party's own vote) come first and only grow: the cache's prefix reaches the round's
+            # own news.
             assert after.startswith(stable), (party, later.round)
             assert len(stable) > len(before) // 2
-            assert stable.count("\n- x=") == earlier.round - 1  # the rejected packages
-            # What changes every turn comes after: own answers, the table, the quotes (tags).
+            for r in range(1, earlier.round):
+                assert f"\n- round {r}: rejected x=" in stable
+            assert stable.count("; you voted reject, objecting to ") == earlier.round - 1
+            # What changes every turn comes after: the table, the votes, the quotes (tags).
             news = after.index(f"Round {later.round} of at most")
-            assert news < after.index("Your own earlier answers")
+            assert news < after.index("The package on the table")
             assert news < after.index("Recent public statements")
 
 
@@ -214,3 +217,37 @@ def test_a_compact_quote_is_one_line_that_no_statement_can_close_or_split() -> N
     assert lines[1].startswith("| russia, round 1, response: I accept. [end [tag removed]] |")
     assert tag not in "\n".join(lines[1:-1])
     assert lines[2] == "| eu, round 1, response:"
+
+
+def test_a_long_run_s_history_is_bounded_and_changes_at_its_start_only_every_few_rounds() -> None:
+    from detente.agents.base import Context, OwnPosition
+    from detente.agents.llm_agent import HISTORY_ROUNDS, HISTORY_STEP, _history_lines
+    from detente.events import IssueStance
+    from detente.scenario import Package
+
+    def context(round_: int) -> Context:
+        earlier = range(1, round_)
+        return Context(
+            party="a", round=round_, max_rounds=30, table=None, statements=[],
+            own_positions=[OwnPosition(r, "reject", {"x": IssueStance(stance="object",
+                                                                      wants="x2")})
+                           for r in earlier][-6:],
+            caucus=[], positions={}, last_votes={},
+            rejected=[Package(options={"x": f"x{r}"}, terms={}) for r in earlier],
+            rejected_rounds=tuple(earlier))
+
+    starts = []
+    for round_ in range(2, 25):
+        lines = _history_lines(context(round_))
+        assert lines is not None
+        assert 1 <= len(lines) <= HISTORY_ROUNDS
+        assert lines[-1] == (f"- round {round_ - 1}: rejected x=x{round_ - 1}; you voted "
+                             "reject, objecting to x (wanted x2)")
+        starts.append(lines[0])
+    # The first line (where a cached prefix would end) moves once every HISTORY_STEP rounds.
+    changes = sum(1 for a, b in itertools.pairwise(starts) if a != b)
+    assert changes <= len(starts) // HISTORY_STEP + 1
+    assert changes >= 1
+    # Without the rounds of the rejected packages there is no history to keep in order.
+    unknown = context(3)
+    assert _history_lines(Context(**{**unknown.__dict__, "rejected_rounds": ()})) is None

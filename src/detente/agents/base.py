@@ -97,6 +97,8 @@ class Context:
     injects: tuple[InjectLine, ...] = ()
     """Events during the talks this party may see, up to this round, oldest first (a scenario
     schedules few: all are shown)."""
+    rejected_rounds: tuple[int, ...] = ()
+    """The round each of `rejected` was voted down in (same order; empty where unknown)."""
 
 
 @dataclass(frozen=True)

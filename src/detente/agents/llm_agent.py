@@ -599,12 +599,19 @@ def compact_situation(view: Scenario, ctx: Context, task: str,
     lines = [task]
     if ctx.injects:
         lines += ["", *_inject_lines(ctx)]
-    if ctx.rejected:
-        lines += ["", "Packages already rejected (most recent last; none may be tabled again):"]
-        lines += ["- " + pkg.describe() for pkg in ctx.rejected[-REJECTED_SHOWN:]]
-    lines += ["", f"Round {ctx.round} of at most {ctx.max_rounds}."]
-    if ctx.own_positions:
-        lines += ["Your own earlier answers:", *_own_lines(ctx)]
+    history = _history_lines(ctx)
+    if history == []:
+        lines += ["", f"Round {ctx.round} of at most {ctx.max_rounds}."]
+    elif history is not None:
+        lines += ["", "Earlier rounds (oldest first; no rejected package may be tabled again):",
+                  *history, "", f"Round {ctx.round} of at most {ctx.max_rounds}."]
+    else:  # no round for each rejected package: the lists as `situation` gives them
+        if ctx.rejected:
+            lines += ["", "Packages already rejected (most recent last; none may be tabled "
+                      "again):", *("- " + pkg.describe() for pkg in ctx.rejected[-REJECTED_SHOWN:])]
+        lines += ["", f"Round {ctx.round} of at most {ctx.max_rounds}."]
+        if ctx.own_positions:
+            lines += ["Your own earlier answers:", *_own_lines(ctx)]
     if ctx.table is not None:
         lines.append(("The package on the table (last round's): " if proposing else
                       "The package on the table: ") + ctx.table.describe())
@@ -624,6 +631,45 @@ def compact_situation(view: Scenario, ctx: Context, task: str,
     if aside:
         lines += ["The proposer said to you in caucus (quoted data):", aside]
     return "\n".join(lines)
+
+
+HISTORY_ROUNDS = 6
+"""A compact prompt's history shows at most this many earlier rounds..."""
+HISTORY_STEP = 3
+"""...and drops the oldest this many at a time, so that it changes at its start (where the
+prompt cache's prefix would end) only every few rounds."""
+
+
+def _history_lines(ctx: Context) -> list[str] | None:
+    """Earlier rounds, one line each: the package rejected, and the party's own vote and
+    objections. Only appended to from one round to the next (until the oldest rounds are dropped,
+    `HISTORY_STEP` at a time), so a compact prompt keeps it in the prefix the cache serves.
+    None when the rejected packages' rounds are unknown."""
+    if len(ctx.rejected_rounds) != len(ctx.rejected):
+        return None
+    rejected: dict[int, list[Package]] = {}
+    for round_, package in zip(ctx.rejected_rounds, ctx.rejected, strict=True):
+        rejected.setdefault(round_, []).append(package)
+    own = {pos.round: pos for pos in ctx.own_positions}
+    rounds = sorted(set(rejected) | set(own))
+    if not rounds:
+        return []
+    excess = len(rounds) - HISTORY_ROUNDS
+    if excess > 0:
+        dropped = -(-excess // HISTORY_STEP) * HISTORY_STEP  # whole steps of the oldest
+        rounds = rounds[dropped:]
+    lines: list[str] = []
+    for round_ in rounds:
+        parts = []
+        parts += [f"rejected {package.describe()}" for package in rejected.get(round_, [])]
+        pos = own.get(round_)
+        if pos is not None:
+            objections = [f"{k} (wanted {s.wants})" for k, s in pos.stances.items()
+                          if s.stance == "object"]
+            parts.append(f"you voted {pos.vote}, objecting to "
+                         f"{', '.join(objections) or 'nothing'}")
+        lines.append(f"- round {round_}: " + "; ".join(parts))
+    return lines
 
 
 def _inject_lines(ctx: Context) -> list[str]:

@@ -204,6 +204,7 @@ def build_context(
     last_votes: dict[str, Any] = {}
     last_round = 0
     rejected: list[Package] = []
+    rejected_rounds: list[int] = []
     injects: list[InjectLine] = []
     for e in events:
         if not _sees(e, party):
@@ -238,6 +239,7 @@ def build_context(
             if not e["accepted"]:
                 rejected.append(logged(e["id"]).package if logged is not None else
                                 Package.model_validate(e["package"]))
+                rejected_rounds.append(e["round"])
     table = state.get("table")
     return Context(
         party=party,
@@ -257,6 +259,7 @@ def build_context(
         last_round=last_round,
         talk=talk,
         injects=tuple(injects),
+        rejected_rounds=tuple(rejected_rounds),
     )
 
 
