@@ -248,6 +248,8 @@ def test_a_long_run_s_history_is_bounded_and_changes_at_its_start_only_every_few
     changes = sum(1 for a, b in itertools.pairwise(starts) if a != b)
     assert changes <= len(starts) // HISTORY_STEP + 1
     assert changes >= 1
-    # Without the rounds of the rejected packages there is no history to keep in order.
-    unknown = context(3)
-    assert _history_lines(Context(**{**unknown.__dict__, "rejected_rounds": ()})) is None
+    # A context that does not give the rejected packages' rounds lists them first, as earlier.
+    unknown = _history_lines(Context(**{**context(3).__dict__, "rejected_rounds": ()}))
+    assert unknown == ["- earlier: rejected x=x1; rejected x=x2",
+                       "- round 1: you voted reject, objecting to x (wanted x2)",
+                       "- round 2: you voted reject, objecting to x (wanted x2)"]

@@ -260,7 +260,7 @@ class LLMAgent:
     def messages(self, ctx: Context, task: str, aside: str = "") -> list[dict[str, str]]:
         """The full prompt of one turn (exposed so tests can check what an agent sees); `aside`
         is a caucus message quoted, which a compact prompt puts last."""
-        user = (compact_situation(self.view, ctx, task, self, aside) if self.compact else
+        user = (compact_situation(ctx, task, self, aside) if self.compact else
                 situation(self.view, ctx, self) + "\n\n" + task)
         return [{"role": "system", "content": self._system},
                 {"role": "user", "content": user}]
@@ -582,17 +582,17 @@ def situation(view: Scenario, ctx: Context, agent: LLMAgent | None = None) -> st
     return "\n".join(lines)
 
 
-def compact_situation(view: Scenario, ctx: Context, task: str,
-                      agent: LLMAgent | None = None, aside: str = "") -> str:
+def compact_situation(ctx: Context, task: str, agent: LLMAgent | None = None,
+                      aside: str = "") -> str:
     """A compact prompt's turn message: the task, then what only grows, then what changes.
 
     The same record as `situation`, ordered so that consecutive turns of one party share the
-    longest possible prefix: the task (fixed for a kind of turn), then the events and the
-    rejected packages (only ever appended to, until the last `REJECTED_SHOWN`), and only then
-    the round, the party's own answers, the table, the votes and the quotes, whose tags change
-    in every prompt. llama.cpp's prompt cache
-    keeps each party's last state, so a turn reads only the tokens after that shared prefix
-    (issue 12: a small model on a CPU spent half of a turn re-reading its prompt).
+    longest possible prefix: the task (fixed for a kind of turn), the events, and the history of
+    earlier rounds (only appended to, see `_history_lines`); only then the round's news: the
+    table, the votes, the quotes (whose tag changes in every prompt) and a caucus message
+    (`aside`). llama.cpp's prompt cache keeps each party's last state, so a turn reads only the
+    tokens after that shared prefix (issue 12: a small model on a CPU spent most of a turn
+    re-reading its prompt).
     """
     tag = quote_tag(ctx)
     proposing = ctx.turn_id.endswith("/proposal")
@@ -600,18 +600,10 @@ def compact_situation(view: Scenario, ctx: Context, task: str,
     if ctx.injects:
         lines += ["", *_inject_lines(ctx)]
     history = _history_lines(ctx)
-    if history == []:
-        lines += ["", f"Round {ctx.round} of at most {ctx.max_rounds}."]
-    elif history is not None:
+    if history:
         lines += ["", "Earlier rounds (oldest first; no rejected package may be tabled again):",
-                  *history, "", f"Round {ctx.round} of at most {ctx.max_rounds}."]
-    else:  # no round for each rejected package: the lists as `situation` gives them
-        if ctx.rejected:
-            lines += ["", "Packages already rejected (most recent last; none may be tabled "
-                      "again):", *("- " + pkg.describe() for pkg in ctx.rejected[-REJECTED_SHOWN:])]
-        lines += ["", f"Round {ctx.round} of at most {ctx.max_rounds}."]
-        if ctx.own_positions:
-            lines += ["Your own earlier answers:", *_own_lines(ctx)]
+                  *history]
+    lines += ["", f"Round {ctx.round} of at most {ctx.max_rounds}."]
     if ctx.table is not None:
         lines.append(("The package on the table (last round's): " if proposing else
                       "The package on the table: ") + ctx.table.describe())
@@ -640,35 +632,32 @@ HISTORY_STEP = 3
 prompt cache's prefix would end) only every few rounds."""
 
 
-def _history_lines(ctx: Context) -> list[str] | None:
+def _history_lines(ctx: Context) -> list[str]:
     """Earlier rounds, one line each: the package rejected, and the party's own vote and
     objections. Only appended to from one round to the next (until the oldest rounds are dropped,
     `HISTORY_STEP` at a time), so a compact prompt keeps it in the prefix the cache serves.
-    None when the rejected packages' rounds are unknown."""
-    if len(ctx.rejected_rounds) != len(ctx.rejected):
-        return None
+    Rejected packages whose round the context does not give come first, as 'earlier'."""
+    known = len(ctx.rejected_rounds) == len(ctx.rejected)
     rejected: dict[int, list[Package]] = {}
-    for round_, package in zip(ctx.rejected_rounds, ctx.rejected, strict=True):
+    for round_, package in zip(ctx.rejected_rounds if known else [0] * len(ctx.rejected),
+                               ctx.rejected, strict=True):
         rejected.setdefault(round_, []).append(package)
     own = {pos.round: pos for pos in ctx.own_positions}
     rounds = sorted(set(rejected) | set(own))
-    if not rounds:
-        return []
     excess = len(rounds) - HISTORY_ROUNDS
     if excess > 0:
         dropped = -(-excess // HISTORY_STEP) * HISTORY_STEP  # whole steps of the oldest
         rounds = rounds[dropped:]
     lines: list[str] = []
     for round_ in rounds:
-        parts = []
-        parts += [f"rejected {package.describe()}" for package in rejected.get(round_, [])]
+        parts = [f"rejected {package.describe()}" for package in rejected.get(round_, [])]
         pos = own.get(round_)
         if pos is not None:
             objections = [f"{k} (wanted {s.wants})" for k, s in pos.stances.items()
                           if s.stance == "object"]
             parts.append(f"you voted {pos.vote}, objecting to "
                          f"{', '.join(objections) or 'nothing'}")
-        lines.append(f"- round {round_}: " + "; ".join(parts))
+        lines.append(f"- {f'round {round_}' if round_ else 'earlier'}: " + "; ".join(parts))
     return lines
 
 
