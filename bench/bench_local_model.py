@@ -146,11 +146,12 @@ def compare_settings(run: Path, limit: int | None, before: Path = BEFORE_PROMPTS
     server's prompt cache sees what it saw in the run. From each server's log it also counts the
     prompt tokens the model had to read (those after the prefix its cache held)."""
     import contextlib
-    import json
     import re
-    import urllib.request
 
     from detente.local_server import LocalServer, default_model_path, generation_threads
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_memory import send_recorded
 
     # LocalServer's defaults as on an idle machine (the issue's target): its generation threads
     # follow the load average at start, which this script's own servers raise.
@@ -179,15 +180,8 @@ def compare_settings(run: Path, limit: int | None, before: Path = BEFORE_PROMPTS
         for number in range(count):
             order = names[number % len(names):] + names[:number % len(names)]
             for name in order:
-                server = servers[name]
-                body = dict(streams[name][1][number], model=server.model_alias)
-                sent = urllib.request.Request(
-                    f"{server.base_url}/chat/completions", data=json.dumps(body).encode(),
-                    headers={"Content-Type": "application/json"})
-                began = time.perf_counter()
-                with urllib.request.urlopen(sent, timeout=900) as response:
-                    answer = json.load(response)
-                latencies[name].append(time.perf_counter() - began)
+                answer, seconds = send_recorded(servers[name], streams[name][1][number])
+                latencies[name].append(seconds)
                 generated[name].append(int(answer["usage"]["completion_tokens"]))
             print(f"  request {number + 1}/{count}: " + ", ".join(
                 f"{name} {latencies[name][-1]:.1f} s" for name in names), flush=True)

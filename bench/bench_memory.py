@@ -47,6 +47,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 TARGET_BYTES = 1_500_000_000  # 1.5 GB: the bound issue 15 sets for the default run
 MB = 1_000_000
@@ -222,6 +223,19 @@ def recorded_requests(run: Path) -> list[dict[str, object]]:
     return [row["request"] for row in rows if isinstance(row.get("request"), dict)]
 
 
+def send_recorded(server: Any, request: dict[str, object]) -> tuple[dict[str, Any], float]:
+    """Send one recorded chat request to a started LocalServer (as its own model): the answer,
+    and the seconds it took."""
+    body = dict(request, model=server.model_alias)
+    sent = urllib.request.Request(
+        f"{server.base_url}/chat/completions", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"})
+    began = time.perf_counter()
+    with urllib.request.urlopen(sent, timeout=900) as response:
+        answer: dict[str, Any] = json.load(response)
+    return answer, time.perf_counter() - began
+
+
 def replay(run: Path, overrides: dict[str, object], interval: float,
            ) -> tuple[Trace, float, list[float], int]:
     """Send a run's recorded requests to a fresh LocalServer, sampling this process's tree."""
@@ -239,14 +253,8 @@ def replay(run: Path, overrides: dict[str, object], interval: float,
     try:
         with LocalServer(model, **settings) as server:
             for number, request in enumerate(requests, 1):
-                body = dict(request, model=server.model_alias)
-                sent = urllib.request.Request(
-                    f"{server.base_url}/chat/completions", data=json.dumps(body).encode(),
-                    headers={"Content-Type": "application/json"})
-                began = time.perf_counter()
-                with urllib.request.urlopen(sent, timeout=900) as response:
-                    answer = json.load(response)
-                latencies.append(time.perf_counter() - began)
+                answer, seconds = send_recorded(server, request)
+                latencies.append(seconds)
                 usage = answer.get("usage") or {}
                 tokens += int(usage.get("total_tokens", 0))
                 print(f"  request {number}/{len(requests)}: {latencies[-1]:.1f} s, "
