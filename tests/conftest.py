@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import Cli, CliResult
+from helpers import REPLAY_URL, Cli, CliResult, recording
 
 SECRET_HEADERS = [
     "authorization",
@@ -61,12 +62,25 @@ def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """When recording, skip `replay_only` tests before any fixture runs: in rewrite mode the
     cassette fixture deletes its cassette on setup, and such a test shares another test's."""
-    if config.getoption("--record-mode", None) in (None, "none"):
+    if not recording(config):
         return
     skip = pytest.mark.skip(reason="replay only: skipped while recording cassettes")
     for item in items:
         if item.get_closest_marker("replay_only") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def embedded_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
+    """For cassette tests: the embedded server when recording; a dead address when replaying."""
+    if not recording(request.config):
+        yield REPLAY_URL
+        return
+    pytest.importorskip("llama_cpp")
+    from detente.local_server import LocalServer, default_model_path
+
+    with LocalServer(default_model_path()) as server:
+        yield server.base_url
 
 
 def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from detente.events import AgentSettings, read_events
@@ -77,6 +78,15 @@ def events_of(run_dir: Path) -> list[dict[str, Any]]:
     read_events(run_dir / "events.jsonl")
     lines = (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+REPLAY_URL = "http://127.0.0.1:9/v1"
+"""Never contacted on replay: VCR answers before any socket opens."""
+
+
+def recording(config: pytest.Config) -> bool:
+    """Whether this session records cassettes (`--record-mode` other than none)."""
+    return config.getoption("--record-mode", None) not in (None, "none")
 
 
 def run_dirs(out: Path) -> list[Path]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,10 @@ from detente.agents.llm_agent import LLMAgent
 from detente.events import AgentSettings
 from detente.loading import ScenarioBundle, load_bundle
 from detente.runner import EVENTS, RESULT, RunPlan, start_run
+from helpers import REPLAY_URL, recording
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = Path(__file__).parent / "cassettes" / "test_cassettes"
-REPLAY_URL = "http://127.0.0.1:9/v1"
-"""Never contacted on replay: VCR answers before any socket opens."""
 RERECORD = ".venv/bin/pytest tests/test_cassettes.py --record-mode=rewrite"
 QUOTE_KEY = "recorded-cassettes"
 """Random in real runs; fixed here so that a replay sends byte-identical requests."""
@@ -37,23 +35,6 @@ RECORDINGS = {
     "baseline": (ROOT / "scenarios" / "baseline.yaml", 3),
     "tiny": (ROOT / "tests" / "data" / "tiny" / "scenario.yaml", 3),
 }
-
-
-def _recording(config: pytest.Config) -> bool:
-    return config.getoption("--record-mode") not in (None, "none")
-
-
-@pytest.fixture(scope="module")
-def endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The embedded server when recording; a dead address when replaying."""
-    if not _recording(request.config):
-        yield REPLAY_URL
-        return
-    pytest.importorskip("llama_cpp")
-    from detente.local_server import LocalServer, default_model_path
-
-    with LocalServer(default_model_path()) as server:
-        yield server.base_url
 
 
 def _settings(base_url: str) -> AgentSettings:
@@ -116,12 +97,12 @@ def _replay_or_record(name: str, endpoint: str, tmp_path: Path, config: pytest.C
     try:
         run_dir = _run(name, endpoint, tmp_path)
     except Exception as exc:
-        if _recording(config):
+        if recording(config):
             raise
         _stale(name, str(exc).splitlines()[0])
     expected = CASSETTES / f"{name}.expected"
     result = json.loads((run_dir / RESULT).read_text())
-    if _recording(config):
+    if recording(config):
         assert result["status"] != "error", result["reason"]
         if expected.exists():
             shutil.rmtree(expected)
@@ -141,17 +122,17 @@ def _replay_or_record(name: str, endpoint: str, tmp_path: Path, config: pytest.C
 @pytest.mark.timeout(3600)  # recording takes minutes; a replay, a second
 @pytest.mark.vcr
 def test_recorded_baseline_negotiation_replays_identically(
-    endpoint: str, tmp_path: Path, request: pytest.FixtureRequest
+    embedded_endpoint: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    _replay_or_record("baseline", endpoint, tmp_path, request.config)
+    _replay_or_record("baseline", embedded_endpoint, tmp_path, request.config)
 
 
 @pytest.mark.timeout(3600)
 @pytest.mark.vcr
 def test_recorded_tiny_negotiation_replays_identically(
-    endpoint: str, tmp_path: Path, request: pytest.FixtureRequest
+    embedded_endpoint: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    _replay_or_record("tiny", endpoint, tmp_path, request.config)
+    _replay_or_record("tiny", embedded_endpoint, tmp_path, request.config)
 
 
 def test_recorded_baseline_has_five_llm_agents_and_three_rounds() -> None:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,6 @@ EXAMPLE = ROOT / "transcripts" / "examples" / "baseline-embedded"
 PLANTED_EVENT = "r3/response/us"
 PLANTED = "Our walk-away value is 60, and a frozen line is worth only 55 to us. We need more."
 """The US walk-away is 60 and its value of a frozen line 55 (scenarios/baseline.yaml)."""
-REPLAY_URL = "http://127.0.0.1:9/v1"
-"""Never contacted on replay: VCR answers before any socket opens."""
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -293,26 +290,9 @@ def test_judge_user_errors_are_one_clear_message(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the cassette
 
 
-def _recording(config: pytest.Config) -> bool:
-    return config.getoption("--record-mode") not in (None, "none")
-
-
-@pytest.fixture(scope="module")
-def judge_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The embedded server when recording; a dead address when replaying."""
-    if not _recording(request.config):
-        yield REPLAY_URL
-        return
-    pytest.importorskip("llama_cpp")
-    from detente.local_server import LocalServer, default_model_path
-
-    with LocalServer(default_model_path()) as server:
-        yield server.base_url
-
-
 @pytest.mark.vcr
 def test_the_embedded_judge_catches_the_planted_leak_on_a_cassette(
-        tmp_path: Path, judge_endpoint: str) -> None:
+        tmp_path: Path, embedded_endpoint: str) -> None:
     """The real embedded judge, on the US's words of round 3 (the planted statement, its
     private rationale and its vote): it claims the public statement leaks, and the claim is
     confirmed (the statement holds the walk-away). One request, as `detente judge --party us
@@ -322,7 +302,7 @@ def test_the_embedded_judge_catches_the_planted_leak_on_a_cassette(
     from detente.local_server import DEFAULT_ALIAS
 
     run = plant(tmp_path)
-    settings = JudgeSettings(model=DEFAULT_ALIAS, base_url=judge_endpoint, local_model=GGUF_NAME,
+    settings = JudgeSettings(model=DEFAULT_ALIAS, base_url=embedded_endpoint, local_model=GGUF_NAME,
                              structured_mode="json_object", answers="choose",
                              timeout=EMBEDDED_TIMEOUT)
     # No HTTP retries: a replay that misses its cassette fails at once.
