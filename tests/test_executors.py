@@ -23,17 +23,29 @@ from helpers import ROOT, TINY, Req, SchemaResponder, invoke, load, serve
 
 
 class Slow(SchemaResponder):
-    """Every call waits; the server counts how many are in flight at once."""
+    """Every call waits; the server counts how many are in flight at once.
 
-    def __init__(self, pause: float) -> None:
+    With `hold`, opening statements also wait (up to `patience` seconds) until that many calls
+    are in flight together, so the peak measures what the client keeps open, not how fast a
+    loaded machine starts sixty runs within one pause.
+    """
+
+    def __init__(self, pause: float, hold: int = 0, patience: float = 120.0) -> None:
         super().__init__(load(TINY))
         self.pause = pause
+        self.hold = hold
+        self.patience = patience
         self.peak = 0
-        self._gate = threading.Lock()
+        self._gate = threading.Condition()
 
     def delay(self, req: Req) -> float:
         with self._gate:
             self.peak = max(self.peak, self.in_flight())
+            if self.hold and req.kind == "opening":
+                self._gate.notify_all()
+                self._gate.wait_for(lambda: self.in_flight() >= self.hold, self.patience)
+                self.peak = max(self.peak, self.in_flight())
+                self._gate.notify_all()
         return self.pause
 
     def vote(self, req: Req) -> str:
@@ -49,7 +61,7 @@ def _sweep(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(600)
 def test_one_process_keeps_two_hundred_calls_in_flight(tmp_path: Path) -> None:
-    responder = Slow(pause=3.0)
+    responder = Slow(pause=0.5, hold=200)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with serve(responder, calls=100_000) as fake:
         done = _sweep(str(TINY), "--seeds", "60", "--concurrency", "60", "--agent",
