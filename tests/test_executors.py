@@ -25,26 +25,30 @@ from helpers import ROOT, TINY, Req, SchemaResponder, invoke, load, serve
 class Slow(SchemaResponder):
     """Every call waits; the server counts how many are in flight at once.
 
-    With `hold`, opening statements also wait (up to `patience` seconds) until that many calls
-    are in flight together, so the peak measures what the client keeps open, not how fast a
-    loaded machine starts sixty runs within one pause.
+    With `hold`, the first opening statements wait (up to `patience` seconds, less than the
+    client's 60 s timeout) until that many calls are in flight together, so the peak measures
+    what the client keeps open, not how fast a loaded machine starts sixty runs within one
+    pause. The hold is released once; openings of runs that start later are not held.
     """
 
-    def __init__(self, pause: float, hold: int = 0, patience: float = 120.0) -> None:
+    def __init__(self, pause: float, hold: int = 0, patience: float = 45.0) -> None:
         super().__init__(load(TINY))
         self.pause = pause
         self.hold = hold
         self.patience = patience
         self.peak = 0
+        self.released = False
         self._gate = threading.Condition()
 
     def delay(self, req: Req) -> float:
         with self._gate:
             self.peak = max(self.peak, self.in_flight())
-            if self.hold and req.kind == "opening":
+            if self.hold and req.kind == "opening" and not self.released:
                 self._gate.notify_all()
-                self._gate.wait_for(lambda: self.in_flight() >= self.hold, self.patience)
+                self._gate.wait_for(
+                    lambda: self.released or self.in_flight() >= self.hold, self.patience)
                 self.peak = max(self.peak, self.in_flight())
+                self.released = True  # once: openings of runs that start later are not held
                 self._gate.notify_all()
         return self.pause
 
