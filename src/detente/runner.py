@@ -431,16 +431,19 @@ async def _drive(
         if resuming and (await app.aget_state(config)).created_at is not None:
             start = None  # continue from the last checkpoint (a pending human turn asks again)
         try:
-            while True:
-                async for chunk in app.astream(start, config, stream_mode="custom",
-                                               durability="sync", context=context):
-                    payload: Any = chunk
-                    observer.speaking(payload["speaking"], payload["turn"], payload["round"])
-                # The graph stops at every seat a person plays: ask them, then go on.
-                pending = (await app.aget_state(config)).interrupts
-                if not pending:
-                    break
-                start = Command(resume=await _ask_humans(pending, bundle, human, run_dir))
+            try:
+                while True:
+                    async for chunk in app.astream(start, config, stream_mode="custom",
+                                                   durability="sync", context=context):
+                        payload: Any = chunk
+                        observer.speaking(payload["speaking"], payload["turn"], payload["round"])
+                    # The graph stops at every seat a person plays: ask them, then go on.
+                    pending = (await app.aget_state(config)).interrupts
+                    if not pending:
+                        break
+                    start = Command(resume=await _ask_humans(pending, bundle, human, run_dir))
+            finally:
+                await context.settle()  # answers being written land before the run's end
         except RunPaused:
             finish(run_dir, bundle)
             raise

@@ -19,7 +19,18 @@ from pydantic import BaseModel
 from detente.llm import EndpointConfig, InvalidResponseError, LLMClient, LLMTransportError
 from fake_openai import FakeOpenAI, HTTPError, Raw, Stall
 from faults import NO_CHOICES, Faulty
-from helpers import ROOT, TINY, Cli, SchemaResponder, events_of, invoke, load, serve
+from helpers import (
+    ROOT,
+    TINY,
+    Cli,
+    SchemaResponder,
+    display_names,
+    events_of,
+    invoke,
+    load,
+    parse_request,
+    serve,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -210,3 +221,45 @@ def test_a_sweep_against_an_endpoint_faulting_one_call_in_five_completes(
     assert set(faulty.injected) >= {"429", "500", "reset", "stall", "malformed", "no_choices",
                                     "schema"}
     assert _all_lines_parse(tmp_path / "faulty") > 500
+
+
+# --------------------------------------------------------------------------- a failure mid-round
+
+
+def test_a_failed_call_leaves_the_error_outcome_last_and_keeps_the_siblings_answers(
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Party A's answer in round 1 fails (HTTP 400, not retried) while Party B's answer is being
+    # written: B's answer arrived, so it is kept, and the error and its outcome come after it.
+    from detente.events import EventLog
+
+    bundle = load(TINY)
+    inner = SchemaResponder(bundle)
+    names = display_names(bundle)
+
+    def responder(body: dict[str, Any]) -> Any:
+        req = parse_request(body, names)
+        if req.kind == "respond" and req.party == "a":
+            time.sleep(0.3)
+            return HTTPError(400, "no such thing")
+        return inner(body)
+
+    original = EventLog.write
+
+    def slow_write(self: EventLog, *events: Any) -> Any:
+        if any(getattr(e, "id", "") == "r1/response/b" for e in events):
+            time.sleep(1.0)  # B's answer is on its way to the disk when A's call fails
+        return original(self, *events)
+
+    monkeypatch.setattr(EventLog, "write", slow_write)
+    with serve(responder) as fake:
+        result = cli("run", TINY, "--model", "fake-model", "--base-url", fake.base_url,
+                     "--max-retries", "0", "--rounds", "1", "--out", tmp_path)
+    assert result.returncode == 1, result.stderr
+    time.sleep(1.5)  # anything still writing has written by now
+    (run_dir,) = tmp_path.glob("tiny/*/")
+    events = events_of(run_dir)
+    ids = [e["id"] for e in events]
+    assert events[-1]["type"] == "outcome" and events[-1]["status"] == "error", ids[-3:]
+    assert "r1/response/b" in ids and ids.index("r1/response/b") < ids.index("error/1"), ids
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "error"

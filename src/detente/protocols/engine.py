@@ -80,9 +80,17 @@ class RunContext:
     quote_key: str = ""
     on_turn: TurnSink | None = None
     space: PackageSpace = field(init=False)
+    writes: set[asyncio.Future[Any]] = field(init=False, default_factory=set)
+    """Event writes under way (see `Turns.write`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space", PackageSpace(self.scenario))
+
+    async def settle(self) -> None:
+        """Wait for every event write under way: a turn cut short (a sibling's call failed, or
+        Ctrl-C) may be writing an answer that arrived; the runner records the end after it."""
+        while self.writes:
+            await asyncio.gather(*list(self.writes), return_exceptions=True)
 
 
 class NegotiationState(TypedDict, total=False):
@@ -337,7 +345,14 @@ class Turns:
 
     @staticmethod
     async def write(run: RunContext, *events: Any) -> None:
-        await asyncio.to_thread(run.log.write, *events)
+        """Log events from a worker thread (an fsync must not stall the other turns). A write
+        once started finishes even if the turn awaiting it is cancelled, and the runner
+        settles it before it records how the run ended (`RunContext.settle`), so an answer
+        that arrived is kept and the outcome stays the log's last event."""
+        job = asyncio.ensure_future(asyncio.to_thread(run.log.write, *events))
+        run.writes.add(job)
+        job.add_done_callback(run.writes.discard)
+        await asyncio.shield(job)
 
     @staticmethod
     async def injects(run: RunContext, round_: int) -> None:
