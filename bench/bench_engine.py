@@ -9,8 +9,8 @@ fake OpenAI server, which runs in a separate process so that its CPU is not coun
 1. CPU per model call: the CPU time (all threads of this process) the harness spends per call
    (prompt building, validation, the event log, checkpoints, the HTTP client) against a
    zero-latency endpoint: the slope between a 2-round and a `--rounds`-round run, after a
-   warm-up run, so the once-per-run cost (loading the scenario, scoring) is printed apart.
-   Target: 5 ms.
+   warm-up run, so the once-per-run cost (loading the scenario, scoring) is printed apart;
+   median and range of `--repeat` pairs (default 5). Target: 5 ms.
 2. Round time with a fixed-latency endpoint (`--latency` seconds a call): the median round
    (proposal to proposal) against the mediator's call plus the slowest party's, which is what
    parallel answers cost at best (sequential play would cost (1 + parties) calls). Target: 1.1x.
@@ -110,21 +110,26 @@ def _cpu_run(url: str, rounds: int, out: Path, profiler: cProfile.Profile | None
     return time.process_time() - start, _calls(run_dir)
 
 
-def cpu_per_call(rounds: int, out: Path, profile: bool) -> tuple[float, float, int]:
+def cpu_per_call(rounds: int, out: Path, profile: bool, repeat: int = 5
+                 ) -> tuple[list[float], list[float], int]:
     """The harness's CPU per model call, as the slope between a short and a long run (so what
     every run pays once, loading the scenario and scoring the result, is not spread over its
-    calls), and that once-per-run cost."""
+    calls), and that once-per-run cost: one pair of runs per repetition, after a warm-up run
+    (a single pair varies by about 20% from one to the next)."""
+    slopes: list[float] = []
+    fixed: list[float] = []
     with Endpoint(0.0) as url:
         _run(url, 1, out / "warmup")
-        short_cpu, short_calls = _cpu_run(url, 2, out / "short", None)
-        profiler = cProfile.Profile() if profile else None
-        long_cpu, long_calls = _cpu_run(url, rounds, out / "long", profiler)
-    per_call = (long_cpu - short_cpu) / (long_calls - short_calls)
-    fixed = short_cpu - per_call * short_calls
-    if profiler:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-    return per_call, fixed, long_calls
+        for n in range(repeat):
+            short_cpu, short_calls = _cpu_run(url, 2, out / f"short-{n}", None)
+            profiler = cProfile.Profile() if profile and n == 0 else None
+            long_cpu, long_calls = _cpu_run(url, rounds, out / f"long-{n}", profiler)
+            slopes.append((long_cpu - short_cpu) / (long_calls - short_calls))
+            fixed.append(short_cpu - slopes[-1] * short_calls)
+            if profiler:
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    return slopes, fixed, long_calls
 
 
 def _time(stamp: str) -> float:
@@ -168,17 +173,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--latency", type=float, default=0.5)
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="pairs of runs for the CPU per call (median and range)")
+    parser.add_argument("--profile", action="store_true", help="profile the first long run")
     args = parser.parse_args()
     os.environ.pop("OPENAI_BASE_URL", None)
     os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
     with tempfile.TemporaryDirectory(prefix="detente-bench-engine-") as tmp:
         out = Path(tmp)
-        per_call, fixed, calls = cpu_per_call(args.rounds, out, args.profile)
-        print(f"CPU per model call: {per_call * 1000:.1f} ms (slope between 2 and "
-              f"{args.rounds} rounds, {calls} calls, zero-latency endpoint); target 5 ms: "
-              f"{per_call * 1000 / 5:.2f}x the target; once per run (load, score): "
-              f"{fixed * 1000:.0f} ms")
+        slopes, fixed, calls = cpu_per_call(args.rounds, out, args.profile, args.repeat)
+        per_call = statistics.median(slopes)
+        print(f"CPU per model call: median {per_call * 1000:.1f} ms of {len(slopes)} "
+              f"repetitions (range {min(slopes) * 1000:.1f}-{max(slopes) * 1000:.1f} ms; slope "
+              f"between 2 and {args.rounds} rounds, {calls} calls, zero-latency endpoint); "
+              f"target 5 ms: {per_call * 1000 / 5:.2f}x the target; once per run (load, "
+              f"score): {statistics.median(fixed) * 1000:.0f} ms")
         median, ratio = round_ratio(args.latency, 4, out)
         print(f"round time: median {median:.2f} s with {args.latency:g} s calls; "
               f"{ratio:.2f}x (mediator call + slowest party); sequential play would be "

@@ -165,6 +165,10 @@ class _State:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm the body waited for the
+    # client's delayed ACK of the headers (40 ms on Linux), now and then, on a kept-alive
+    # connection, which timing benchmarks then counted as the harness's.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr access logs
