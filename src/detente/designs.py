@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detente.errors import InputError, Problem, did_you_mean
+from detente.errors import InputError, Problem, did_you_mean, path_problem
 
 AGENT_PREFIX = "agent:"
 LLM_LEVEL = "llm"
@@ -207,6 +207,11 @@ def load_design(path: Path) -> Design:
                                 "(relative to the design file)"))
     else:
         for s in raw_scenarios:
+            unusable = path_problem(s)
+            if unusable is not None:
+                problems.append(Problem("scenarios", f"expected a scenario file or folder, got "
+                                        f"{unusable}"))
+                continue
             target = Path(s) if Path(s).is_absolute() else path.parent / s
             if not target.exists():
                 problems.append(Problem("scenarios", f"no such file or folder: {s} (looked in "

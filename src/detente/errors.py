@@ -45,6 +45,19 @@ def format_path(loc: Sequence[str | int]) -> str:
     return out
 
 
+def path_problem(text: str) -> str | None:
+    """Why `text`, a path written in a file, cannot name a file here (a NUL byte, a name over
+    255 bytes, the whole over 4,096), or None. Asking the OS about such a path raises instead
+    of answering 'no such file'."""
+    if "\x00" in text:
+        return "a NUL byte in a path"
+    if any(len(part.encode()) > 255 for part in text.split("/")):
+        return "a file or folder name over 255 bytes"
+    if len(text.encode()) > 4096:
+        return "a path over 4,096 bytes"
+    return None
+
+
 def did_you_mean(value: str, known: Sequence[str]) -> str:
     """' (did you mean X?)' for the closest known name, or nothing."""
     import difflib

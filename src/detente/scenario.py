@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from detente.errors import InputError, Problem, did_you_mean
+from detente.errors import InputError, Problem, did_you_mean, path_problem
 
 if TYPE_CHECKING:
     import numpy as np
@@ -451,10 +451,9 @@ def check_scenario(scenario: Scenario) -> list[Problem]:
 
     if not problems:
         problems += size_problems(scenario)
-    if "\x00" in scenario.agents_dir or any(len(part.encode()) > 255 for part in
-                                            scenario.agents_dir.split("/")):
-        add(Problem("agents_dir", "expected a folder path (no NUL byte, no name over 255 "
-                    "bytes)"))
+    unusable = path_problem(scenario.agents_dir)
+    if unusable is not None:
+        add(Problem("agents_dir", f"expected a folder path, got {unusable}"))
 
     if scenario.mediator is not None and scenario.mediator not in scenario.parties:
         add(Problem("mediator", _unknown("party", scenario.mediator, scenario.parties)))

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from detente.errors import InputError, Problem
+from detente.errors import InputError, Problem, path_problem
 
 DROP = "$drop"
 LIST_OPS = frozenset({"$add", "$drop", "$merge"})
@@ -33,8 +33,17 @@ def resolve_extends(path: Path, data: dict[str, Any], load: Any, depth: int = 0)
     if depth >= MAX_DEPTH:
         raise InputError(path, [Problem("extends", f"more than {MAX_DEPTH} levels deep: "
                                         "is there a cycle?")])
+    unusable = path_problem(parent_ref) or path_problem(str(path.parent / parent_ref))
+    if unusable is not None:
+        raise InputError(path, [Problem("extends", f"expected a path to another scenario file, "
+                                        f"got {unusable}")])
     parent_path = (path.parent / parent_ref).resolve()
-    if not parent_path.is_file():
+    try:
+        found = parent_path.is_file()
+    except OSError as exc:
+        raise InputError(path, [Problem("extends", f"cannot read {parent_ref!r}: "
+                                        f"{exc.strerror}")]) from None
+    if not found:
         raise InputError(path, [Problem("extends", f"no such scenario file: {parent_path}")])
     base = resolve_extends(parent_path, load(parent_path), load, depth + 1)
     base = dict(base)

@@ -246,6 +246,38 @@ def test_a_bad_agents_dir_is_refused(agents_dir: str, tmp_path: Path, cli: Cli) 
     one_error(cli("validate", tiny_copy(tmp_path, edit)), "agents_dir")
 
 
+@pytest.mark.parametrize("parent", ["x" * 300, "x\x00y.yaml", "a/" + "b" * 256 + "/c.yaml"])
+def test_a_variant_extending_an_impossible_path_is_refused(
+    parent: str, tmp_path: Path, cli: Cli
+) -> None:
+    # Hypothesis found this one: a file name over 255 bytes made `is_file` raise.
+    tiny_copy(tmp_path)
+    variant = tmp_path / "tiny" / "variant.yaml"
+    variant.write_text(yaml.safe_dump({"extends": parent, "id": "v", "variant_of": "tiny"}))
+    for command in ("validate", "analyze"):
+        one_error(cli(command, variant), "extends")
+
+
+def test_a_design_naming_an_impossible_scenario_path_is_refused(tmp_path: Path,
+                                                                cli: Cli) -> None:
+    design = tmp_path / "design.yaml"
+    design.write_text(yaml.safe_dump({"scenarios": ["x" * 300], "seeds": 1}))
+    one_error(cli("sweep", design, "--out", tmp_path / "out"), "scenarios")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "analyze", "show", "replay", "run", "sweep",
+                                     "compare", "sources", "judge", "diff", "plot", "report",
+                                     "leaderboard"])
+def test_a_path_argument_the_os_refuses_is_one_message(command: str, cli: Cli) -> None:
+    result = cli(command, "x" * 300, *(["y"] if command == "diff" else []))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[0].startswith(("error: ", "✗ ")), result.stderr
+    assert "too long" in result.stderr or "no such" in result.stderr.lower(), result.stderr
+
+
 # --------------------------------------------------------------------------- properties
 
 
