@@ -17,7 +17,7 @@ against three setups side by side:
 - `today`: the requests of the curated embedded run recorded before issue 12 (default
   `bench/data/embedded-before-issue12.prompts.jsonl`, or `--before`) on the server settings of
   then (1 GB prompt cache with plain LRU, `--logits_all true`, `n_batch 512`, one generation
-  thread on two cores);
+  thread on two cores, llama-cpp-python's own grammar sampling);
 - `settings`: the same requests on `detente.local_server.LocalServer`'s defaults as on an idle
   machine (generation on every core);
 - `now`: RUN_DIR's requests (a run of today's code: its prompts and answer schemas) on those
@@ -111,7 +111,8 @@ def report(events: list[Event], wall: float, source: str) -> None:
 
 BEFORE_SETTINGS: dict[str, object] = {"prompt_cache_bytes": 1 << 30, "n_batch": 512,
                                       "n_threads": max((os.cpu_count() or 1) // 2, 1),
-                                      "extra_args": ["--logits_all", "true"]}
+                                      "extra_args": ["--logits_all", "true"],
+                                      "grammar_last": False}
 """The server settings this project shipped before issue 12."""
 BEFORE_PROMPTS = Path(__file__).parent / "data" / "embedded-before-issue12.prompts.jsonl"
 """The requests of the curated embedded run as recorded before issue 12 (the baseline scenario,

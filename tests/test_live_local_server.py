@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -134,6 +135,23 @@ def test_seed_makes_sampling_repeatable(server: LocalServer) -> None:
         first = client.complete(MESSAGES, Move)
         second = client.complete(MESSAGES, Move)
     assert first.raw_texts == second.raw_texts
+
+
+def test_the_grammar_is_checked_on_the_drawn_token_and_every_answer_is_grammatical(
+    server: LocalServer,
+) -> None:
+    # `detente.grammar_last` draws without the grammar and asks it about that token only; a
+    # refused draw is drawn again under the grammar. Every answer still parses, for any seed.
+    for seed in range(4):
+        with _client(server, temperature=1.0, seed=seed) as client:
+            result = client.complete(MESSAGES, Move)
+        for text in result.raw_texts:
+            answer = json.loads(text)
+            assert answer["verdict"] in set(Verdict), text
+            assert isinstance(answer["border_km"], int), text
+    assert server.log_path is not None
+    log = server.log_path.read_text(errors="replace")
+    assert "sampler checks the grammar on the drawn token first" in log
 
 
 def _resident(pid: int) -> int:

@@ -11,7 +11,7 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import pytest
 
-from detente.local_server import _LAUNCHER, _LEAN_CACHE, LocalServer
+from detente.local_server import _GRAMMAR_LAST, _LEAN_CACHE, LocalServer, launcher
 
 BENCH = Path(__file__).parents[1] / "bench" / "bench_memory.py"
 MB = 1_000_000
@@ -89,10 +89,15 @@ def _launch_lean_cache(monkeypatch: pytest.MonkeyPatch, flags: list[str]) -> typ
     return cache_class
 
 
-def test_the_server_is_launched_with_the_lean_cache() -> None:
-    assert _LEAN_CACHE in _LAUNCHER
-    assert _LAUNCHER.index("orphan-watchdog") < _LAUNCHER.index(_LEAN_CACHE)
-    assert _LAUNCHER.index(_LEAN_CACHE) < _LAUNCHER.index("run_module")
+def test_the_server_is_launched_with_the_lean_cache_and_the_grammar_last_sampler() -> None:
+    code = launcher()
+    assert _LEAN_CACHE in code and _GRAMMAR_LAST in code
+    assert code.index("orphan-watchdog") < code.index(_LEAN_CACHE)
+    assert code.index(_LEAN_CACHE) < code.index(_GRAMMAR_LAST) < code.index("run_module")
+    assert _GRAMMAR_LAST not in launcher(grammar_last=False)
+    server = LocalServer("m.gguf", grammar_last=False)
+    server.port = 1
+    assert _GRAMMAR_LAST not in server.command()[2]
 
 
 def test_cached_states_keep_one_logits_row_without_logits_all(

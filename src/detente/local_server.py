@@ -89,12 +89,29 @@ if _logits_all and _logits_all[-1].strip().lower() in ("false", "0", "no", "off"
         print(f"detente: prompt cache left as is ({exc!r})", file=sys.stderr)
 """
 
+# Grammar-constrained sampling checks the drawn token first and the whole vocabulary only when
+# that token is refused (`detente.grammar_last`): a third less time per generated token.
+_GRAMMAR_LAST = """\
+try:
+    from detente.grammar_last import install
+
+    print("detente: sampler checks the grammar on the drawn token first" if install()
+          else "detente: sampler left as is (llama_cpp internals differ)", file=sys.stderr)
+except Exception as exc:  # the server still runs, with llama_cpp's own sampler
+    print(f"detente: sampler left as is ({exc!r})", file=sys.stderr)
+"""
+
 _RUN_SERVER = """\
 sys.argv = ["llama_cpp.server", *sys.argv[1:]]
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
-_LAUNCHER = _WATCHDOG + _LEAN_CACHE + _RUN_SERVER
+
+
+def launcher(grammar_last: bool = True) -> str:
+    """The code the server process runs (`python -c`): `-m llama_cpp.server` with an orphan
+    watchdog, the lean prompt cache and, with `grammar_last`, the faster grammar sampler."""
+    return _WATCHDOG + _LEAN_CACHE + (_GRAMMAR_LAST if grammar_last else "") + _RUN_SERVER
 
 _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
 _LOG_TAIL_LINES = 25
@@ -202,6 +219,9 @@ class LocalServer:
     logprobs, so the server runs with `--logits_all false`; each entry then still copies
     `n_batch` rows of logits (0.2 MB a row), hence `n_batch=128`, which reads prompts as fast
     as 512 on this model (same CPU time per 1,400-token prompt, within 5%).
+    `grammar_last` (on by default) has the server check the answer's grammar on each drawn
+    token before the whole vocabulary (`detente.grammar_last`): 1.8 ms of sampling a generated
+    token instead of 5.9.
     """
 
     def __init__(
@@ -220,6 +240,7 @@ class LocalServer:
         startup_timeout: float = 120.0,
         stop_timeout: float = 5.0,
         extra_args: Sequence[str] = (),
+        grammar_last: bool = True,
     ) -> None:
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
@@ -235,6 +256,7 @@ class LocalServer:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
+        self.grammar_last = grammar_last
         self.host = "127.0.0.1"
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -267,7 +289,7 @@ class LocalServer:
         cmd = [
             sys.executable,
             "-c",
-            _LAUNCHER,  # `-m llama_cpp.server` with an orphan watchdog
+            launcher(self.grammar_last),
             "--model",
             str(self.model_path),
             "--model_alias",
