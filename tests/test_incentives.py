@@ -276,6 +276,32 @@ def test_an_incentive_no_scripted_strategy_plays_is_one_clear_error(tmp_path: Pa
     assert not list((tmp_path / "o").glob("*/*/events.jsonl"))  # refused before any run
 
 
+@pytest.mark.parametrize("design", [False, True])
+def test_a_sweep_with_a_seat_no_scripted_strategy_can_play_is_refused_before_any_run(
+    tmp_path: Path, design: bool
+) -> None:
+    # The tiny scenario next to a variant whose party `a` has a `targeted` incentive: the
+    # variant's cells cannot run with scripted seats, so nothing runs, not even the tiny ones.
+    scenario = tiny_variant(tmp_path, "targeted", top={
+        "incentives": {"a": {"kind": "targeted", "target": "b", "source": "assumption"}}})
+    if design:
+        spec = tmp_path / "design.yaml"
+        spec.write_text(json.dumps({"scenarios": [str(TINY), str(scenario)], "seeds": 2,
+                                    "factors": {"agent:a": ["scripted:linear",
+                                                            "scripted:boulware"]}}))
+        done = invoke("sweep", spec, "--agent", "all=scripted:linear", "--out", tmp_path / "o")
+    else:
+        done = invoke("sweep", TINY, scenario, "--seeds", "2", "--agent", "all=scripted:linear",
+                      "--out", tmp_path / "o")
+    assert done.returncode == 2, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output
+    message = " ".join(output.split())
+    assert "'a' a `targeted` incentive, which scripted:linear cannot play" in message
+    assert "targeted" in message and "play 'a' with an LLM agent" in message
+    assert not list((tmp_path / "o").rglob("events.jsonl"))  # refused before any run
+
+
 @pytest.mark.parametrize(("incentive", "problem"), [
     ({"kind": "targeted", "source": "assumption"}, "names its `target` party"),
     ({"kind": "targeted", "target": "a", "source": "assumption"}, "cannot target itself"),

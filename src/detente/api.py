@@ -348,6 +348,7 @@ def sweep(
         raise InputError("agents", [Problem(", ".join(seats), "a person cannot play a seat in a "
                                             "sweep (its runs go on at once, unattended); use "
                                             "detente run")])
+    _refuse_unplayable((b, teams[b.scenario.id]) for b in bundles)
     seed_list = list(range(seeds))
     sweep_dir = Path(out) / (name or sweep_name(bundles, seed_list, teams, rounds))
     return _run_planned(sweep_dir, teams, lambda served: plan_sweep(
@@ -405,6 +406,29 @@ def _run_planned(
         manifest = run_sweep(sweep_dir, manifest, concurrency, on_done, executor, address,
                              budget=shared, cache=cache)
     return Sweep(sweep_dir, manifest)
+
+
+def _refuse_unplayable(cells: Iterable[tuple[ScenarioBundle, dict[str, AgentSettings]]]) -> None:
+    """Refuse a sweep before anything runs if a scripted seat of one of its cells cannot be
+    built (an incentive no scripted strategy plays, say): `detente run` refuses the same when
+    it builds its agents, and otherwise that cell's runs would fail one by one."""
+    from detente.agents import make_agent
+
+    problems: list[Problem] = []
+    seen: set[tuple[str, str, str]] = set()
+    for bundle, team in cells:
+        for party, settings in team.items():
+            key = (bundle.scenario.id, party, settings.label())
+            if settings.kind != "scripted" or key in seen:
+                continue
+            seen.add(key)
+            try:
+                make_agent(party, settings, bundle)
+            except InputError as exc:
+                problems += [Problem(f"{bundle.scenario.id}: {p.path}" if p.path else
+                                     bundle.scenario.id, p.message) for p in exc.problems]
+    if problems:
+        raise InputError("agents", problems)
 
 
 def _unique_ids(bundles: Sequence[ScenarioBundle]) -> None:
@@ -689,6 +713,7 @@ def _design_sweep(
         raise InputError("agents", [Problem(", ".join(seats), "a person cannot play a seat in a "
                                             "sweep (its runs go on at once, unattended); use "
                                             "detente run")])
+    _refuse_unplayable((cell.bundle, plan.teams[cell.key]) for cell in plan.cells)
     copied: str | None = None
     if design.source is not None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
