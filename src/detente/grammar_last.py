@@ -79,8 +79,10 @@ class GrammarLast:
 
     def sample(self, ctx: Any, idx: int = -1) -> int:
         c = self._c
-        logits = np.ctypeslib.as_array(c.llama_get_logits_ith(ctx.ctx, idx),
-                                       shape=(self.n_vocab,))
+        row = c.llama_get_logits_ith(ctx.ctx, idx)
+        if not row:  # llama.cpp kept no logits there: an error for this request, not a crash
+            raise RuntimeError(f"llama.cpp has no logits for output {idx}")
+        logits = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
         self._candidates(logits)
         token = self._draw()
         self.draws += 1
