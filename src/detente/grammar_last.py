@@ -55,8 +55,6 @@ class GrammarLast:
                                              selected=-1, sorted=False)
         self._single: Any = c.llama_token_data_array(data=self._one, size=1, selected=-1,
                                                 sorted=False)
-        self.draws = 0
-        self.refused = 0
 
     def _candidates(self, logits: Any) -> None:
         self._rows["id"] = self._ids
@@ -85,9 +83,7 @@ class GrammarLast:
         logits = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
         self._candidates(logits)
         token = self._draw()
-        self.draws += 1
         if not self._grammatical(token):
-            self.refused += 1
             self._candidates(logits)
             c.llama_sampler_apply(self.grammar, ctypes.byref(self._all))
             token = self._draw()
