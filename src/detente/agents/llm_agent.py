@@ -26,6 +26,7 @@ from detente.agents.base import (
     Context,
     Line,
     OpeningContent,
+    OwnPosition,
     ProposalContent,
     ResponseContent,
     Turn,
@@ -653,10 +654,7 @@ def _history_lines(ctx: Context) -> list[str]:
         parts = [f"rejected {package.describe()}" for package in rejected.get(round_, [])]
         pos = own.get(round_)
         if pos is not None:
-            objections = [f"{k} (wanted {s.wants})" for k, s in pos.stances.items()
-                          if s.stance == "object"]
-            parts.append(f"you voted {pos.vote}, objecting to "
-                         f"{', '.join(objections) or 'nothing'}")
+            parts.append(f"you voted {pos.vote}, objecting to {_objections(pos)}")
         lines.append(f"- {f'round {round_}' if round_ else 'earlier'}: " + "; ".join(parts))
     return lines
 
@@ -686,13 +684,15 @@ def _vote_lines(ctx: Context) -> list[str]:
 
 
 def _own_lines(ctx: Context) -> list[str]:
-    lines = []
-    for pos in ctx.own_positions:
-        objections = [f"{k} (wanted {s.wants})" for k, s in pos.stances.items()
-                      if s.stance == "object"]
-        lines.append(f"- round {pos.round}: {pos.vote}; objected to "
-                     f"{', '.join(objections) or 'nothing'}")
-    return lines
+    return [f"- round {pos.round}: {pos.vote}; objected to {_objections(pos)}"
+            for pos in ctx.own_positions]
+
+
+def _objections(pos: OwnPosition) -> str:
+    """A party's own earlier answer's objections: `issue (wanted option)`, or 'nothing'."""
+    objections = [f"{k} (wanted {s.wants})" for k, s in pos.stances.items()
+                  if s.stance == "object"]
+    return ", ".join(objections) or "nothing"
 
 
 def quote_tag(ctx: Context) -> str:
